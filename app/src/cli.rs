@@ -1,0 +1,260 @@
+//! Headless subcommands: thin wrappers over the same engine calls the studio makes.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use edgefit_engine::{
+    AnalysisOptions, CancelToken, ModelAnalysis, NoProgress, Progress, analyse, load_model,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::format::{bytes, si, thousands};
+
+/// `edgefit inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The ONNX model to inspect.
+    pub model: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Bins per weight histogram.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub bins: u32,
+    /// Include every tensor's histogram in the JSON output.
+    #[arg(long)]
+    pub histograms: bool,
+}
+
+/// A terminal progress bar fed by engine progress reports; hidden when stderr is not a terminal.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    let style = ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
+    move |p: Progress| {
+        bar.set_message(p.stage);
+        bar.set_length(p.total.max(1));
+        bar.set_position(p.done);
+    }
+}
+
+/// Loads and analyses `model`, drawing a progress bar on the terminal.
+fn load_and_analyse(model: &std::path::Path, bins: usize) -> Result<ModelAnalysis> {
+    let bar = progress_bar();
+    let cancel = CancelToken::new();
+    let loaded = load_model(model, &sink(&bar), &cancel)?;
+    let analysis = analyse(
+        &loaded,
+        &AnalysisOptions {
+            histogram_bins: bins,
+        },
+        &sink(&bar),
+        &cancel,
+    )?;
+    bar.finish_and_clear();
+    Ok(analysis)
+}
+
+pub fn inspect(args: &InspectArgs) -> Result<()> {
+    let mut analysis = load_and_analyse(&args.model, args.bins as usize)?;
+    if args.json {
+        if !args.histograms {
+            analysis.tensors.iter_mut().for_each(|t| t.histogram = None);
+        }
+        let json = serde_json::to_string_pretty(&analysis).context("encoding JSON")?;
+        println!("{json}");
+    } else {
+        print!("{}", inspect_table(&analysis));
+    }
+    Ok(())
+}
+
+/// The readable report of `edgefit inspect`.
+pub fn inspect_table(a: &ModelAnalysis) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let opsets: Vec<String> = a
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
+        .collect();
+    let _ = writeln!(out, "Model       {}", a.path);
+    let _ = writeln!(
+        out,
+        "            {} on disk, IR {}, opsets {}, producer {}",
+        bytes(a.file_size_bytes),
+        a.ir_version,
+        opsets.join(" "),
+        if a.producer.is_empty() { "?" } else { &a.producer }
+    );
+    for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
+        for (i, v) in values.iter().enumerate() {
+            let dtype = v.dtype.map_or("?".to_owned(), |d| d.name());
+            let shape = edgefit_engine::graph::format_shape(v.shape.as_deref());
+            let kind = if v.kind == "tensor" { String::new() } else { format!(" ({})", v.kind) };
+            let head = if i == 0 { label } else { "" };
+            let _ = writeln!(out, "{head:<12}{} {dtype} {shape}{kind}", v.name);
+        }
+    }
+    let by_dtype: Vec<String> = a
+        .bytes_by_dtype
+        .iter()
+        .map(|(d, b)| format!("{d} {}", bytes(*b)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Parameters  {} ({} as stored: {})",
+        thousands(a.parameters),
+        bytes(a.weight_bytes),
+        by_dtype.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "MACs        {}{}",
+        si(a.macs),
+        if a.macs_complete { "" } else { " (some layers unknown, see below)" }
+    );
+    let mut ops: Vec<(&String, &usize)> = a.ops.iter().collect();
+    ops.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
+    let ops: Vec<String> = ops.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let _ = writeln!(out, "Nodes       {} ({})", a.nodes, ops.join(", "));
+    let _ = writeln!(out);
+    let name_width = a.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(4, 40);
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",
+        "Layer", "Op", "Params", "MACs", "Size", "Min", "Max", "Std", "Zeros"
+    );
+    for l in &a.layers {
+        let macs = l.macs.map_or("?".to_owned(), si);
+        let (min, max, std, zeros) = match &l.stats {
+            Some(s) => (
+                format!("{:.4}", s.min),
+                format!("{:.4}", s.max),
+                format!("{:.4}", s.std),
+                format!("{:.1}%", s.zero_fraction * 100.0),
+            ),
+            None => Default::default(),
+        };
+        let mut name = l.name.clone();
+        if name.len() > name_width {
+            name.truncate(name_width - 1);
+            name.push('…');
+        }
+        let _ = writeln!(
+            out,
+            "{name:<name_width$}  {:<18} {:>10} {macs:>10} {:>10} {min:>10} {max:>10} {std:>9} {zeros:>6}",
+            l.op,
+            thousands(l.parameters),
+            bytes(l.bytes),
+        );
+    }
+    let unknown: Vec<String> = a
+        .layers
+        .iter()
+        .filter_map(|l| l.macs_note.as_ref().map(|n| format!("  {}: {n}", l.name)))
+        .collect();
+    if !unknown.is_empty() {
+        let _ = writeln!(out, "\nMACs not counted:");
+        for line in unknown {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if !a.warnings.is_empty() {
+        let _ = writeln!(out, "\nWarnings:");
+        for w in &a.warnings {
+            let _ = writeln!(out, "  - {w}");
+        }
+    }
+    out
+}
+
+/// `edgefit bench-analysis`.
+#[derive(Debug, clap::Args)]
+pub struct BenchAnalysisArgs {
+    /// Target parameter count of the synthetic model.
+    #[arg(long, default_value_t = 25_000_000)]
+    pub parameters: u64,
+    /// Target node count (MatMul → Add → Relu blocks, 3 nodes each).
+    #[arg(long, default_value_t = 1_000)]
+    pub nodes: usize,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn bench_analysis(args: &BenchAnalysisArgs) -> Result<()> {
+    let blocks = (args.nodes / 3).max(1);
+    let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
+    let model = edgefit_engine::synthetic::mlp_chain(width, blocks);
+    let dir = tempfile_dir()?;
+    let path = dir.join("synthetic.onnx");
+    let encoded = edgefit_engine::proto::Message::write_to_bytes(&model)?;
+    edgefit_engine::write::write_bytes_atomic(&path, &encoded)?;
+    drop(model);
+    let mut load_times = Vec::new();
+    let mut analysis_times = Vec::new();
+    let mut last = None;
+    for _ in 0..args.runs.max(1) {
+        let cancel = CancelToken::new();
+        let start = Instant::now();
+        let loaded = load_model(&path, &NoProgress, &cancel)?;
+        let loaded_at = Instant::now();
+        let analysis = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &cancel)?;
+        let done = Instant::now();
+        load_times.push(loaded_at - start);
+        analysis_times.push(done - loaded_at);
+        last = Some(analysis);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let analysis = last.context("no run")?;
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    let load_ms = median(&mut load_times);
+    let analysis_ms = median(&mut analysis_times);
+    let total_ms = load_ms + analysis_ms;
+    if args.json {
+        let json = serde_json::json!({
+            "parameters": analysis.parameters,
+            "nodes": analysis.nodes,
+            "file_size_bytes": analysis.file_size_bytes,
+            "threads": rayon::current_num_threads(),
+            "load_ms": load_ms,
+            "analysis_ms": analysis_ms,
+            "total_ms": total_ms,
+            "target_ms": 1000.0,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "synthetic model: {} parameters, {} nodes, {} on disk",
+            thousands(analysis.parameters),
+            analysis.nodes,
+            bytes(analysis.file_size_bytes)
+        );
+        println!(
+            "load {load_ms:.0} ms + analysis {analysis_ms:.0} ms = {total_ms:.0} ms (median of {} runs, {} threads; target < 1000 ms)",
+            args.runs.max(1),
+            rayon::current_num_threads()
+        );
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("edgefit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

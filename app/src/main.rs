@@ -1,0 +1,50 @@
+//! `edgefit`: the Edgefit Studio window, and headless subcommands for scripts and CI.
+
+mod cli;
+mod format;
+mod gui;
+mod samples;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Edgefit Studio: inspect, prune and quantize ONNX models for edge devices.
+///
+/// With no subcommand, opens the studio window on MODEL (or on a bundled sample model).
+#[derive(Debug, Parser)]
+#[command(name = "edgefit", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Model to open in the studio (default: the bundled MNIST CNN sample).
+    model: Option<PathBuf>,
+    /// Save a PNG of the studio window once the model is shown, then exit.
+    #[arg(long, value_name = "PNG")]
+    screenshot: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the model's structure, parameters, MACs and weight statistics.
+    Inspect(cli::InspectArgs),
+    /// Time load + full analysis of a large synthetic model (~25M parameters, ~1,000 nodes).
+    BenchAnalysis(cli::BenchAnalysisArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::Inspect(a)) => cli::inspect(&a),
+        Some(Command::BenchAnalysis(a)) => cli::bench_analysis(&a),
+        None => gui::run(args.model, args.screenshot),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The engine's one error type: structured fields, messages that name the problem and put the
+//! file path last.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read or written.
+    #[error("{action}: {source}: {path}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has no bytes.
+    #[error("the file is empty (0 bytes), not an ONNX model: {path}")]
+    EmptyFile { path: PathBuf },
+    /// The bytes are not a valid ONNX protobuf message.
+    #[error("not a valid ONNX file ({reason}): {path}")]
+    NotOnnx { reason: String, path: PathBuf },
+    /// A tensor's external data could not be used.
+    #[error("tensor `{tensor}`: {reason}: {path}")]
+    ExternalData {
+        tensor: String,
+        reason: String,
+        path: PathBuf,
+    },
+    /// A tensor's stored data does not match its declared type and shape.
+    #[error("tensor `{tensor}`: {reason}")]
+    BadTensor { tensor: String, reason: String },
+    /// A shape whose element count does not fit in 64 bits.
+    #[error("`{what}` has a shape whose element count overflows: {dims:?}")]
+    DimensionOverflow { what: String, dims: Vec<i64> },
+    /// Writing would overwrite the model that was opened.
+    #[error("refusing to overwrite the model that was opened; choose another path: {path}")]
+    WouldOverwriteSource { path: PathBuf },
+    /// The job was cancelled by the user.
+    #[error("cancelled")]
+    Cancelled,
+    /// A value given to the engine is out of range.
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+}
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An I/O error with the action that failed and the path it failed on.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

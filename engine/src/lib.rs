@@ -1,0 +1,25 @@
+//! Edgefit engine: load → analyse → plan → apply → evaluate → export, for ONNX models.
+//!
+//! The engine never depends on a GUI crate. Long jobs are synchronous functions that take a
+//! [`ProgressSink`] and a [`CancelToken`]; the caller (the studio or the CLI) decides which
+//! thread runs them.
+
+pub mod analysis;
+pub mod dtype;
+pub mod error;
+pub mod graph;
+pub mod job;
+pub mod load;
+pub mod macs;
+pub mod proto;
+pub mod shapes;
+pub mod stats;
+pub mod synthetic;
+pub mod tensor;
+pub mod write;
+
+pub use analysis::{AnalysisOptions, LayerReport, ModelAnalysis, TensorReport, analyse};
+pub use error::{Error, Result};
+pub use job::{CancelToken, NoProgress, Progress, ProgressSink};
+pub use load::{LoadedModel, load_model};
+pub use write::write_model_atomic;

@@ -1,0 +1,157 @@
+//! Shape and type inference through tract, mapped back to ONNX tensor names.
+//!
+//! tract is used for facts only; the model of record stays the ONNX protobuf. When inference
+//! cannot finish (an op tract lacks, a symbolic clash), what is known is kept and a warning
+//! says where it stopped.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::dtype::DType;
+use crate::graph::{Dim, ValueDesc};
+use crate::proto::{Message, ModelProto};
+
+/// Inferred facts about the main graph's values, by ONNX tensor name.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeFacts {
+    pub values: HashMap<String, ValueDesc>,
+    /// True when tract analysed every node without error.
+    pub complete: bool,
+}
+
+impl ShapeFacts {
+    /// The fact for tensor `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&ValueDesc> {
+        self.values.get(name)
+    }
+}
+
+/// Names of the ONNX ops tract can load.
+pub fn tract_supports_op(op_type: &str) -> bool {
+    thread_local! {
+        static OPS: tract_onnx::model::OnnxOpRegister = tract_onnx::onnx().op_register;
+    }
+    OPS.with(|ops| ops.0.contains_key(op_type))
+}
+
+/// Runs tract's analysis on `model` and collects what it learns; never fails: problems become
+/// `warnings`. `model_dir` lets tract read external data (locations already checked).
+pub fn infer_shapes(
+    model: &ModelProto,
+    model_dir: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> ShapeFacts {
+    let result = catch_unwind(AssertUnwindSafe(|| infer_with_tract(model, model_dir)));
+    match result {
+        Ok(Ok((facts, None))) => facts,
+        Ok(Ok((facts, Some(stopped)))) => {
+            warnings.push(format!(
+                "shape inference is incomplete (tract: {stopped}); shapes and MACs after that point are unknown"
+            ));
+            facts
+        }
+        Ok(Err(error)) => {
+            warnings.push(format!(
+                "shape inference failed (tract: {}); only declared shapes are shown",
+                first_line(&error)
+            ));
+            ShapeFacts::default()
+        }
+        Err(_) => {
+            warnings.push(
+                "shape inference crashed inside tract; only declared shapes are shown".to_owned(),
+            );
+            ShapeFacts::default()
+        }
+    }
+}
+
+fn first_line(error: &TractError) -> String {
+    // tract errors carry a chain of context; the root cause is the useful part for a user.
+    let root = error.root_cause().to_string();
+    let top = error.to_string();
+    if root == top {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
+}
+
+type Inferred = (ShapeFacts, Option<String>);
+
+fn infer_with_tract(model: &ModelProto, model_dir: Option<&Path>) -> TractResult<Inferred> {
+    let bytes = model
+        .write_to_bytes()
+        .map_err(|e| TractError::msg(format!("re-encoding the model for tract: {e}")))?;
+    let onnx = tract_onnx::onnx();
+    let pb = onnx.proto_model_for_read(&mut bytes.as_slice())?;
+    drop(bytes);
+    let dir = model_dir.and_then(Path::to_str);
+    let parsed = onnx.parse(&pb, dir)?;
+    drop(pb);
+    let mut inference_model = parsed.model;
+    let stopped = match inference_model.analyse(true) {
+        Ok(_) => None,
+        Err(error) => Some(first_line(&error)),
+    };
+    let mut facts = ShapeFacts {
+        values: HashMap::with_capacity(parsed.outlets_by_name.len()),
+        complete: stopped.is_none(),
+    };
+    for (name, outlet) in &parsed.outlets_by_name {
+        let Ok(fact) = inference_model.outlet_fact(*outlet) else {
+            continue;
+        };
+        facts.values.insert(name.clone(), describe_fact(name, fact));
+    }
+    Ok((facts, stopped))
+}
+
+fn describe_fact(name: &str, fact: &InferenceFact) -> ValueDesc {
+    let dtype = fact.datum_type.concretize().and_then(onnx_dtype);
+    let shape = if fact.shape.is_open() {
+        None
+    } else {
+        Some(
+            fact.shape
+                .dims()
+                .map(|d| match d.concretize() {
+                    Some(dim) => match dim.to_i64() {
+                        Ok(v) => Dim::Known(v),
+                        Err(_) => Dim::Symbol(dim.to_string()),
+                    },
+                    None => Dim::Unknown(()),
+                })
+                .collect(),
+        )
+    };
+    ValueDesc {
+        name: name.to_owned(),
+        dtype,
+        shape,
+        kind: "tensor",
+    }
+}
+
+fn onnx_dtype(dt: DatumType) -> Option<DType> {
+    Some(match dt {
+        DatumType::F32 => DType::FLOAT32,
+        DatumType::F16 => DType::FLOAT16,
+        DatumType::F64 => DType::FLOAT64,
+        DatumType::I8 => DType::INT8,
+        DatumType::U8 => DType::UINT8,
+        DatumType::I16 => DType(5),
+        DatumType::U16 => DType(4),
+        DatumType::I32 => DType::INT32,
+        DatumType::U32 => DType(12),
+        DatumType::I64 | DatumType::TDim => DType::INT64,
+        DatumType::U64 => DType(13),
+        DatumType::Bool => DType::BOOL,
+        DatumType::String => DType::STRING,
+        _ => return None,
+    })
+}
