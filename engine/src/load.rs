@@ -122,7 +122,14 @@ pub fn load_model(
     report(progress, "inferring shapes", 3, 4);
     let graph = GraphView::new(&proto);
     warn_unsupported_ops(&graph, &mut warnings);
-    let shapes = infer_shapes(&proto, Some(&dir), &mut warnings);
+    let mut shapes = infer_shapes(&proto, Some(&dir), &mut warnings);
+    // Where tract learned nothing, the model's own declarations still hold.
+    for (name, declared) in &graph.declared {
+        let known = shapes.get(name).is_some_and(|f| f.shape.is_some());
+        if !known && declared.kind == "tensor" {
+            shapes.values.insert(name.clone(), declared.clone());
+        }
+    }
     report(progress, "loaded", 4, 4);
 
     Ok(LoadedModel {
@@ -444,4 +451,50 @@ fn warn_unsupported_ops(graph: &GraphView, warnings: &mut Vec<String>) {
             "op `{op}`{domain} is not supported by tract ({count} node(s), first `{first}`): the model can be inspected but tract cannot run it"
         ));
     }
+}
+
+impl LoadedModel {
+    /// A copy of the model of record with every external-data tensor stored inline, so it can
+    /// be written to any folder. Nothing else changes.
+    pub fn self_contained_proto(&self) -> Result<ModelProto> {
+        let mut proto = self.proto.clone();
+        if self.has_external_data() {
+            let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            if let Some(graph) = proto.graph.as_mut() {
+                inline_graph(graph, &dir)?;
+            }
+        }
+        Ok(proto)
+    }
+}
+
+fn inline_tensor(t: &mut TensorProto, dir: &Path) -> Result<()> {
+    if t.data_location() == DataLocation::EXTERNAL {
+        let bytes = read_external(t, dir)?;
+        t.set_raw_data(bytes);
+        t.external_data.clear();
+        // What onnx.load_external_data does: the location is stated, not left unset.
+        t.set_data_location(DataLocation::DEFAULT);
+    }
+    Ok(())
+}
+
+fn inline_graph(graph: &mut GraphProto, dir: &Path) -> Result<()> {
+    for t in &mut graph.initializer {
+        inline_tensor(t, dir)?;
+    }
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            if let Some(t) = attr.t.as_mut() {
+                inline_tensor(t, dir)?;
+            }
+            if let Some(g) = attr.g.as_mut() {
+                inline_graph(g, dir)?;
+            }
+            for g in &mut attr.graphs {
+                inline_graph(g, dir)?;
+            }
+        }
+    }
+    Ok(())
 }
