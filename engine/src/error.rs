@@ -33,6 +33,15 @@ pub enum Error {
     /// A shape whose element count does not fit in 64 bits.
     #[error("`{what}` has a shape whose element count overflows: {dims:?}")]
     DimensionOverflow { what: String, dims: Vec<i64> },
+    /// Evaluation data could not be read or does not fit the model.
+    #[error("dataset: {reason}: {path}")]
+    Dataset { reason: String, path: PathBuf },
+    /// A model could not be run (built, optimized or executed) by a runtime.
+    #[error("{runtime} cannot run the model: {reason}")]
+    Runtime { runtime: &'static str, reason: String },
+    /// A compression recipe is invalid for this model.
+    #[error("recipe: {reason}")]
+    Recipe { reason: String },
     /// Writing would overwrite the model that was opened.
     #[error("refusing to overwrite the model that was opened; choose another path: {path}")]
     WouldOverwriteSource { path: PathBuf },
