@@ -123,7 +123,8 @@ impl StudioApp {
         }
         let progress = Arc::new(Mutex::new(None));
         let cancel = CancelToken::new();
-        let (sink_progress, job_cancel, ctx_for_job) = (progress.clone(), cancel.clone(), ctx.clone());
+        let (sink_progress, job_cancel, ctx_for_job) =
+            (progress.clone(), cancel.clone(), ctx.clone());
         let job_path = path.clone();
         let promise = Promise::spawn_thread("edgefit-load-model", move || {
             let repaint = ctx_for_job.clone();
@@ -237,23 +238,30 @@ impl StudioApp {
 
 fn summary_ui(ui: &mut egui::Ui, a: &ModelAnalysis) {
     ui.heading("Summary");
-    egui::Grid::new("summary_grid").num_columns(2).striped(true).show(ui, |ui| {
-        let mut row = |label: &str, value: String| {
-            ui.label(label);
-            ui.label(value);
-            ui.end_row();
-        };
-        row("File", a.path.clone());
-        row("Size on disk", bytes(a.file_size_bytes));
-        row("Producer", a.producer.clone());
-        row("IR version", a.ir_version.to_string());
-        row("Parameters", thousands(a.parameters));
-        row("Weight bytes", bytes(a.weight_bytes));
-        let macs = if a.macs_complete { si(a.macs) } else { format!("{} (partial)", si(a.macs)) };
-        row("MACs", macs);
-        row("Nodes", thousands(a.nodes as u64));
-        row("Layers", a.layers.len().to_string());
-    });
+    egui::Grid::new("summary_grid")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let mut row = |label: &str, value: String| {
+                ui.label(label);
+                ui.label(value);
+                ui.end_row();
+            };
+            row("File", a.path.clone());
+            row("Size on disk", bytes(a.file_size_bytes));
+            row("Producer", a.producer.clone());
+            row("IR version", a.ir_version.to_string());
+            row("Parameters", thousands(a.parameters));
+            row("Weight bytes", bytes(a.weight_bytes));
+            let macs = if a.macs_complete {
+                si(a.macs)
+            } else {
+                format!("{} (partial)", si(a.macs))
+            };
+            row("MACs", macs);
+            row("Nodes", thousands(a.nodes as u64));
+            row("Layers", a.layers.len().to_string());
+        });
     ui.separator();
     ui.strong("Inputs");
     for v in &a.inputs {
@@ -279,39 +287,46 @@ fn value_line(v: &edgefit_engine::graph::ValueDesc) -> String {
 
 fn layers_ui(ui: &mut egui::Ui, a: &ModelAnalysis) {
     ui.heading("Layers");
-    egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| {
-        egui::Grid::new("layers_grid").num_columns(8).striped(true).show(ui, |ui| {
-            for h in ["Layer", "Op", "Params", "MACs", "Size", "Min", "Max", "Zeros"] {
-                ui.strong(h);
-            }
-            ui.end_row();
-            for l in &a.layers {
-                ui.label(&l.name);
-                ui.label(&l.op);
-                ui.label(thousands(l.parameters));
-                match l.macs {
-                    Some(m) => ui.label(si(m)),
-                    None => ui
-                        .label(RichText::new("?").color(Color32::GRAY))
-                        .on_hover_text(l.macs_note.clone().unwrap_or_default()),
-                };
-                ui.label(bytes(l.bytes));
-                match &l.stats {
-                    Some(s) => {
-                        ui.label(format!("{:.4}", s.min));
-                        ui.label(format!("{:.4}", s.max));
-                        ui.label(format!("{:.1}%", s.zero_fraction * 100.0));
+    egui::ScrollArea::both()
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            egui::Grid::new("layers_grid")
+                .num_columns(8)
+                .striped(true)
+                .show(ui, |ui| {
+                    for h in [
+                        "Layer", "Op", "Params", "MACs", "Size", "Min", "Max", "Zeros",
+                    ] {
+                        ui.strong(h);
                     }
-                    None => {
-                        ui.label("");
-                        ui.label("");
-                        ui.label("");
+                    ui.end_row();
+                    for l in &a.layers {
+                        ui.label(&l.name);
+                        ui.label(&l.op);
+                        ui.label(thousands(l.parameters));
+                        match l.macs {
+                            Some(m) => ui.label(si(m)),
+                            None => ui
+                                .label(RichText::new("?").color(Color32::GRAY))
+                                .on_hover_text(l.macs_note.clone().unwrap_or_default()),
+                        };
+                        ui.label(bytes(l.bytes));
+                        match &l.stats {
+                            Some(s) => {
+                                ui.label(format!("{:.4}", s.min));
+                                ui.label(format!("{:.4}", s.max));
+                                ui.label(format!("{:.1}%", s.zero_fraction * 100.0));
+                            }
+                            None => {
+                                ui.label("");
+                                ui.label("");
+                                ui.label("");
+                            }
+                        }
+                        ui.end_row();
                     }
-                }
-                ui.end_row();
-            }
+                });
         });
-    });
 }
 
 impl eframe::App for StudioApp {
@@ -328,13 +343,18 @@ impl eframe::App for StudioApp {
         }
         self.poll_job(ctx);
         if let Some(task) = &mut self.screenshot {
-            task.tick(ctx, self.job.is_none() && (self.model.is_some() || self.error.is_some()));
+            task.tick(
+                ctx,
+                self.job.is_none() && (self.model.is_some() || self.error.is_some()),
+            );
         }
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
-        egui::Panel::bottom("status").resizable(true).show(ui, |ui| self.status_ui(ui));
+        egui::Panel::bottom("status")
+            .resizable(true)
+            .show(ui, |ui| self.status_ui(ui));
         let model = self.model.clone();
         match model {
             Some(model) => {
@@ -349,7 +369,10 @@ impl eframe::App for StudioApp {
             None => {
                 egui::CentralPanel::default().show(ui, |ui| {
                     ui.centered_and_justified(|ui| {
-                        if ui.button("Open an ONNX model… (or drop one here)").clicked() {
+                        if ui
+                            .button("Open an ONNX model… (or drop one here)")
+                            .clicked()
+                        {
                             self.commands.push(Command::PickFile);
                         }
                     });

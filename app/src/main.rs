@@ -29,6 +29,14 @@ struct Args {
 enum Command {
     /// Print the model's structure, parameters, MACs and weight statistics.
     Inspect(cli::InspectArgs),
+    /// Prune and quantize a model, measure it against the original, export and verify it.
+    Optimize(cli::optimize::OptimizeArgs),
+    /// Accuracy (labelled data) or fidelity (against --reference) of a model, in tract.
+    Eval(cli::optimize::EvalArgs),
+    /// Single-sample latency of a model (median and p90), in tract.
+    Bench(cli::optimize::BenchArgs),
+    /// Compare two models on the same samples: accuracy, fidelity, size, latency.
+    Compare(cli::optimize::CompareArgs),
     /// Time load + full analysis of a large synthetic model (~25M parameters, ~1,000 nodes).
     BenchAnalysis(cli::BenchAnalysisArgs),
 }
@@ -38,6 +46,10 @@ fn main() -> ExitCode {
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),
         Some(Command::BenchAnalysis(a)) => cli::bench_analysis(&a),
+        Some(Command::Optimize(a)) => cli::optimize::optimize_cmd(&a),
+        Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),
+        Some(Command::Bench(a)) => cli::optimize::bench_cmd(&a),
+        Some(Command::Compare(a)) => cli::optimize::compare_cmd(&a),
         None => gui::run(args.model, args.screenshot),
     };
     match result {

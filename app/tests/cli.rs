@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn edgefit(args: &[&str]) -> Output {
@@ -19,11 +22,27 @@ fn edgefit(args: &[&str]) -> Output {
 
 #[test]
 fn inspect_json_has_the_documented_keys() {
-    for model in ["sample-models/mnist-cnn/model.onnx", "sample-models/digits-mlp/model.onnx"] {
+    for model in [
+        "sample-models/mnist-cnn/model.onnx",
+        "sample-models/digits-mlp/model.onnx",
+    ] {
         let out = edgefit(&["inspect", model, "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        for key in ["parameters", "weight_bytes", "nodes", "ops", "inputs", "outputs", "layers", "warnings"] {
+        for key in [
+            "parameters",
+            "weight_bytes",
+            "nodes",
+            "ops",
+            "inputs",
+            "outputs",
+            "layers",
+            "warnings",
+        ] {
             assert!(v.get(key).is_some(), "{model}: missing `{key}`");
         }
         let layer = &v["layers"][0];
@@ -32,11 +51,27 @@ fn inspect_json_has_the_documented_keys() {
         }
         assert_eq!(v["inputs"][0]["name"], "input");
         assert_eq!(v["outputs"][0]["dtype"], "float32");
-        assert!(v["tensors"][0].get("histogram").is_none(), "histograms only on request");
+        assert!(
+            v["tensors"][0].get("histogram").is_none(),
+            "histograms only on request"
+        );
     }
-    let out = edgefit(&["inspect", "sample-models/digits-mlp/model.onnx", "--json", "--histograms", "--bins", "8"]);
+    let out = edgefit(&[
+        "inspect",
+        "sample-models/digits-mlp/model.onnx",
+        "--json",
+        "--histograms",
+        "--bins",
+        "8",
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["tensors"][0]["histogram"]["counts"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        v["tensors"][0]["histogram"]["counts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 }
 
 #[test]
@@ -61,14 +96,30 @@ fn errors_go_to_stderr_with_a_failing_exit_code() {
         assert!(!out.status.success(), "{file}");
         assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.starts_with("error: ") && err.contains(expected), "{file}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{file}: {err}"
+        );
     }
 }
 
 #[test]
 fn bench_analysis_prints_its_figures() {
-    let out = edgefit(&["bench-analysis", "--parameters", "200000", "--nodes", "60", "--runs", "1", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = edgefit(&[
+        "bench-analysis",
+        "--parameters",
+        "200000",
+        "--nodes",
+        "60",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["nodes"], 60);
     assert!(v["parameters"].as_u64().unwrap() > 150_000);

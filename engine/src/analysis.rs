@@ -360,10 +360,7 @@ fn resolve_weight<'a>(
             break;
         }
         // A subgraph path is `…/node/attribute`: drop the last two segments.
-        scope = scope
-            .rsplitn(3, '/')
-            .nth(2)
-            .unwrap_or("");
+        scope = scope.rsplitn(3, '/').nth(2).unwrap_or("");
     }
     let mut name = input;
     for _ in 0..8 {
@@ -411,7 +408,11 @@ fn layer_report(
         }
     }
     let weight_dims = |slot: usize| -> Option<Vec<i64>> {
-        resolved.get(slot).copied().flatten().map(|t| tensors[t].shape.clone())
+        resolved
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|t| tensors[t].shape.clone())
     };
     let (macs, macs_note) = if node.graph.is_empty() {
         match node_macs(node, &model.shapes, weight_dims) {
@@ -419,7 +420,10 @@ fn layer_report(
             Err(note) => (None, Some(note)),
         }
     } else {
-        (None, Some("inside a subgraph: shapes are not inferred there".to_owned()))
+        (
+            None,
+            Some("inside a subgraph: shapes are not inferred there".to_owned()),
+        )
     };
     let main_report = &tensors[main_tensor];
     let _ = main_slot;

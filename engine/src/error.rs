@@ -38,7 +38,10 @@ pub enum Error {
     Dataset { reason: String, path: PathBuf },
     /// A model could not be run (built, optimized or executed) by a runtime.
     #[error("{runtime} cannot run the model: {reason}")]
-    Runtime { runtime: &'static str, reason: String },
+    Runtime {
+        runtime: &'static str,
+        reason: String,
+    },
     /// A compression recipe is invalid for this model.
     #[error("recipe: {reason}")]
     Recipe { reason: String },

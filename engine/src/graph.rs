@@ -174,7 +174,12 @@ impl GraphView {
             .map(ValueDesc::from_proto)
             .collect();
         view.outputs = graph.output.iter().map(ValueDesc::from_proto).collect();
-        for info in graph.value_info.iter().chain(&graph.input).chain(&graph.output) {
+        for info in graph
+            .value_info
+            .iter()
+            .chain(&graph.input)
+            .chain(&graph.output)
+        {
             view.declared
                 .insert(info.name().to_owned(), ValueDesc::from_proto(info));
         }

@@ -5,13 +5,22 @@
 //! thread runs them.
 
 pub mod analysis;
+pub mod compress;
+pub mod dataset;
 pub mod dtype;
 pub mod error;
+pub mod eval;
+pub mod export;
 pub mod graph;
 pub mod job;
 pub mod load;
 pub mod macs;
+pub mod pipeline;
+pub mod plan;
 pub mod proto;
+pub mod quant;
+pub mod report;
+pub mod runtime;
 pub mod shapes;
 pub mod stats;
 pub mod synthetic;

@@ -107,6 +107,19 @@ pub fn load_model(
     drop(bytes);
     cancel.check()?;
 
+    let model = from_proto(proto, path, file_size_bytes, progress)?;
+    report(progress, "loaded", 4, 4);
+    Ok(model)
+}
+
+/// Builds a [`LoadedModel`] from a protobuf already in memory (e.g. the result of a model
+/// pass), as if it had been read from `path` (external data is looked up beside it).
+pub fn from_proto(
+    proto: ModelProto,
+    path: PathBuf,
+    file_size_bytes: u64,
+    progress: &dyn ProgressSink,
+) -> Result<LoadedModel> {
     report(progress, "decoding weights", 2, 4);
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut warnings = Vec::new();
@@ -117,7 +130,6 @@ pub fn load_model(
         .filter(|(_, w)| w.graph.is_empty())
         .map(|(i, w)| (w.name.clone(), i))
         .collect();
-    cancel.check()?;
 
     report(progress, "inferring shapes", 3, 4);
     let graph = GraphView::new(&proto);
@@ -130,7 +142,6 @@ pub fn load_model(
             shapes.values.insert(name.clone(), declared.clone());
         }
     }
-    report(progress, "loaded", 4, 4);
 
     Ok(LoadedModel {
         path,
@@ -163,7 +174,9 @@ fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
         return Err(not_onnx("it holds no graph".to_owned()));
     };
     if proto.ir_version.is_none() && proto.opset_import.is_empty() {
-        return Err(not_onnx("it has neither an IR version nor an opset import".to_owned()));
+        return Err(not_onnx(
+            "it has neither an IR version nor an opset import".to_owned(),
+        ));
     }
     if graph.node.is_empty() && graph.output.is_empty() {
         return Err(not_onnx("its graph has no nodes and no outputs".to_owned()));
@@ -263,7 +276,8 @@ fn walk_graph<'a>(graph: &'a GraphProto, path: &str, found: &mut Vec<Found<'a>>)
 
 fn constant_value(attributes: &[AttributeProto], output: String) -> Option<TensorFound<'_>> {
     let attr = attributes.first()?;
-    let inline = |dtype, dims, values| Some(TensorFound::Inline(output.clone(), dtype, dims, values));
+    let inline =
+        |dtype, dims, values| Some(TensorFound::Inline(output.clone(), dtype, dims, values));
     match attr.name() {
         "value" => attr.t.as_ref().map(TensorFound::Proto),
         "sparse_value" => attr.sparse_tensor.as_ref().map(|s| {
@@ -271,7 +285,11 @@ fn constant_value(attributes: &[AttributeProto], output: String) -> Option<Tenso
             TensorFound::Sparse(output.clone(), dtype, s.dims.clone())
         }),
         "value_float" => inline(DType::FLOAT32, vec![], vec![attr.f()]),
-        "value_floats" => inline(DType::FLOAT32, vec![attr.floats.len() as i64], attr.floats.clone()),
+        "value_floats" => inline(
+            DType::FLOAT32,
+            vec![attr.floats.len() as i64],
+            attr.floats.clone(),
+        ),
         "value_int" => inline(DType::INT64, vec![], vec![attr.i() as f32]),
         "value_ints" => inline(
             DType::INT64,
@@ -374,7 +392,9 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if escapes {
         return Err(err(
-            format!("external-data location `{location}` points outside the model's folder; refused"),
+            format!(
+                "external-data location `{location}` points outside the model's folder; refused"
+            ),
             dir.join(relative),
         ));
     }
@@ -398,14 +418,18 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
         entry(key)
             .map(|v| {
                 v.parse::<u64>().map_err(|_| {
-                    err(format!("external-data `{key}` is not a number: {v:?}"), canonical.clone())
+                    err(
+                        format!("external-data `{key}` is not a number: {v:?}"),
+                        canonical.clone(),
+                    )
                 })
             })
             .transpose()
     };
     let offset = parse_number("offset")?.unwrap_or(0);
     let length = parse_number("length")?;
-    let mut file = File::open(&canonical).map_err(|e| Error::io("cannot open external data", &canonical, e))?;
+    let mut file = File::open(&canonical)
+        .map_err(|e| Error::io("cannot open external data", &canonical, e))?;
     let file_len = file
         .metadata()
         .map_err(|e| Error::io("cannot read external data", &canonical, e))?

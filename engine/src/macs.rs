@@ -31,7 +31,10 @@ pub fn node_macs(
             .and_then(|f| f.shape.clone())
             .ok_or_else(|| format!("shape of `{name}` is unknown"))?;
         known_dims(&fact).ok_or_else(|| {
-            format!("shape of `{name}` is {} (not all dimensions known)", format_shape(Some(&fact)))
+            format!(
+                "shape of `{name}` is {} (not all dimensions known)",
+                format_shape(Some(&fact))
+            )
         })
     };
     let input_shape = |i: usize| -> Result<Vec<u64>, String> {
@@ -41,7 +44,10 @@ pub fn node_macs(
                 .map(|&d| u64::try_from(d).map_err(|_| format!("negative dimension {d}")))
                 .collect();
         }
-        let name = node.inputs.get(i).ok_or_else(|| format!("input {i} is missing"))?;
+        let name = node
+            .inputs
+            .get(i)
+            .ok_or_else(|| format!("input {i} is missing"))?;
         shape_of(name)
     };
     let output = || -> Result<Vec<u64>, String> {
@@ -60,7 +66,10 @@ pub fn node_macs(
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| "the count overflows 64 bits".to_owned())
     };
-    let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(|| "the count overflows 64 bits".to_owned());
+    let mul = |a: u64, b: u64| {
+        a.checked_mul(b)
+            .ok_or_else(|| "the count overflows 64 bits".to_owned())
+    };
 
     match node.op_type.as_str() {
         "Conv" | "ConvInteger" => {
@@ -73,17 +82,28 @@ pub fn node_macs(
         }
         "ConvTranspose" => {
             let w = input_shape(1)?;
-            mul(product(&input_shape(0)?)?, product(w.get(1..).unwrap_or(&[]))?)
+            mul(
+                product(&input_shape(0)?)?,
+                product(w.get(1..).unwrap_or(&[]))?,
+            )
         }
         "Gemm" => {
             let b = input_shape(1)?;
-            let k = if attr_int("transB") != 0 { b.get(1) } else { b.first() };
+            let k = if attr_int("transB") != 0 {
+                b.get(1)
+            } else {
+                b.first()
+            };
             let k = *k.ok_or("B is not a matrix")?;
             mul(product(&output()?)?, k)
         }
         "MatMul" | "MatMulInteger" | "QLinearMatMul" => {
             let a_index = 0;
-            let b_index = if node.op_type == "QLinearMatMul" { 3 } else { 1 };
+            let b_index = if node.op_type == "QLinearMatMul" {
+                3
+            } else {
+                1
+            };
             let k = match input_shape(b_index) {
                 Ok(b) if b.len() >= 2 => b[b.len() - 2],
                 Ok(b) if b.len() == 1 => b[0],

@@ -178,11 +178,17 @@ mod tests {
 
     #[test]
     fn stats_match_a_direct_computation_across_chunks() {
-        let values: Vec<f32> = (0..300_000).map(|i| ((i * 37) % 1001) as f32 - 500.0).collect();
+        let values: Vec<f32> = (0..300_000)
+            .map(|i| ((i * 37) % 1001) as f32 - 500.0)
+            .collect();
         let s = tensor_stats(&values);
         let n = values.len() as f64;
         let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
         assert!((s.mean - mean).abs() < 1e-6);
         assert!((s.std - var.sqrt()).abs() < 1e-6);
         assert_eq!((s.min, s.max), (-500.0, 500.0));

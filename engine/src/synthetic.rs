@@ -1,8 +1,8 @@
 //! Synthetic models for benchmarks and tests: large, deterministic, and valid ONNX.
 
 use crate::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto,
-    ValueInfoProto, tensor_shape_proto, type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto,
 };
 
 /// A chain of `MatMul → Add → Relu` blocks of width `width`, `blocks` long: about
@@ -24,14 +24,33 @@ pub fn mlp_chain(width: usize, blocks: usize) -> ModelProto {
     for b in 0..blocks {
         let weight = format!("block{b}.weight");
         let bias = format!("block{b}.bias");
-        graph.initializer.push(float_tensor(&weight, &[width, width], &mut next));
-        graph.initializer.push(float_tensor(&bias, &[width], &mut next));
+        graph
+            .initializer
+            .push(float_tensor(&weight, &[width, width], &mut next));
+        graph
+            .initializer
+            .push(float_tensor(&bias, &[width], &mut next));
         let matmul_out = format!("block{b}.matmul");
         let add_out = format!("block{b}.add");
         let relu_out = format!("block{b}.relu");
-        graph.node.push(node("MatMul", &format!("block{b}.fc"), &[&previous, &weight], &matmul_out));
-        graph.node.push(node("Add", &format!("block{b}.bias_add"), &[&matmul_out, &bias], &add_out));
-        graph.node.push(node("Relu", &format!("block{b}.act"), &[&add_out], &relu_out));
+        graph.node.push(node(
+            "MatMul",
+            &format!("block{b}.fc"),
+            &[&previous, &weight],
+            &matmul_out,
+        ));
+        graph.node.push(node(
+            "Add",
+            &format!("block{b}.bias_add"),
+            &[&matmul_out, &bias],
+            &add_out,
+        ));
+        graph.node.push(node(
+            "Relu",
+            &format!("block{b}.act"),
+            &[&add_out],
+            &relu_out,
+        ));
         previous = relu_out;
     }
     graph.input.push(value_info("input", &[1, width as i64]));

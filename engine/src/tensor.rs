@@ -16,10 +16,12 @@ pub fn element_count(what: &str, dims: &[i64]) -> Result<u64> {
             tensor: what.to_owned(),
             reason: format!("negative dimension in shape {dims:?}"),
         })?;
-        count = count.checked_mul(dim).ok_or_else(|| Error::DimensionOverflow {
-            what: what.to_owned(),
-            dims: dims.to_vec(),
-        })?;
+        count = count
+            .checked_mul(dim)
+            .ok_or_else(|| Error::DimensionOverflow {
+                what: what.to_owned(),
+                dims: dims.to_vec(),
+            })?;
     }
     Ok(count)
 }
@@ -47,10 +49,12 @@ pub fn decode_f32(tensor: &TensorProto, external: Option<&[u8]>) -> Result<Optio
         let Some(width) = little_endian_width(dtype) else {
             return Ok(None);
         };
-        let expected = count.checked_mul(width).ok_or_else(|| Error::DimensionOverflow {
-            what: name.to_owned(),
-            dims: tensor.dims.clone(),
-        })?;
+        let expected = count
+            .checked_mul(width)
+            .ok_or_else(|| Error::DimensionOverflow {
+                what: name.to_owned(),
+                dims: tensor.dims.clone(),
+            })?;
         if raw.len() != expected {
             return Err(bad(format!(
                 "holds {} bytes of data but its {} shape {:?} needs {expected}",
@@ -66,7 +70,13 @@ pub fn decode_f32(tensor: &TensorProto, external: Option<&[u8]>) -> Result<Optio
         1 => Some(tensor.float_data.clone()),
         11 => Some(tensor.double_data.iter().map(|&v| v as f32).collect()),
         // Types of 16 bits or less are stored one per int32 (float16/bfloat16 as bit patterns).
-        2..=6 | 9 => Some(tensor.int32_data.iter().map(|&v| int32_field(dtype, v)).collect()),
+        2..=6 | 9 => Some(
+            tensor
+                .int32_data
+                .iter()
+                .map(|&v| int32_field(dtype, v))
+                .collect(),
+        ),
         10 => Some(
             tensor
                 .int32_data
@@ -176,7 +186,10 @@ mod tests {
     fn decodes_typed_fields() {
         let mut t = tensor(3, &[3]);
         t.int32_data = vec![-128, 0, 127];
-        assert_eq!(decode_f32(&t, None).unwrap(), Some(vec![-128.0, 0.0, 127.0]));
+        assert_eq!(
+            decode_f32(&t, None).unwrap(),
+            Some(vec![-128.0, 0.0, 127.0])
+        );
         let mut t = tensor(7, &[2]);
         t.int64_data = vec![-5, 9];
         assert_eq!(decode_f32(&t, None).unwrap(), Some(vec![-5.0, 9.0]));

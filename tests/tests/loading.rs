@@ -13,8 +13,13 @@ use std::path::Path;
 fn open(path: &Path) -> (LoadedModel, ModelAnalysis) {
     let loaded = load_model(path, &NoProgress, &CancelToken::new())
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
-    let analysis = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &CancelToken::new())
-        .unwrap_or_else(|e| panic!("analysing {}: {e}", path.display()));
+    let analysis = analyse(
+        &loaded,
+        &AnalysisOptions::default(),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap_or_else(|e| panic!("analysing {}: {e}", path.display()));
     (loaded, analysis)
 }
 
@@ -29,13 +34,26 @@ fn load_error(path: &Path) -> Error {
 fn constant_node_weights_are_found_like_paddle_exports() {
     let (loaded, a) = open(&fixture("constant_weights.onnx"));
     assert!(loaded.proto.graph.initializer.is_empty());
-    assert!(loaded.weights.iter().all(|w| w.origin == WeightOrigin::ConstantNode));
+    assert!(
+        loaded
+            .weights
+            .iter()
+            .all(|w| w.origin == WeightOrigin::ConstantNode)
+    );
     // Hand count (tests/fixtures/README.md): 108 + 4 + 1024 + 4 + 1 (value_float) + 2 (value_ints).
     assert_eq!(a.parameters, 1143);
-    let conv = a.layers.iter().find(|l| l.op == "Conv").expect("conv layer");
+    let conv = a
+        .layers
+        .iter()
+        .find(|l| l.op == "Conv")
+        .expect("conv layer");
     assert_eq!(conv.parameters, 112);
     assert_eq!(conv.macs, Some(6912));
-    let matmul = a.layers.iter().find(|l| l.op == "MatMul").expect("matmul layer");
+    let matmul = a
+        .layers
+        .iter()
+        .find(|l| l.op == "MatMul")
+        .expect("matmul layer");
     assert_eq!(matmul.macs, Some(1024));
 }
 
@@ -43,11 +61,26 @@ fn constant_node_weights_are_found_like_paddle_exports() {
 fn subgraph_weights_are_counted() {
     let (loaded, a) = open(&fixture("subgraph_weights.onnx"));
     assert_eq!(a.parameters, 95);
-    let in_subgraphs = loaded.weights.iter().filter(|w| !w.graph.is_empty()).count();
-    assert!(in_subgraphs >= 3, "weights inside If/Loop bodies: {in_subgraphs}");
+    let in_subgraphs = loaded
+        .weights
+        .iter()
+        .filter(|w| !w.graph.is_empty())
+        .count();
+    assert!(
+        in_subgraphs >= 3,
+        "weights inside If/Loop bodies: {in_subgraphs}"
+    );
     let sub_layers: Vec<_> = a.layers.iter().filter(|l| !l.graph.is_empty()).collect();
-    assert_eq!(sub_layers.len(), 3, "then/else/body MatMuls: {sub_layers:?}");
-    assert!(a.warnings.iter().any(|w| w.contains("Loop")), "{:?}", a.warnings);
+    assert_eq!(
+        sub_layers.len(),
+        3,
+        "then/else/body MatMuls: {sub_layers:?}"
+    );
+    assert!(
+        a.warnings.iter().any(|w| w.contains("Loop")),
+        "{:?}",
+        a.warnings
+    );
 }
 
 #[test]
@@ -57,7 +90,11 @@ fn external_data_is_read_from_beside_the_model() {
     assert_eq!(a.parameters, 762);
     assert!(a.tensors.iter().all(|t| t.external && t.stats.is_some()));
     // The weights decoded from weights.bin are real values, not zeros.
-    assert!(a.tensors.iter().any(|t| t.stats.as_ref().unwrap().std > 0.0));
+    assert!(
+        a.tensors
+            .iter()
+            .any(|t| t.stats.as_ref().unwrap().std > 0.0)
+    );
 }
 
 #[test]
@@ -65,14 +102,20 @@ fn missing_external_data_names_the_file() {
     let e = load_error(&fixture("external_missing/model.onnx"));
     assert!(matches!(e, Error::ExternalData { .. }), "{e}");
     let message = e.to_string();
-    assert!(message.contains("missing") && message.contains("weights.bin"), "{message}");
+    assert!(
+        message.contains("missing") && message.contains("weights.bin"),
+        "{message}"
+    );
 }
 
 #[test]
 fn external_data_outside_the_folder_is_refused() {
     let e = load_error(&fixture("external_escape/model.onnx"));
     let message = e.to_string();
-    assert!(message.contains("outside the model's folder") && message.contains("../escape.bin"), "{message}");
+    assert!(
+        message.contains("outside the model's folder") && message.contains("../escape.bin"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -86,7 +129,10 @@ fn bad_files_give_clear_errors() {
     for (name, expected) in cases {
         let message = load_error(&fixture(name)).to_string();
         assert!(message.contains(expected), "{name}: {message}");
-        assert!(message.contains(name), "{name}: the message names the file: {message}");
+        assert!(
+            message.contains(name),
+            "{name}: the message names the file: {message}"
+        );
     }
     let missing = load_error(&fixture("no_such_model.onnx")).to_string();
     assert!(missing.contains("no_such_model.onnx"), "{missing}");
@@ -95,16 +141,37 @@ fn bad_files_give_clear_errors() {
 #[test]
 fn unknown_ops_nan_weights_and_overflowing_dims_are_warnings() {
     let (_, a) = open(&fixture("unknown_op.onnx"));
-    assert!(a.warnings.iter().any(|w| w.contains("FrobnicateXYZ") && w.contains("com.example")), "{:?}", a.warnings);
+    assert!(
+        a.warnings
+            .iter()
+            .any(|w| w.contains("FrobnicateXYZ") && w.contains("com.example")),
+        "{:?}",
+        a.warnings
+    );
 
     let (_, a) = open(&fixture("nan_weights.onnx"));
-    let w = a.tensors.iter().find(|t| t.name == "w").unwrap().stats.clone().unwrap();
+    let w = a
+        .tensors
+        .iter()
+        .find(|t| t.name == "w")
+        .unwrap()
+        .stats
+        .clone()
+        .unwrap();
     assert_eq!((w.nan_count, w.inf_count), (1, 2));
     assert!(w.min.is_finite() && w.max.is_finite());
-    assert!(a.warnings.iter().any(|m| m.contains("NaN")), "{:?}", a.warnings);
+    assert!(
+        a.warnings.iter().any(|m| m.contains("NaN")),
+        "{:?}",
+        a.warnings
+    );
 
     let (_, a) = open(&fixture("big_dims.onnx"));
-    assert!(a.warnings.iter().any(|m| m.contains("overflows")), "{:?}", a.warnings);
+    assert!(
+        a.warnings.iter().any(|m| m.contains("overflows")),
+        "{:?}",
+        a.warnings
+    );
     let matmul = &a.layers[0];
     assert_eq!(matmul.macs, None);
 }
@@ -116,7 +183,11 @@ fn symbolic_dims_are_shown_by_name() {
     assert_eq!(shape, "[batch, 3, height, width]");
     let conv = &a.layers[0];
     assert_eq!(conv.macs, None, "MACs are not guessed for symbolic dims");
-    assert!(conv.macs_note.as_deref().unwrap_or("").contains("batch"), "{:?}", conv.macs_note);
+    assert!(
+        conv.macs_note.as_deref().unwrap_or("").contains("batch"),
+        "{:?}",
+        conv.macs_note
+    );
     assert!(!a.macs_complete);
 }
 
@@ -136,16 +207,26 @@ fn every_weight_dtype_decodes() {
             .iter()
             .find(|t| t.dtype.name() == dtype)
             .unwrap_or_else(|| panic!("{name} has a {dtype} tensor"));
-        let stats = t.stats.as_ref().unwrap_or_else(|| panic!("{name}: {dtype} decoded"));
+        let stats = t
+            .stats
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: {dtype} decoded"));
         assert_eq!(stats.count, t.elements);
-        assert!(stats.max > stats.min || t.elements == 1, "{name}: {stats:?}");
+        assert!(
+            stats.max > stats.min || t.elements == 1,
+            "{name}: {stats:?}"
+        );
     }
 }
 
 #[test]
 fn quantized_weights_note_scale_and_zero_point() {
     let (_, a) = open(&fixture("quantized.onnx"));
-    let qconv = a.layers.iter().find(|l| l.op == "QLinearConv").expect("QLinearConv layer");
+    let qconv = a
+        .layers
+        .iter()
+        .find(|l| l.op == "QLinearConv")
+        .expect("QLinearConv layer");
     let q = qconv.quantization.as_ref().expect("quantization info");
     assert!(!q.scales.is_empty());
     let dq = a
@@ -164,13 +245,22 @@ fn cancelled_analysis_stops() {
     cancel.cancel();
     let result = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &cancel);
     assert!(matches!(result, Err(Error::Cancelled)));
-    assert!(matches!(load_model(&sample_model("mnist-cnn"), &NoProgress, &cancel), Err(Error::Cancelled)));
+    assert!(matches!(
+        load_model(&sample_model("mnist-cnn"), &NoProgress, &cancel),
+        Err(Error::Cancelled)
+    ));
 }
 
 #[test]
 fn histograms_have_the_requested_bins_and_count_every_value() {
     let loaded = load_model(&sample_model("mnist-cnn"), &NoProgress, &CancelToken::new()).unwrap();
-    let a = analyse(&loaded, &AnalysisOptions { histogram_bins: 17 }, &NoProgress, &CancelToken::new()).unwrap();
+    let a = analyse(
+        &loaded,
+        &AnalysisOptions { histogram_bins: 17 },
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
     for t in &a.tensors {
         let h = t.histogram.as_ref().unwrap();
         assert_eq!(h.counts.len(), 17);
@@ -205,28 +295,49 @@ fn cross_check_models() -> Vec<std::path::PathBuf> {
 
 #[test]
 fn counts_match_pythons_onnx_package() {
-    let Some(python) = python_with_onnx() else { return };
+    let Some(python) = python_with_onnx() else {
+        return;
+    };
     for path in cross_check_models() {
         let expected: serde_json::Value =
             serde_json::from_str(&run_python(&python, "onnx_counts.py", &[&path])).unwrap();
         let (_, a) = open(&path);
         let got = serde_json::to_value(&a).unwrap();
         let what = path.display();
-        assert_eq!(got["parameters"], expected["parameters"], "{what}: parameters");
-        assert_eq!(got["weight_bytes"], expected["weight_bytes"], "{what}: weight_bytes");
+        assert_eq!(
+            got["parameters"], expected["parameters"],
+            "{what}: parameters"
+        );
+        assert_eq!(
+            got["weight_bytes"], expected["weight_bytes"],
+            "{what}: weight_bytes"
+        );
         assert_eq!(got["nodes"], expected["nodes"], "{what}: nodes");
         assert_eq!(got["ops"], expected["ops"], "{what}: ops");
         for key in ["inputs", "outputs"] {
             let strip = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
-                v.as_array().unwrap().iter().map(|x| (x["name"].clone(), x["shape"].clone())).collect()
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| (x["name"].clone(), x["shape"].clone()))
+                    .collect()
             };
-            assert_eq!(strip(&got[key]), strip(&expected[key]), "{what}: {key} shapes");
+            assert_eq!(
+                strip(&got[key]),
+                strip(&expected[key]),
+                "{what}: {key} shapes"
+            );
         }
         // MACs of the main-graph Conv/Gemm/MatMul layers the reference can count.
         let by_node = expected["macs_by_node"].as_object().unwrap();
         for layer in a.layers.iter().filter(|l| l.graph.is_empty()) {
             if let Some(reference) = by_node.get(&layer.name) {
-                assert_eq!(layer.macs, reference.as_u64(), "{what}: MACs of {}", layer.name);
+                assert_eq!(
+                    layer.macs,
+                    reference.as_u64(),
+                    "{what}: MACs of {}",
+                    layer.name
+                );
             }
         }
     }
@@ -234,7 +345,9 @@ fn counts_match_pythons_onnx_package() {
 
 #[test]
 fn unmodified_write_back_is_lossless() {
-    let Some(python) = python_with_onnx() else { return };
+    let Some(python) = python_with_onnx() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut models = cross_check_models();
     models.retain(|p| !p.ends_with("big_dims.onnx"));

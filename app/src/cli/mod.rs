@@ -1,5 +1,7 @@
 //! Headless subcommands: thin wrappers over the same engine calls the studio makes.
 
+pub mod optimize;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,7 @@ pub struct InspectArgs {
 }
 
 /// A terminal progress bar fed by engine progress reports; hidden when stderr is not a terminal.
-fn progress_bar() -> ProgressBar {
+pub(crate) fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(1);
     let style = ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -37,7 +39,7 @@ fn progress_bar() -> ProgressBar {
     bar
 }
 
-fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
+pub(crate) fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
     move |p: Progress| {
         bar.set_message(p.stage);
         bar.set_length(p.total.max(1));
@@ -92,13 +94,21 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
         bytes(a.file_size_bytes),
         a.ir_version,
         opsets.join(" "),
-        if a.producer.is_empty() { "?" } else { &a.producer }
+        if a.producer.is_empty() {
+            "?"
+        } else {
+            &a.producer
+        }
     );
     for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
         for (i, v) in values.iter().enumerate() {
             let dtype = v.dtype.map_or("?".to_owned(), |d| d.name());
             let shape = edgefit_engine::graph::format_shape(v.shape.as_deref());
-            let kind = if v.kind == "tensor" { String::new() } else { format!(" ({})", v.kind) };
+            let kind = if v.kind == "tensor" {
+                String::new()
+            } else {
+                format!(" ({})", v.kind)
+            };
             let head = if i == 0 { label } else { "" };
             let _ = writeln!(out, "{head:<12}{} {dtype} {shape}{kind}", v.name);
         }
@@ -119,14 +129,24 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
         out,
         "MACs        {}{}",
         si(a.macs),
-        if a.macs_complete { "" } else { " (some layers unknown, see below)" }
+        if a.macs_complete {
+            ""
+        } else {
+            " (some layers unknown, see below)"
+        }
     );
     let mut ops: Vec<(&String, &usize)> = a.ops.iter().collect();
     ops.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
     let ops: Vec<String> = ops.iter().map(|(o, n)| format!("{o} {n}")).collect();
     let _ = writeln!(out, "Nodes       {} ({})", a.nodes, ops.join(", "));
     let _ = writeln!(out);
-    let name_width = a.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(4, 40);
+    let name_width = a
+        .layers
+        .iter()
+        .map(|l| l.name.len())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 40);
     let _ = writeln!(
         out,
         "{:<name_width$}  {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",

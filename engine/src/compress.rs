@@ -1,0 +1,515 @@
+//! Applying a recipe: per-layer pruned and quantized weights plus a report, recomputing only
+//! the layers whose settings changed since the last call.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::analysis::{LayerReport, ModelAnalysis};
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::graph::NodeDesc;
+use crate::job::CancelToken;
+use crate::load::{LoadedModel, WeightOrigin};
+use crate::plan::{LayerSettings, Precision, Recipe};
+use crate::quant::{QuantParams, clip_range, prune_smallest, sqnr_db_and_mse};
+
+/// A layer the engine can compress, with what it needs to know about its weight.
+#[derive(Clone, Debug)]
+pub struct CompressibleLayer {
+    pub name: String,
+    pub op: String,
+    /// Index of the node in the graph view.
+    pub node: usize,
+    /// The main weight's tensor name and its index in `LoadedModel::weights`.
+    pub weight: String,
+    pub weight_index: usize,
+    pub dims: Vec<i64>,
+    /// Axis of the output channels in the weight, when the op has one.
+    pub channel_axis: Option<usize>,
+    /// Whether structured (channel) pruning is possible for this op.
+    pub structured_ok: bool,
+    /// Whether per-channel quantization can be exported (per-axis `DequantizeLinear` needs
+    /// opset 13 or later).
+    pub per_channel_ok: bool,
+    pub macs: Option<u64>,
+}
+
+/// A layer left alone, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SkippedLayer {
+    pub name: String,
+    pub op: String,
+    pub reason: String,
+}
+
+/// Integer codes of a quantized weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedWeight {
+    pub bits: u8,
+    pub symmetric: bool,
+    /// One per tensor, or one per channel along `axis`.
+    pub params: Vec<QuantParams>,
+    pub axis: Option<usize>,
+    pub codes: Vec<i8>,
+}
+
+/// What compression did to one layer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerCompression {
+    pub name: String,
+    pub op: String,
+    pub weight: String,
+    pub settings: LayerSettings,
+    /// Fraction of the weight's values that are exactly zero afterwards.
+    pub sparsity: f64,
+    /// Weight SQNR against the original, in dB (`null` when identical).
+    pub sqnr_db: Option<f64>,
+    pub mse: f64,
+    pub bytes_before: u64,
+    /// Bytes of the weight as the export stores it (int8 containers below 8 bits).
+    pub bytes_after: u64,
+    pub macs_before: Option<u64>,
+    /// MACs of this layer after structured pruning (downstream layers shrink too; the export
+    /// report has the exact figures).
+    pub macs_after: Option<u64>,
+    /// Output channels removed by structured pruning.
+    pub removed_channels: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// The compressed weight of one layer and its report.
+#[derive(Clone, Debug)]
+pub struct LayerResult {
+    /// The weight values the runtime will compute with (after pruning and quantization).
+    pub values: Vec<f32>,
+    pub quantized: Option<QuantizedWeight>,
+    /// Output channels chosen for removal (structured pruning), ascending.
+    pub removed_channels: Vec<usize>,
+    pub report: LayerCompression,
+}
+
+/// Everything one [`Compressor::apply`] produced.
+#[derive(Clone, Debug)]
+pub struct Compression {
+    pub recipe: Recipe,
+    /// Parallel to [`Compressor::layers`].
+    pub layers: Vec<Arc<LayerResult>>,
+    pub skipped: Vec<SkippedLayer>,
+    /// How many layers were recomputed by this call (the rest came from the cache).
+    pub recomputed: usize,
+}
+
+impl Compression {
+    /// Totals over the compressed layers: (bytes before, bytes after).
+    pub fn weight_bytes(&self) -> (u64, u64) {
+        self.layers.iter().fold((0, 0), |(b, a), l| {
+            (b + l.report.bytes_before, a + l.report.bytes_after)
+        })
+    }
+}
+
+/// Holds the original weights and a cache of per-layer results.
+pub struct Compressor {
+    pub layers: Vec<CompressibleLayer>,
+    pub skipped: Vec<SkippedLayer>,
+    originals: Vec<Arc<Vec<f32>>>,
+    cache: Vec<Option<(LayerSettings, Arc<LayerResult>)>>,
+}
+
+impl Compressor {
+    /// Finds the compressible layers of `model`; the others are listed with a reason.
+    pub fn new(model: &LoadedModel, analysis: &ModelAnalysis) -> Self {
+        let mut layers = Vec::new();
+        let mut skipped = Vec::new();
+        let mut originals = Vec::new();
+        for report in &analysis.layers {
+            match compressible(model, report) {
+                Ok(layer) => {
+                    let values = model.weights[layer.weight_index]
+                        .values
+                        .clone()
+                        .unwrap_or_default();
+                    originals.push(Arc::new(values));
+                    layers.push(layer);
+                }
+                Err(reason) => skipped.push(SkippedLayer {
+                    name: report.name.clone(),
+                    op: report.op.clone(),
+                    reason,
+                }),
+            }
+        }
+        let cache = vec![None; layers.len()];
+        Self {
+            layers,
+            skipped,
+            originals,
+            cache,
+        }
+    }
+
+    /// Names of every layer a recipe may name (compressible or not).
+    pub fn layer_names(&self) -> impl Iterator<Item = &str> {
+        self.layers
+            .iter()
+            .map(|l| l.name.as_str())
+            .chain(self.skipped.iter().map(|s| s.name.as_str()))
+    }
+
+    /// The original values of layer `i`'s main weight.
+    pub fn original(&self, i: usize) -> &[f32] {
+        &self.originals[i]
+    }
+
+    /// Applies `recipe`, recomputing only the layers whose effective settings changed.
+    pub fn apply(&mut self, recipe: &Recipe, cancel: &CancelToken) -> Result<Compression> {
+        recipe.validate(self.layer_names())?;
+        let wanted: Vec<LayerSettings> = self
+            .layers
+            .iter()
+            .map(|l| recipe.settings_for(&l.name))
+            .collect();
+        let stale: Vec<usize> = (0..self.layers.len())
+            .filter(|&i| self.cache[i].as_ref().is_none_or(|(s, _)| *s != wanted[i]))
+            .collect();
+        let fresh: Vec<(usize, LayerResult)> = stale
+            .par_iter()
+            .map(|&i| {
+                cancel.check()?;
+                Ok((
+                    i,
+                    compress_layer(&self.layers[i], &self.originals[i], wanted[i]),
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let recomputed = fresh.len();
+        for (i, result) in fresh {
+            self.cache[i] = Some((wanted[i], Arc::new(result)));
+        }
+        let layers = self
+            .cache
+            .iter()
+            .map(|c| c.as_ref().map(|(_, r)| r.clone()))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        let mut skipped = self.skipped.clone();
+        for (layer, s) in self.layers.iter().zip(&wanted) {
+            if s.prune_method.is_structured()
+                && s.prune_ratio > 0.0
+                && !layer.structured_ok
+                && !s.exclude
+            {
+                skipped.push(SkippedLayer {
+                    name: layer.name.clone(),
+                    op: layer.op.clone(),
+                    reason: "structured pruning is not possible for this op; its weights were not pruned".to_owned(),
+                });
+            }
+        }
+        Ok(Compression {
+            recipe: recipe.clone(),
+            layers,
+            skipped,
+            recomputed,
+        })
+    }
+}
+
+/// Ops whose main weight the engine compresses.
+const COMPRESSIBLE_OPS: &[&str] = &[
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "Gather",
+    "LSTM",
+    "GRU",
+    "RNN",
+];
+
+fn compressible(
+    model: &LoadedModel,
+    report: &LayerReport,
+) -> std::result::Result<CompressibleLayer, String> {
+    if !report.graph.is_empty() {
+        return Err("inside a subgraph: not compressed".to_owned());
+    }
+    if !COMPRESSIBLE_OPS.contains(&report.op.as_str()) {
+        return Err(match report.op.as_str() {
+            "BatchNormalization" | "InstanceNormalization" | "LayerNormalization" => {
+                "normalization parameters stay float32 (small, and sensitive)".to_owned()
+            }
+            op if op.starts_with("QLinear") || op.ends_with("Integer") => {
+                "already quantized".to_owned()
+            }
+            op => format!("{op} weights are not compressed"),
+        });
+    }
+    let weight_name = report.weight.clone().ok_or("no weight")?;
+    let node = model
+        .graph
+        .main_nodes()
+        .find(|n| n.name == report.name && n.op_type == report.op)
+        .ok_or("node not found")?;
+    if !node.inputs.contains(&weight_name) {
+        return Err(
+            "weight is read through another op (e.g. already dequantized): not compressed"
+                .to_owned(),
+        );
+    }
+    let weight_index = *model
+        .weight_index
+        .get(&weight_name)
+        .ok_or("weight not found")?;
+    let weight = &model.weights[weight_index];
+    if weight.dtype != DType::FLOAT32 {
+        return Err(format!(
+            "weight is {}, only float32 weights are compressed",
+            weight.dtype
+        ));
+    }
+    if !matches!(
+        weight.origin,
+        WeightOrigin::Initializer | WeightOrigin::ConstantNode
+    ) || weight.values.is_none()
+    {
+        return Err("weight could not be decoded".to_owned());
+    }
+    let consumers = model.graph.consumers.get(&weight_name).map_or(0, Vec::len);
+    if consumers > 1 {
+        return Err(format!(
+            "weight `{weight_name}` is shared by {consumers} nodes: not compressed"
+        ));
+    }
+    let (channel_axis, structured_ok) = channel_axis(node, &weight.dims);
+    let opset = model
+        .proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain().is_empty() || o.domain() == "ai.onnx")
+        .map_or(0, |o| o.version());
+    Ok(CompressibleLayer {
+        name: report.name.clone(),
+        op: report.op.clone(),
+        node: node.index,
+        weight: weight_name,
+        weight_index,
+        dims: weight.dims.clone(),
+        channel_axis,
+        structured_ok,
+        per_channel_ok: opset >= 13,
+        macs: report.macs,
+    })
+}
+
+fn attr_int(node: &NodeDesc, name: &str, default: i64) -> i64 {
+    node.attributes
+        .iter()
+        .find(|a| a.name == name)
+        .and_then(|a| a.value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The output-channel axis of a layer's weight, and whether channel removal applies.
+fn channel_axis(node: &NodeDesc, dims: &[i64]) -> (Option<usize>, bool) {
+    let rank = dims.len();
+    match node.op_type.as_str() {
+        "Conv" if rank >= 3 => (Some(0), true),
+        "ConvTranspose" if rank >= 3 => (Some(1), false),
+        "Gemm" if rank == 2 => {
+            let weight_is_b = node.inputs.get(1).is_some();
+            if weight_is_b && attr_int(node, "transB", 0) != 0 {
+                (Some(0), true)
+            } else {
+                (Some(1), true)
+            }
+        }
+        "MatMul" if rank >= 2 && node.inputs.get(1).is_some() => (Some(rank - 1), true),
+        "Gather" if rank == 2 => (Some(0), false),
+        _ => (None, false),
+    }
+}
+
+/// Splits `values` (C order, `dims`) into groups along `axis`: element → group index.
+fn group_of(dims: &[i64], axis: usize) -> impl Fn(usize) -> usize {
+    let inner: usize = dims[axis + 1..].iter().map(|&d| d as usize).product();
+    let channels = dims[axis] as usize;
+    move |i| (i / inner.max(1)) % channels.max(1)
+}
+
+/// Compresses one layer's weight with `settings`.
+pub fn compress_layer(
+    layer: &CompressibleLayer,
+    original: &[f32],
+    settings: LayerSettings,
+) -> LayerResult {
+    let bytes_before = original.len() as u64 * 4;
+    let mut values = original.to_vec();
+    let mut notes = Vec::new();
+    let mut removed_channels = Vec::new();
+    let mut quantized = None;
+    if !settings.exclude {
+        // Pruning.
+        if settings.prune_ratio > 0.0 {
+            if settings.prune_method.is_structured() {
+                if let (true, Some(axis)) = (layer.structured_ok, layer.channel_axis) {
+                    removed_channels = rank_channels(&values, &layer.dims, axis, settings);
+                    let group = group_of(&layer.dims, axis);
+                    for (i, v) in values.iter_mut().enumerate() {
+                        if removed_channels.binary_search(&group(i)).is_ok() {
+                            *v = 0.0;
+                        }
+                    }
+                }
+            } else {
+                let count = (settings.prune_ratio as f64 * values.len() as f64).floor() as usize;
+                prune_smallest(&mut values, count);
+            }
+        }
+        // Quantization.
+        match settings.precision {
+            Precision::Float32 => {}
+            Precision::Float16 => {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            }
+            Precision::Int { bits } => {
+                if settings.per_channel && !layer.per_channel_ok {
+                    notes.push(
+                        "per-channel quantization needs opset 13 or later; per-tensor used"
+                            .to_owned(),
+                    );
+                }
+                let per_channel = settings.per_channel && layer.per_channel_ok;
+                let axis = if per_channel {
+                    layer.channel_axis
+                } else {
+                    None
+                };
+                let q = quantize_weight(&values, &layer.dims, axis, bits, settings);
+                let group = axis.map(|a| group_of(&layer.dims, a));
+                for (i, v) in values.iter_mut().enumerate() {
+                    let g = group.as_ref().map_or(0, |f| f(i));
+                    *v = q.params[g].dequantize(i32::from(q.codes[i]));
+                }
+                if bits < 8 {
+                    notes.push(format!(
+                        "{bits}-bit codes are stored in int8 containers (tract cannot read INT4)"
+                    ));
+                }
+                quantized = Some(q);
+            }
+        }
+    }
+    let zeros = values.iter().filter(|v| **v == 0.0).count();
+    let (sqnr, mse) = sqnr_db_and_mse(original, &values);
+    let channels = layer
+        .channel_axis
+        .map_or(1, |a| layer.dims[a].max(1) as u64);
+    let kept_fraction = 1.0 - removed_channels.len() as f64 / channels as f64;
+    let kept_elements = (original.len() as f64 * kept_fraction).round() as u64;
+    let bytes_after = if settings.exclude {
+        bytes_before
+    } else {
+        match (&settings.precision, &quantized) {
+            (Precision::Float32, _) => kept_elements * 4,
+            (Precision::Float16, _) => kept_elements * 2,
+            (Precision::Int { .. }, Some(q)) => {
+                let groups = q.params.len() as u64;
+                kept_elements + groups * 5 // int8 codes + f32 scale and int8 zero point per group
+            }
+            (Precision::Int { .. }, None) => kept_elements,
+        }
+    };
+    LayerResult {
+        report: LayerCompression {
+            name: layer.name.clone(),
+            op: layer.op.clone(),
+            weight: layer.weight.clone(),
+            settings,
+            sparsity: zeros as f64 / values.len().max(1) as f64,
+            sqnr_db: sqnr.is_finite().then_some(sqnr),
+            mse,
+            bytes_before,
+            bytes_after,
+            macs_before: layer.macs,
+            macs_after: layer
+                .macs
+                .map(|m| (m as f64 * kept_fraction).round() as u64),
+            removed_channels: removed_channels.len(),
+            notes,
+        },
+        values,
+        quantized,
+        removed_channels,
+    }
+}
+
+/// Output channels to remove: the lowest-norm `ratio` of them, at least one kept.
+fn rank_channels(values: &[f32], dims: &[i64], axis: usize, settings: LayerSettings) -> Vec<usize> {
+    let channels = dims[axis].max(1) as usize;
+    let group = group_of(dims, axis);
+    let mut norms = vec![0f64; channels];
+    let l2 = matches!(settings.prune_method, crate::plan::PruneMethod::ChannelsL2);
+    for (i, &v) in values.iter().enumerate() {
+        let v = f64::from(v);
+        norms[group(i)] += if l2 { v * v } else { v.abs() };
+    }
+    let count =
+        ((settings.prune_ratio as f64 * channels as f64).floor() as usize).min(channels - 1);
+    let mut order: Vec<usize> = (0..channels).collect();
+    order.sort_by(|&a, &b| norms[a].total_cmp(&norms[b]).then(a.cmp(&b)));
+    let mut removed: Vec<usize> = order.into_iter().take(count).collect();
+    removed.sort_unstable();
+    removed
+}
+
+fn quantize_weight(
+    values: &[f32],
+    dims: &[i64],
+    axis: Option<usize>,
+    bits: u8,
+    s: LayerSettings,
+) -> QuantizedWeight {
+    let params: Vec<QuantParams> = match axis {
+        Some(axis) => {
+            let channels = dims[axis].max(1) as usize;
+            let group = group_of(dims, axis);
+            let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
+            for (i, &v) in values.iter().enumerate() {
+                per_channel[group(i)].push(v);
+            }
+            per_channel
+                .par_iter()
+                .map(|g| {
+                    let (lo, hi) = clip_range(g, s.clipping, bits, s.symmetric);
+                    QuantParams::for_range(lo, hi, bits, s.symmetric)
+                })
+                .collect()
+        }
+        None => {
+            let (lo, hi) = clip_range(values, s.clipping, bits, s.symmetric);
+            vec![QuantParams::for_range(lo, hi, bits, s.symmetric)]
+        }
+    };
+    let group = axis.map(|a| group_of(dims, a));
+    let codes = values
+        .par_iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let g = group.as_ref().map_or(0, |f| f(i));
+            params[g].quantize(v, bits, s.symmetric) as i8
+        })
+        .collect();
+    QuantizedWeight {
+        bits,
+        symmetric: s.symmetric,
+        params,
+        axis,
+        codes,
+    }
+}

@@ -1,0 +1,430 @@
+//! Building the exported ONNX model from a compression: the exact protobuf that is evaluated
+//! for the preview and written to disk, so what is previewed is what ships.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress::{Compression, Compressor};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::load::LoadedModel;
+use crate::plan::Precision;
+use crate::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto,
+};
+
+/// How the exported file stores weights (and activations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportFormat {
+    /// float32 weights with the plan's pruning (and, for integer layers, the dequantized
+    /// values: the same outputs as the int8 file, at float size).
+    #[default]
+    Fp32,
+    /// float16 weights followed by a `Cast` to float32.
+    Fp16,
+    /// Integer layers as int8 codes + `DequantizeLinear` (a size format: runtimes dequantize
+    /// back to float, so it is not faster).
+    WeightsInt8,
+    /// As `WeightsInt8`, plus int8 activations: `QuantizeLinear`/`DequantizeLinear` pairs on the
+    /// inputs and outputs of integer layers, with ranges calibrated on data.
+    QdqInt8,
+}
+
+impl ExportFormat {
+    /// All formats, in CLI order.
+    pub const ALL: [ExportFormat; 4] = [Self::Fp32, Self::Fp16, Self::WeightsInt8, Self::QdqInt8];
+
+    /// The CLI/JSON name (`fp32`, `fp16`, `weights-int8`, `qdq-int8`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Fp16 => "fp16",
+            Self::WeightsInt8 => "weights-int8",
+            Self::QdqInt8 => "qdq-int8",
+        }
+    }
+
+    /// Parses a CLI/JSON name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Calibrated activation ranges, by tensor name: (min, max).
+pub type ActivationRanges = HashMap<String, (f32, f32)>;
+
+/// The model to export and what building it did.
+#[derive(Clone, Debug)]
+pub struct BuiltModel {
+    pub proto: ModelProto,
+    pub format: ExportFormat,
+    /// Layers whose stored weights changed.
+    pub layers_changed: usize,
+    /// Activations given int8 QuantizeLinear/DequantizeLinear pairs.
+    pub quantized_activations: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// How one weight is stored in the export.
+enum Storage<'a> {
+    Float32(&'a [f32]),
+    Float16(&'a [f32]),
+    Int8(&'a crate::compress::QuantizedWeight),
+}
+
+/// Tensors whose activations the QDQ export quantizes: (layer node index, data input, output).
+pub fn activation_tensors(
+    model: &LoadedModel,
+    compressor: &Compressor,
+    compression: &Compression,
+) -> Vec<(usize, String, String)> {
+    let mut out = Vec::new();
+    for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
+        let s = result.report.settings;
+        if s.exclude || !matches!(s.precision, Precision::Int { .. }) {
+            continue;
+        }
+        let node = &model.graph.nodes[layer.node];
+        let data_slot = match node.op_type.as_str() {
+            "Conv" | "ConvTranspose" | "Gemm" => 0,
+            "MatMul" if node.inputs.get(1) == Some(&layer.weight) => 0,
+            "MatMul" => 1,
+            _ => continue, // Gather reads indices; recurrent ops keep float activations.
+        };
+        if let (Some(input), Some(output)) = (node.inputs.get(data_slot), node.outputs.first()) {
+            out.push((layer.node, input.clone(), output.clone()));
+        }
+    }
+    out
+}
+
+/// Builds the export of `compression` in `format`. `ranges` are required for `QdqInt8`.
+pub fn build_export(
+    model: &LoadedModel,
+    compressor: &Compressor,
+    compression: &Compression,
+    format: ExportFormat,
+    ranges: Option<&ActivationRanges>,
+) -> Result<BuiltModel> {
+    let mut proto = model.self_contained_proto()?;
+    let mut notes = Vec::new();
+    let graph = proto.graph.as_mut().ok_or_else(|| Error::InvalidArgument {
+        what: "model",
+        reason: "no graph".to_owned(),
+    })?;
+    let mut names = all_names(graph);
+    let mut prelude: Vec<NodeProto> = Vec::new();
+    let mut layers_changed = 0;
+    let mut any_f16_from_int = false;
+
+    for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
+        let s = result.report.settings;
+        let untouched = s.exclude || (s.prune_ratio == 0.0 && s.precision == Precision::Float32);
+        if untouched {
+            continue;
+        }
+        let storage = match (format, s.precision, &result.quantized) {
+            (ExportFormat::Fp32, _, _) => Storage::Float32(&result.values),
+            (ExportFormat::Fp16, precision, _) => {
+                any_f16_from_int |= matches!(precision, Precision::Int { .. });
+                Storage::Float16(&result.values)
+            }
+            (_, Precision::Int { .. }, Some(q)) => Storage::Int8(q),
+            (_, Precision::Float16, _) => Storage::Float16(&result.values),
+            _ => Storage::Float32(&result.values),
+        };
+        take_weight(graph, &layer.weight)?;
+        let w = layer.weight.as_str();
+        match storage {
+            Storage::Float32(values) => {
+                graph.initializer.push(float_tensor(w, &layer.dims, values))
+            }
+            Storage::Float16(values) => {
+                let stored = unique(&mut names, &format!("{w}_fp16"));
+                graph
+                    .initializer
+                    .push(half_tensor(&stored, &layer.dims, values));
+                prelude.push(node(
+                    "Cast",
+                    &unique(&mut names, &format!("{w}_cast")),
+                    &[&stored],
+                    w,
+                    &[int_attr("to", 1)],
+                ));
+            }
+            Storage::Int8(q) => {
+                let codes = unique(&mut names, &format!("{w}_quantized"));
+                let scale = unique(&mut names, &format!("{w}_scale"));
+                let zero_point = unique(&mut names, &format!("{w}_zero_point"));
+                graph
+                    .initializer
+                    .push(int8_tensor(&codes, &layer.dims, &q.codes));
+                let (scales, zps): (Vec<f32>, Vec<i8>) = q
+                    .params
+                    .iter()
+                    .map(|p| (p.scale, p.zero_point as i8))
+                    .unzip();
+                let group_dims: Vec<i64> = if q.axis.is_some() {
+                    vec![scales.len() as i64]
+                } else {
+                    vec![]
+                };
+                graph
+                    .initializer
+                    .push(float_tensor(&scale, &group_dims, &scales));
+                graph
+                    .initializer
+                    .push(int8_tensor(&zero_point, &group_dims, &zps));
+                let attrs = q
+                    .axis
+                    .map(|a| vec![int_attr("axis", a as i64)])
+                    .unwrap_or_default();
+                prelude.push(node(
+                    "DequantizeLinear",
+                    &unique(&mut names, &format!("{w}_dequantize")),
+                    &[&codes, &scale, &zero_point],
+                    w,
+                    &attrs,
+                ));
+            }
+        }
+        layers_changed += 1;
+    }
+    if any_f16_from_int {
+        notes.push(
+            "fp16 export stores integer-planned layers as their dequantized values in float16"
+                .to_owned(),
+        );
+    }
+
+    let mut quantized_activations = Vec::new();
+    let mut body: Vec<NodeProto> = std::mem::take(&mut graph.node);
+    if format == ExportFormat::QdqInt8 {
+        let ranges = ranges.ok_or_else(|| Error::InvalidArgument {
+            what: "export",
+            reason: "qdq-int8 needs calibration data for activation ranges (--data)".to_owned(),
+        })?;
+        let targets = activation_tensors(model, compressor, compression);
+        body = insert_activation_qdq(
+            body,
+            &targets,
+            ranges,
+            &mut names,
+            &mut quantized_activations,
+        )?;
+    }
+    prelude.extend(body);
+    graph.node = prelude;
+    Ok(BuiltModel {
+        proto,
+        format,
+        layers_changed,
+        quantized_activations,
+        notes,
+    })
+}
+
+/// Inserts uint8 QuantizeLinear → DequantizeLinear pairs on the data input and the output of
+/// each target layer, rewiring every consumer of a quantized tensor to its dequantized copy.
+fn insert_activation_qdq(
+    body: Vec<NodeProto>,
+    targets: &[(usize, String, String)],
+    ranges: &ActivationRanges,
+    names: &mut HashSet<String>,
+    quantized: &mut Vec<String>,
+) -> Result<Vec<NodeProto>> {
+    // Layers are found by their output (unique in a valid graph): positions shift when
+    // Constant-node weights are taken out.
+    let by_output: HashMap<&str, (&String, &String)> = targets
+        .iter()
+        .map(|(_, i, o)| (o.as_str(), (i, o)))
+        .collect();
+    let mut replaced: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::with_capacity(body.len() + 4 * targets.len());
+    let mut qdq = |tensor: &str,
+                   out: &mut Vec<NodeProto>,
+                   replaced: &mut HashMap<String, String>|
+     -> Result<()> {
+        if replaced.contains_key(tensor) {
+            return Ok(());
+        }
+        let &(lo, hi) = ranges.get(tensor).ok_or_else(|| Error::InvalidArgument {
+            what: "calibration",
+            reason: format!("no activation range for `{tensor}`"),
+        })?;
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        let scale_name = unique(names, &format!("{tensor}_act_scale"));
+        let zp_name = unique(names, &format!("{tensor}_act_zero_point"));
+        let q_name = unique(names, &format!("{tensor}_act_quantized"));
+        let dq_name = unique(names, &format!("{tensor}_act_dequantized"));
+        out.push(constant_node(
+            &unique(names, &format!("{scale_name}_const")),
+            &scale_name,
+            float_tensor(&scale_name, &[], &[scale]),
+        ));
+        out.push(constant_node(
+            &unique(names, &format!("{zp_name}_const")),
+            &zp_name,
+            uint8_tensor(&zp_name, &[], &[zero_point]),
+        ));
+        out.push(node(
+            "QuantizeLinear",
+            &unique(names, &format!("{tensor}_quantize")),
+            &[tensor, &scale_name, &zp_name],
+            &q_name,
+            &[],
+        ));
+        out.push(node(
+            "DequantizeLinear",
+            &unique(names, &format!("{tensor}_dequantize")),
+            &[&q_name, &scale_name, &zp_name],
+            &dq_name,
+            &[],
+        ));
+        replaced.insert(tensor.to_owned(), dq_name);
+        quantized.push(tensor.to_owned());
+        Ok(())
+    };
+    for mut n in body {
+        let target = n
+            .output
+            .first()
+            .and_then(|o| by_output.get(o.as_str()))
+            .copied();
+        if let Some((input, _)) = target {
+            qdq(input, &mut out, &mut replaced)?;
+        }
+        for input in n.input.iter_mut() {
+            if let Some(r) = replaced.get(input.as_str()) {
+                *input = r.clone();
+            }
+        }
+        out.push(n);
+        if let Some((_, output)) = target {
+            qdq(output, &mut out, &mut replaced)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Removes the stored weight `name` (an initializer, or the `Constant` node producing it).
+fn take_weight(graph: &mut GraphProto, name: &str) -> Result<()> {
+    if let Some(pos) = graph.initializer.iter().position(|t| t.name() == name) {
+        graph.initializer.remove(pos);
+        // Old exports list initializers as graph inputs too; a computed weight cannot be one.
+        graph.input.retain(|i| i.name() != name);
+        return Ok(());
+    }
+    if let Some(pos) = graph.node.iter().position(|n| {
+        n.op_type() == "Constant" && n.output.first().map(String::as_str) == Some(name)
+    }) {
+        graph.node.remove(pos);
+        return Ok(());
+    }
+    Err(Error::InvalidArgument {
+        what: "export",
+        reason: format!("weight `{name}` is not stored in the main graph"),
+    })
+}
+
+fn all_names(graph: &GraphProto) -> HashSet<String> {
+    let mut names: HashSet<String> = graph
+        .initializer
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect();
+    for n in &graph.node {
+        names.insert(n.name().to_owned());
+        names.extend(n.output.iter().cloned());
+        names.extend(n.input.iter().cloned());
+    }
+    names.extend(graph.input.iter().map(|i| i.name().to_owned()));
+    names.extend(graph.output.iter().map(|o| o.name().to_owned()));
+    names
+}
+
+fn unique(names: &mut HashSet<String>, wanted: &str) -> String {
+    let mut candidate = wanted.to_owned();
+    let mut i = 1;
+    while names.contains(&candidate) {
+        candidate = format!("{wanted}_{i}");
+        i += 1;
+    }
+    names.insert(candidate.clone());
+    candidate
+}
+
+fn tensor(name: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.set_name(name.to_owned());
+    t.set_data_type(dtype.0);
+    t.dims = dims.to_vec();
+    t.set_raw_data(raw);
+    t
+}
+
+fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        DType::FLOAT32,
+        dims,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+fn half_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    let raw = values
+        .iter()
+        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+        .collect();
+    tensor(name, DType::FLOAT16, dims, raw)
+}
+
+fn int8_tensor(name: &str, dims: &[i64], values: &[i8]) -> TensorProto {
+    tensor(
+        name,
+        DType::INT8,
+        dims,
+        values.iter().map(|&v| v as u8).collect(),
+    )
+}
+
+fn uint8_tensor(name: &str, dims: &[i64], values: &[u8]) -> TensorProto {
+    tensor(name, DType::UINT8, dims, values.to_vec())
+}
+
+fn int_attr(name: &str, value: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.set_name(name.to_owned());
+    a.set_type(attribute_proto::AttributeType::INT);
+    a.set_i(value);
+    a
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attributes: &[AttributeProto],
+) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.set_op_type(op.to_owned());
+    n.set_name(name.to_owned());
+    n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
+    n.output = vec![output.to_owned()];
+    n.attribute = attributes.to_vec();
+    n
+}
+
+fn constant_node(name: &str, output: &str, value: TensorProto) -> NodeProto {
+    let mut a = AttributeProto::new();
+    a.set_name("value".to_owned());
+    a.set_type(attribute_proto::AttributeType::TENSOR);
+    a.t = Some(value).into();
+    node("Constant", name, &[], output, &[a])
+}

@@ -1,0 +1,409 @@
+//! The optimize job end to end: compress, calibrate, build the export, measure it against the
+//! original on the same samples, write it atomically with its recipe and report, then reload
+//! the written file and check it reproduces the measured outputs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
+use crate::export::{ActivationRanges, BuiltModel, ExportFormat, activation_tensors, build_export};
+use crate::job::{CancelToken, ProgressSink, report};
+use crate::load::{LoadedModel, load_model};
+use crate::plan::{ActivationCalibration, Recipe};
+use crate::proto::{Message, ModelProto};
+use crate::quant::quantile;
+use crate::runtime::TractModel;
+use crate::write::{write_bytes_atomic, write_model_atomic};
+
+/// The model's input shape with every dimension concrete (batch 1), from the analysis.
+pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Result<Vec<usize>> {
+    let input = model
+        .graph
+        .inputs
+        .first()
+        .ok_or_else(|| Error::InvalidArgument {
+            what: "model",
+            reason: "it has no input".to_owned(),
+        })?;
+    let declared = model
+        .shapes
+        .get(&input.name)
+        .and_then(|f| f.shape.clone())
+        .or_else(|| input.shape.clone());
+    if let Some(dims) = &declared {
+        let known: Option<Vec<usize>> = dims
+            .iter()
+            .map(|d| d.known().and_then(|v| usize::try_from(v).ok()))
+            .collect();
+        if let Some(known) = known {
+            return Ok(known);
+        }
+    }
+    if let Some(data) = data {
+        let mut shape = vec![1];
+        shape.extend(&data.sample_shape);
+        return Ok(shape);
+    }
+    Err(Error::InvalidArgument {
+        what: "input shape",
+        reason: format!(
+            "input `{}` has shape {} with unknown dimensions; give data of a fixed shape",
+            input.name,
+            crate::graph::format_shape(declared.as_deref())
+        ),
+    })
+}
+
+/// Per-tensor activation ranges of the float model on `data`.
+pub fn calibrate(
+    model: &LoadedModel,
+    tensors: &[String],
+    data: &Dataset,
+    calibration: ActivationCalibration,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<ActivationRanges> {
+    let mut unique: Vec<String> = tensors.to_vec();
+    unique.sort();
+    unique.dedup();
+    let shape = concrete_input_shape(model, Some(data))?;
+    let dir = model.path.parent().map(Path::to_path_buf);
+    let runnable = TractModel::build(
+        &model.self_contained_proto()?,
+        dir.as_deref(),
+        &shape,
+        &unique,
+    )?;
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); unique.len()];
+    let mut bounds: Vec<(f32, f32)> = vec![(f32::INFINITY, f32::NEG_INFINITY); unique.len()];
+    // Percentile calibration keeps a strided subsample per tensor to bound memory.
+    const KEEP_PER_SAMPLE: usize = 4096;
+    for i in 0..data.len() {
+        cancel.check()?;
+        report(progress, "calibrating", i as u64, data.len() as u64);
+        let outputs = runnable.run(data.sample(i))?;
+        for (t, out) in outputs.iter().skip(1).enumerate() {
+            for &v in out.iter().filter(|v| v.is_finite()) {
+                bounds[t].0 = bounds[t].0.min(v);
+                bounds[t].1 = bounds[t].1.max(v);
+            }
+            if matches!(calibration, ActivationCalibration::Percentile { .. }) {
+                let step = out.len().div_ceil(KEEP_PER_SAMPLE).max(1);
+                values[t].extend(out.iter().step_by(step).filter(|v| v.is_finite()));
+            }
+        }
+    }
+    let mut ranges = ActivationRanges::new();
+    for (t, name) in unique.iter().enumerate() {
+        let range = match calibration {
+            ActivationCalibration::MinMax => bounds[t],
+            ActivationCalibration::Percentile { percentile } => {
+                let p = f64::from(percentile) / 100.0;
+                let hi = quantile(&mut values[t], p);
+                let lo = quantile(&mut values[t], 1.0 - p);
+                (lo, hi)
+            }
+        };
+        ranges.insert(name.clone(), range);
+    }
+    Ok(ranges)
+}
+
+/// Measurements of one model on the evaluation samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    /// When the data is labelled.
+    pub accuracy: Option<Accuracy>,
+    pub latency_ms: Option<Latency>,
+    pub size_bytes: u64,
+}
+
+/// Whether the written file reproduces the preview.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    pub passed: bool,
+    pub runtime: &'static str,
+    pub samples: usize,
+    /// Largest difference between the reloaded file's outputs and the preview's.
+    pub max_abs_diff: f64,
+    pub tolerance: f64,
+    pub message: String,
+}
+
+/// The full report of an optimize run (written beside the model as JSON and Markdown).
+#[derive(Clone, Debug, Serialize)]
+pub struct OptimizeReport {
+    pub model: String,
+    pub output: String,
+    pub format: ExportFormat,
+    pub data: String,
+    pub original: Measured,
+    pub compressed: Measured,
+    /// The compressed model's outputs against the original's on the same samples.
+    pub fidelity: Fidelity,
+    pub layers: Vec<LayerCompression>,
+    pub skipped: Vec<SkippedLayer>,
+    pub quantized_activations: Vec<String>,
+    pub notes: Vec<String>,
+    pub verification: Verification,
+    pub recipe: Recipe,
+}
+
+/// Options of [`optimize`].
+pub struct OptimizeOptions<'a> {
+    pub recipe: &'a Recipe,
+    pub format: ExportFormat,
+    /// Evaluation data; `None` uses generated inputs (fidelity only).
+    pub data: &'a Dataset,
+    /// Calibration data for QDQ activations.
+    pub calibration: Option<&'a Dataset>,
+    pub latency_runs: usize,
+}
+
+/// The compression as previewed: built model plus its outputs on the evaluation samples.
+pub struct Preview {
+    pub compression: Compression,
+    pub built: BuiltModel,
+    pub original_outputs: Vec<Vec<f32>>,
+    pub outputs: Vec<Vec<f32>>,
+    pub input_shape: Vec<usize>,
+}
+
+/// Compresses, builds and runs the export on `data`, next to the original.
+pub fn preview(
+    model: &LoadedModel,
+    compressor: &mut Compressor,
+    options: &OptimizeOptions<'_>,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<Preview> {
+    let compression = compressor.apply(options.recipe, cancel)?;
+    let ranges = if options.format == ExportFormat::QdqInt8 {
+        let tensors: Vec<String> = activation_tensors(model, compressor, &compression)
+            .into_iter()
+            .flat_map(|(_, i, o)| [i, o])
+            .collect();
+        let data = options.calibration.unwrap_or(options.data);
+        Some(calibrate(
+            model,
+            &tensors,
+            data,
+            options.recipe.activations.calibration,
+            progress,
+            cancel,
+        )?)
+    } else {
+        None
+    };
+    let built = build_export(
+        model,
+        compressor,
+        &compression,
+        options.format,
+        ranges.as_ref(),
+    )?;
+    let input_shape = concrete_input_shape(model, Some(options.data))?;
+    let dir = model.path.parent().map(Path::to_path_buf);
+    let original = TractModel::build(
+        &model.self_contained_proto()?,
+        dir.as_deref(),
+        &input_shape,
+        &[],
+    )?;
+    let compressed = TractModel::build(&built.proto, None, &input_shape, &[])?;
+    let original_outputs = run_dataset(&original, options.data, progress, cancel)?;
+    let outputs = run_dataset(&compressed, options.data, progress, cancel)?;
+    Ok(Preview {
+        compression,
+        built,
+        original_outputs,
+        outputs,
+        input_shape,
+    })
+}
+
+/// Reloads `path` from disk and checks its outputs on the first samples of `data` against
+/// `expected` (the preview's).
+pub fn verify_written(
+    path: &Path,
+    data: &Dataset,
+    expected: &[Vec<f32>],
+    input_shape: &[usize],
+    cancel: &CancelToken,
+) -> Verification {
+    const SAMPLES: usize = 64;
+    const TOLERANCE: f64 = 1e-5;
+    let fail = |message: String| Verification {
+        passed: false,
+        runtime: "tract",
+        samples: 0,
+        max_abs_diff: f64::NAN,
+        tolerance: TOLERANCE,
+        message,
+    };
+    let reloaded = match load_model(path, &crate::job::NoProgress, cancel) {
+        Ok(m) => m,
+        Err(e) => return fail(format!("the written file does not load: {e}")),
+    };
+    let runnable = match TractModel::build(&reloaded.proto, path.parent(), input_shape, &[]) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("the written file does not run: {e}")),
+    };
+    let n = SAMPLES.min(data.len()).min(expected.len());
+    let mut max_abs = 0f64;
+    for i in 0..n {
+        let got = match runnable.run(data.sample(i)) {
+            Ok(mut o) => o.swap_remove(0),
+            Err(e) => return fail(format!("the written file fails on sample {i}: {e}")),
+        };
+        if got.len() != expected[i].len() {
+            return fail(format!(
+                "sample {i}: {} outputs instead of {}",
+                got.len(),
+                expected[i].len()
+            ));
+        }
+        for (a, b) in got.iter().zip(&expected[i]) {
+            max_abs = max_abs.max((f64::from(*a) - f64::from(*b)).abs());
+        }
+    }
+    let passed = max_abs <= TOLERANCE;
+    Verification {
+        passed,
+        runtime: "tract",
+        samples: n,
+        max_abs_diff: max_abs,
+        tolerance: TOLERANCE,
+        message: if passed {
+            format!("reloaded file reproduces the preview on {n} samples")
+        } else {
+            format!("reloaded file differs from the preview by up to {max_abs:.3e} on {n} samples")
+        },
+    }
+}
+
+/// `OUT.onnx` → `OUT.recipe.json`, `OUT.report.json`, `OUT.report.md`.
+pub fn sidecar_paths(output: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let stem = output.with_extension("");
+    let with = |suffix: &str| PathBuf::from(format!("{}{suffix}", stem.display()));
+    (
+        with(".recipe.json"),
+        with(".report.json"),
+        with(".report.md"),
+    )
+}
+
+/// The optimize job: preview, write (atomically, never over the opened model), report, verify.
+pub fn optimize(
+    model: &LoadedModel,
+    options: &OptimizeOptions<'_>,
+    output: &Path,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<OptimizeReport> {
+    let mut compressor = Compressor::new(
+        model,
+        &crate::analysis::analyse(model, &Default::default(), progress, cancel)?,
+    );
+    let preview = preview(model, &mut compressor, options, progress, cancel)?;
+    report(progress, "measuring latency", 0, 2);
+    let labels = options.data.labels.as_deref();
+    let measure =
+        |proto: &ModelProto, outputs: &[Vec<f32>], dir: Option<&Path>| -> Result<Measured> {
+            let size_bytes = Message::compute_size(proto);
+            let latency_ms = if options.latency_runs > 0 && !options.data.is_empty() {
+                let runnable = TractModel::build(proto, dir, &preview.input_shape, &[])?;
+                Some(latency(
+                    &runnable,
+                    options.data.sample(0),
+                    options.latency_runs,
+                    options.latency_runs.div_ceil(5),
+                    cancel,
+                )?)
+            } else {
+                None
+            };
+            Ok(Measured {
+                accuracy: labels.map(|l| accuracy(outputs, l)),
+                latency_ms,
+                size_bytes,
+            })
+        };
+    let original_proto = model.self_contained_proto()?;
+    let mut original = measure(
+        &original_proto,
+        &preview.original_outputs,
+        model.path.parent(),
+    )?;
+    original.size_bytes = model.file_size_bytes;
+    let compressed = measure(&preview.built.proto, &preview.outputs, None)?;
+    cancel.check()?;
+
+    report(progress, "writing", 1, 2);
+    write_model_atomic(&preview.built.proto, output, &model.path)?;
+    let written_size = std::fs::metadata(output)
+        .map(|m| m.len())
+        .unwrap_or(compressed.size_bytes);
+    let verification = verify_written(
+        output,
+        options.data,
+        &preview.outputs,
+        &preview.input_shape,
+        cancel,
+    );
+
+    let mut notes = preview.built.notes.clone();
+    if options.data.generated {
+        notes.push(
+            "no data given: fidelity is measured on generated inputs, not real data".to_owned(),
+        );
+    }
+    if options.format == ExportFormat::WeightsInt8 {
+        notes.push("weights-only int8 makes the file smaller, not faster: runtimes dequantize it back to float".to_owned());
+    }
+    let mut layer_notes: Vec<String> = preview
+        .compression
+        .layers
+        .iter()
+        .flat_map(|l| l.report.notes.clone())
+        .collect();
+    layer_notes.sort();
+    layer_notes.dedup();
+    notes.extend(layer_notes);
+    let report_ = OptimizeReport {
+        model: model.path.display().to_string(),
+        output: output.display().to_string(),
+        format: options.format,
+        data: options.data.description.clone(),
+        fidelity: fidelity(&preview.original_outputs, &preview.outputs),
+        original,
+        compressed: Measured {
+            size_bytes: written_size,
+            ..compressed
+        },
+        layers: preview
+            .compression
+            .layers
+            .iter()
+            .map(|l| l.report.clone())
+            .collect(),
+        skipped: preview.compression.skipped.clone(),
+        quantized_activations: preview.built.quantized_activations.clone(),
+        notes,
+        verification,
+        recipe: options.recipe.clone(),
+    };
+    let (recipe_path, json_path, md_path) = sidecar_paths(output);
+    write_bytes_atomic(&recipe_path, options.recipe.to_json().as_bytes())?;
+    let json = serde_json::to_string_pretty(&report_).map_err(|e| Error::InvalidArgument {
+        what: "report",
+        reason: e.to_string(),
+    })?;
+    write_bytes_atomic(&json_path, json.as_bytes())?;
+    write_bytes_atomic(&md_path, crate::report::markdown(&report_).as_bytes())?;
+    Ok(report_)
+}

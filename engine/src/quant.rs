@@ -1,0 +1,244 @@
+//! Weight quantization and pruning math: ranges, clipping searches, integer codes.
+//!
+//! Integers are stored in int8 containers whatever the bit width (tract cannot read INT4).
+//! Symmetric codes use the narrow range `[-(2^(b-1)-1), 2^(b-1)-1]` with zero point 0;
+//! asymmetric codes use `[-2^(b-1), 2^(b-1)-1]` with a zero point that makes 0.0 exact.
+
+use crate::plan::Clipping;
+
+/// The integer code range for `bits` bits.
+pub fn code_range(bits: u8, symmetric: bool) -> (i32, i32) {
+    let half = 1i32 << (bits.clamp(2, 8) - 1);
+    if symmetric {
+        (-(half - 1), half - 1)
+    } else {
+        (-half, half - 1)
+    }
+}
+
+/// Scale and zero point of one quantization group.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct QuantParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl QuantParams {
+    /// Parameters mapping `[lo, hi]` (widened to include 0) onto `bits`-bit codes.
+    pub fn for_range(lo: f32, hi: f32, bits: u8, symmetric: bool) -> Self {
+        let (qmin, qmax) = code_range(bits, symmetric);
+        if symmetric {
+            let bound = lo.abs().max(hi.abs());
+            let scale = if bound > 0.0 {
+                bound / qmax as f32
+            } else {
+                1.0
+            };
+            return Self {
+                scale,
+                zero_point: 0,
+            };
+        }
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        if hi - lo <= 0.0 {
+            return Self {
+                scale: 1.0,
+                zero_point: 0,
+            };
+        }
+        let scale = (hi - lo) / (qmax - qmin) as f32;
+        let zero_point = (qmin as f32 - lo / scale)
+            .round()
+            .clamp(qmin as f32, qmax as f32) as i32;
+        Self { scale, zero_point }
+    }
+
+    /// The code of `v` (round half away from zero, saturating).
+    pub fn quantize(&self, v: f32, bits: u8, symmetric: bool) -> i32 {
+        let (qmin, qmax) = code_range(bits, symmetric);
+        let q = (v / self.scale).round() as i32 + self.zero_point;
+        q.clamp(qmin, qmax)
+    }
+
+    /// The value a runtime's `DequantizeLinear` gives for code `q`.
+    pub fn dequantize(&self, q: i32) -> f32 {
+        (q - self.zero_point) as f32 * self.scale
+    }
+}
+
+/// Value at fraction `q` (0..=1) of the sorted `values`, found in O(n) with a selection.
+pub fn quantile(values: &mut [f32], q: f64) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let index = ((values.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    let (_, v, _) = values.select_nth_unstable_by(index, f32::total_cmp);
+    *v
+}
+
+/// Largest number of values a clipping search looks at per group (a strided subsample).
+const SEARCH_SAMPLE: usize = 16_384;
+
+/// The clipping range `[lo, hi]` for one group of finite `values`.
+pub fn clip_range(values: &[f32], clipping: Clipping, bits: u8, symmetric: bool) -> (f32, f32) {
+    let (mut lo, mut hi) = values.iter().fold((0f32, 0f32), |(lo, hi), &v| {
+        if v.is_finite() {
+            (lo.min(v), hi.max(v))
+        } else {
+            (lo, hi)
+        }
+    });
+    match clipping {
+        Clipping::MinMax => {}
+        Clipping::Percentile { percentile } => {
+            let p = f64::from(percentile) / 100.0;
+            if symmetric {
+                let mut abs: Vec<f32> = values
+                    .iter()
+                    .filter(|v| v.is_finite())
+                    .map(|v| v.abs())
+                    .collect();
+                let bound = quantile(&mut abs, p);
+                (lo, hi) = (-bound, bound);
+            } else {
+                let mut copy: Vec<f32> = values.iter().copied().filter(|v| v.is_finite()).collect();
+                hi = quantile(&mut copy, p).max(0.0);
+                lo = quantile(&mut copy, 1.0 - p).min(0.0);
+            }
+        }
+        Clipping::Mse => {
+            let step = values.len().div_ceil(SEARCH_SAMPLE).max(1);
+            let sample: Vec<f32> = values
+                .iter()
+                .step_by(step)
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            let mut best = (f64::INFINITY, lo, hi);
+            // Shrink the range from 100% down to 20% of the full range in 2% steps.
+            for i in 0..=40 {
+                let alpha = 1.0 - 0.02 * i as f32;
+                let (l, h) = (lo * alpha, hi * alpha);
+                let params = QuantParams::for_range(l, h, bits, symmetric);
+                let error: f64 = sample
+                    .iter()
+                    .map(|&v| {
+                        let d = params.dequantize(params.quantize(v, bits, symmetric)) - v;
+                        f64::from(d * d)
+                    })
+                    .sum();
+                if error < best.0 {
+                    best = (error, l, h);
+                }
+            }
+            (lo, hi) = (best.1, best.2);
+        }
+    }
+    (lo, hi)
+}
+
+/// Sets the `count` smallest-magnitude values to zero (exactly `count`, ties broken by
+/// position), with an O(n) selection instead of a sort.
+pub fn prune_smallest(values: &mut [f32], count: usize) {
+    if count == 0 || values.is_empty() {
+        return;
+    }
+    if count >= values.len() {
+        values.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let mut magnitudes: Vec<f32> = values
+        .iter()
+        .map(|v| if v.is_nan() { f32::INFINITY } else { v.abs() })
+        .collect();
+    let (_, &mut threshold, _) = magnitudes.select_nth_unstable_by(count - 1, f32::total_cmp);
+    let below = values.iter().filter(|v| v.abs() < threshold).count();
+    let mut ties_to_prune = count - below;
+    for v in values.iter_mut() {
+        let m = v.abs();
+        if m < threshold {
+            *v = 0.0;
+        } else if m == threshold && ties_to_prune > 0 {
+            *v = 0.0;
+            ties_to_prune -= 1;
+        }
+    }
+}
+
+/// Signal-to-quantization-noise ratio in dB of `approx` against `original`
+/// (`f64::INFINITY` when identical), and the mean squared error.
+pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64) {
+    let (mut signal, mut noise, mut n) = (0f64, 0f64, 0usize);
+    for (&a, &b) in original.iter().zip(approx) {
+        if a.is_finite() && b.is_finite() {
+            signal += f64::from(a) * f64::from(a);
+            let d = f64::from(a) - f64::from(b);
+            noise += d * d;
+            n += 1;
+        }
+    }
+    let mse = if n > 0 { noise / n as f64 } else { 0.0 };
+    let sqnr = if noise == 0.0 {
+        f64::INFINITY
+    } else if signal == 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    };
+    (sqnr, mse)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn symmetric_codes_are_narrow_and_zero_is_exact() {
+        assert_eq!(code_range(8, true), (-127, 127));
+        assert_eq!(code_range(4, false), (-8, 7));
+        let p = QuantParams::for_range(-0.3, 1.27, 8, true);
+        assert_eq!(p.zero_point, 0);
+        assert_eq!(p.quantize(1.27, 8, true), 127);
+        assert_eq!(p.quantize(-5.0, 8, true), -127);
+        let a = QuantParams::for_range(0.2, 1.0, 8, false);
+        assert_eq!(a.dequantize(a.quantize(0.0, 8, false)), 0.0);
+    }
+
+    #[test]
+    fn pruning_zeroes_exactly_the_smallest() {
+        let mut v = vec![0.5, -0.1, 0.1, 2.0, -3.0, 0.1];
+        prune_smallest(&mut v, 3);
+        assert_eq!(v.iter().filter(|x| **x == 0.0).count(), 3);
+        assert_eq!(v[3], 2.0);
+        assert_eq!(v[4], -3.0);
+        assert_eq!(v[0], 0.5);
+    }
+
+    #[test]
+    fn mse_clipping_beats_min_max_on_heavy_tails_at_4_bits() {
+        let mut values: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        values[0] = 20.0; // one outlier
+        let error = |(lo, hi): (f32, f32)| {
+            let p = QuantParams::for_range(lo, hi, 4, true);
+            let approx: Vec<f32> = values
+                .iter()
+                .map(|&v| p.dequantize(p.quantize(v, 4, true)))
+                .collect();
+            sqnr_db_and_mse(&values, &approx).1
+        };
+        let minmax = error(clip_range(&values, Clipping::MinMax, 4, true));
+        let mse = error(clip_range(&values, Clipping::Mse, 4, true));
+        assert!(mse < minmax, "mse {mse} vs minmax {minmax}");
+    }
+
+    #[test]
+    fn quantile_selects_without_sorting_the_caller() {
+        let mut v: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        v.reverse();
+        assert_eq!(quantile(&mut v, 0.5), 50.0);
+        assert_eq!(quantile(&mut v, 1.0), 100.0);
+    }
+}

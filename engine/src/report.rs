@@ -1,0 +1,107 @@
+//! The readable Markdown report written beside an export.
+
+use std::fmt::Write;
+
+use crate::pipeline::{Measured, OptimizeReport};
+
+fn percent(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn measured_row(out: &mut String, label: &str, m: &Measured) {
+    let acc = m.accuracy.map_or(("–".to_owned(), "–".to_owned()), |a| {
+        (percent(a.top1), percent(a.top5))
+    });
+    let lat = m
+        .latency_ms
+        .as_ref()
+        .map_or(("–".to_owned(), "–".to_owned()), |l| {
+            (format!("{:.3}", l.median), format!("{:.3}", l.p90))
+        });
+    let _ = writeln!(
+        out,
+        "| {label} | {} | {} | {} | {} | {} |",
+        acc.0, acc.1, m.size_bytes, lat.0, lat.1
+    );
+}
+
+/// Renders `report` as Markdown with the per-layer table.
+pub fn markdown(report: &OptimizeReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Edgefit export report\n");
+    let _ = writeln!(out, "- model: `{}`", report.model);
+    let _ = writeln!(
+        out,
+        "- output: `{}` ({})",
+        report.output,
+        report.format.name()
+    );
+    let _ = writeln!(out, "- data: {}", report.data);
+    let v = &report.verification;
+    let _ = writeln!(
+        out,
+        "- verification ({}): **{}** — {}\n",
+        v.runtime,
+        if v.passed { "passed" } else { "FAILED" },
+        v.message
+    );
+    let _ = writeln!(
+        out,
+        "| model | top-1 | top-5 | size (bytes) | latency median (ms) | latency p90 (ms) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    measured_row(&mut out, "original", &report.original);
+    measured_row(&mut out, "compressed", &report.compressed);
+    let f = &report.fidelity;
+    let _ = writeln!(
+        out,
+        "\nFidelity to the original: top-1 agreement {}, output SQNR {}, max abs error {:.4e} ({} samples).\n",
+        percent(f.agreement),
+        f.sqnr_db
+            .map_or("∞ (identical)".to_owned(), |s| format!("{s:.1} dB")),
+        f.max_abs_err,
+        f.samples
+    );
+    let _ = writeln!(out, "## Layers\n");
+    let _ = writeln!(
+        out,
+        "| layer | op | precision | prune | sparsity | SQNR (dB) | bytes before | bytes after | MACs before | MACs after |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for l in &report.layers {
+        let s = l.settings;
+        let precision = if s.exclude {
+            "excluded".to_owned()
+        } else {
+            format!("{:?}", s.precision)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} {:?} | {} | {} | {} | {} | {} | {} |",
+            l.name,
+            l.op,
+            precision,
+            s.prune_ratio,
+            s.prune_method,
+            percent(l.sparsity),
+            l.sqnr_db.map_or("∞".to_owned(), |v| format!("{v:.1}")),
+            l.bytes_before,
+            l.bytes_after,
+            l.macs_before.map_or("?".to_owned(), |m| m.to_string()),
+            l.macs_after.map_or("?".to_owned(), |m| m.to_string()),
+        );
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(out, "\n## Layers left as they are\n");
+        for s in &report.skipped {
+            let _ = writeln!(out, "- `{}` ({}): {}", s.name, s.op, s.reason);
+        }
+    }
+    if !report.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for n in &report.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}
