@@ -37,6 +37,8 @@ enum Command {
     Bench(cli::optimize::BenchArgs),
     /// Compare two models on the same samples: accuracy, fidelity, size, latency.
     Compare(cli::optimize::CompareArgs),
+    /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
+    BenchApply(cli::BenchApplyArgs),
     /// Time load + full analysis of a large synthetic model (~25M parameters, ~1,000 nodes).
     BenchAnalysis(cli::BenchAnalysisArgs),
 }
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),
         Some(Command::BenchAnalysis(a)) => cli::bench_analysis(&a),
+        Some(Command::BenchApply(a)) => cli::bench_apply(&a),
         Some(Command::Optimize(a)) => cli::optimize::optimize_cmd(&a),
         Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),
         Some(Command::Bench(a)) => cli::optimize::bench_cmd(&a),

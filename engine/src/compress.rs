@@ -340,6 +340,25 @@ fn group_of(dims: &[i64], axis: usize) -> impl Fn(usize) -> usize {
     move |i| (i / inner.max(1)) % channels.max(1)
 }
 
+/// Calls `f(group, run)` for each contiguous run of elements that share a group along `axis`
+/// (no per-element division: the hot loops of quantization walk runs).
+fn for_each_run<T>(values: &mut [T], dims: &[i64], axis: Option<usize>, mut f: impl FnMut(usize, &mut [T])) {
+    let Some(axis) = axis else {
+        f(0, values);
+        return;
+    };
+    let inner = dims[axis + 1..].iter().map(|&d| d.max(0) as usize).product::<usize>().max(1);
+    let channels = (dims[axis].max(1)) as usize;
+    let mut group = 0;
+    for run in values.chunks_mut(inner) {
+        f(group, run);
+        group += 1;
+        if group == channels {
+            group = 0;
+        }
+    }
+}
+
 /// Compresses one layer's weight with `settings`.
 pub fn compress_layer(
     layer: &CompressibleLayer,
@@ -390,12 +409,7 @@ pub fn compress_layer(
                 } else {
                     None
                 };
-                let q = quantize_weight(&values, &layer.dims, axis, bits, settings);
-                let group = axis.map(|a| group_of(&layer.dims, a));
-                for (i, v) in values.iter_mut().enumerate() {
-                    let g = group.as_ref().map_or(0, |f| f(i));
-                    *v = q.params[g].dequantize(i32::from(q.codes[i]));
-                }
+                let q = quantize_weight(&mut values, &layer.dims, axis, bits, settings);
                 if bits < 8 {
                     notes.push(format!(
                         "{bits}-bit codes are stored in int8 containers (tract cannot read INT4)"
@@ -468,48 +482,42 @@ fn rank_channels(values: &[f32], dims: &[i64], axis: usize, settings: LayerSetti
     removed
 }
 
-fn quantize_weight(
-    values: &[f32],
-    dims: &[i64],
-    axis: Option<usize>,
-    bits: u8,
-    s: LayerSettings,
-) -> QuantizedWeight {
-    let params: Vec<QuantParams> = match axis {
-        Some(axis) => {
-            let channels = dims[axis].max(1) as usize;
-            let group = group_of(dims, axis);
-            let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
-            for (i, &v) in values.iter().enumerate() {
-                per_channel[group(i)].push(v);
+/// Quantizes `values` in place to what the runtime computes (codes dequantized) and returns
+/// the codes.
+fn quantize_weight(values: &mut [f32], dims: &[i64], axis: Option<usize>, bits: u8, s: LayerSettings) -> QuantizedWeight {
+    let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
+    let params: Vec<QuantParams> = if s.clipping == crate::plan::Clipping::MinMax {
+        // Min-max needs no per-channel copies: one pass keeps every channel's range.
+        let mut ranges = vec![(0f32, 0f32); channels];
+        for_each_run(values, dims, axis, |g, run| {
+            let r = &mut ranges[g];
+            for &v in run.iter().filter(|v| v.is_finite()) {
+                r.0 = r.0.min(v);
+                r.1 = r.1.max(v);
             }
-            per_channel
-                .par_iter()
-                .map(|g| {
-                    let (lo, hi) = clip_range(g, s.clipping, bits, s.symmetric);
-                    QuantParams::for_range(lo, hi, bits, s.symmetric)
-                })
-                .collect()
-        }
-        None => {
-            let (lo, hi) = clip_range(values, s.clipping, bits, s.symmetric);
-            vec![QuantParams::for_range(lo, hi, bits, s.symmetric)]
-        }
+        });
+        ranges.iter().map(|&(lo, hi)| QuantParams::for_range(lo, hi, bits, s.symmetric)).collect()
+    } else {
+        let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
+        for_each_run(values, dims, axis, |g, run| per_channel[g].extend_from_slice(run));
+        per_channel
+            .par_iter()
+            .map(|g| {
+                let (lo, hi) = clip_range(g, s.clipping, bits, s.symmetric);
+                QuantParams::for_range(lo, hi, bits, s.symmetric)
+            })
+            .collect()
     };
-    let group = axis.map(|a| group_of(dims, a));
-    let codes = values
-        .par_iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let g = group.as_ref().map_or(0, |f| f(i));
-            params[g].quantize(v, bits, s.symmetric) as i8
-        })
-        .collect();
-    QuantizedWeight {
-        bits,
-        symmetric: s.symmetric,
-        params,
-        axis,
-        codes,
-    }
+    let mut codes = vec![0i8; values.len()];
+    let mut offset = 0;
+    for_each_run(values, dims, axis, |g, run| {
+        let p = params[g];
+        for (v, c) in run.iter_mut().zip(&mut codes[offset..]) {
+            let q = p.quantize(*v, bits, s.symmetric);
+            *c = q as i8;
+            *v = p.dequantize(q);
+        }
+        offset += run.len();
+    });
+    QuantizedWeight { bits, symmetric: s.symmetric, params, axis, codes }
 }

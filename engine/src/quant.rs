@@ -147,22 +147,57 @@ pub fn prune_smallest(values: &mut [f32], count: usize) {
         values.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    let mut magnitudes: Vec<f32> = values
-        .iter()
-        .map(|v| if v.is_nan() { f32::INFINITY } else { v.abs() })
-        .collect();
-    let (_, &mut threshold, _) = magnitudes.select_nth_unstable_by(count - 1, f32::total_cmp);
-    let below = values.iter().filter(|v| v.abs() < threshold).count();
+    // For non-negative floats the IEEE bit pattern orders like the value; integer keys make
+    // every comparison cheap.
+    let key = |v: f32| if v.is_nan() { u32::MAX } else { v.abs().to_bits() };
+    let threshold = kth_smallest_key(values, count - 1, key);
+    let below = values.iter().filter(|&&v| key(v) < threshold).count();
     let mut ties_to_prune = count - below;
     for v in values.iter_mut() {
-        let m = v.abs();
-        if m < threshold {
+        let k = key(*v);
+        if k < threshold {
             *v = 0.0;
-        } else if m == threshold && ties_to_prune > 0 {
+        } else if k == threshold && ties_to_prune > 0 {
             *v = 0.0;
             ties_to_prune -= 1;
         }
     }
+}
+
+/// The `rank`-th smallest key (0-based) in O(n): a selection on a strided sample brackets
+/// the answer, one counting pass keeps only the keys inside the bracket, and an exact
+/// selection among those finishes. Falls back to a full selection when the bracket misses.
+fn kth_smallest_key(values: &[f32], rank: usize, key: impl Fn(f32) -> u32) -> u32 {
+    const SAMPLE_STEP: usize = 64;
+    let n = values.len();
+    if n < 16 * SAMPLE_STEP {
+        let mut keys: Vec<u32> = values.iter().map(|&v| key(v)).collect();
+        return *keys.select_nth_unstable(rank).1;
+    }
+    let mut sample: Vec<u32> = values.iter().step_by(SAMPLE_STEP).map(|&v| key(v)).collect();
+    let m = sample.len();
+    let expected = rank as f64 / n as f64 * m as f64;
+    // A margin of a few standard deviations of the sample's rank estimate.
+    let margin = 4.0 * (m as f64 * 0.25).sqrt() + 2.0;
+    let lo_rank = (expected - margin).floor().max(0.0) as usize;
+    let hi_rank = ((expected + margin).ceil() as usize).min(m - 1);
+    let lo = *sample.select_nth_unstable(lo_rank).1;
+    let hi = *sample.select_nth_unstable(hi_rank).1;
+    let mut below = 0usize;
+    let mut inside: Vec<u32> = Vec::with_capacity(4 * (hi_rank - lo_rank + 1) * SAMPLE_STEP);
+    for &v in values {
+        let k = key(v);
+        if k < lo {
+            below += 1;
+        } else if k <= hi {
+            inside.push(k);
+        }
+    }
+    if rank >= below && rank - below < inside.len() {
+        return *inside.select_nth_unstable(rank - below).1;
+    }
+    let mut keys: Vec<u32> = values.iter().map(|&v| key(v)).collect();
+    *keys.select_nth_unstable(rank).1
 }
 
 /// Signal-to-quantization-noise ratio in dB of `approx` against `original`
@@ -232,6 +267,19 @@ mod tests {
         let minmax = error(clip_range(&values, Clipping::MinMax, 4, true));
         let mse = error(clip_range(&values, Clipping::Mse, 4, true));
         assert!(mse < minmax, "mse {mse} vs minmax {minmax}");
+    }
+
+    #[test]
+    fn sampled_selection_matches_a_full_sort() {
+        for n in [10usize, 5_000, 200_003] {
+            let values: Vec<f32> = (0..n).map(|i| (((i * 2_654_435_761) % 1_000_003) as f32 - 500_000.0) * 1e-3).collect();
+            let key = |v: f32| v.abs().to_bits();
+            let mut sorted: Vec<u32> = values.iter().map(|&v| key(v)).collect();
+            sorted.sort_unstable();
+            for rank in [0, n / 3, n / 2, n - 1] {
+                assert_eq!(kth_smallest_key(&values, rank, key), sorted[rank], "n={n} rank={rank}");
+            }
+        }
     }
 
     #[test]

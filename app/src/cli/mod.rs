@@ -278,3 +278,67 @@ fn tempfile_dir() -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
+
+/// `edgefit bench-apply`.
+#[derive(Debug, clap::Args)]
+pub struct BenchApplyArgs {
+    /// Target parameter count of the synthetic model.
+    #[arg(long, default_value_t = 25_000_000)]
+    pub parameters: u64,
+    /// Target node count.
+    #[arg(long, default_value_t = 1_000)]
+    pub nodes: usize,
+    /// Timed repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+}
+
+/// Times applying recipes to a synthetic model: a whole-model change (every layer recomputed)
+/// and a one-layer change (one layer recomputed, the rest from the cache).
+pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
+    use edgefit_engine::compress::Compressor;
+    use edgefit_engine::plan::{LayerOverride, Precision, Recipe};
+    let blocks = (args.nodes / 3).max(1);
+    let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
+    let dir = tempfile_dir()?;
+    let path = dir.join("synthetic.onnx");
+    let encoded = edgefit_engine::proto::Message::write_to_bytes(&edgefit_engine::synthetic::mlp_chain(width, blocks))?;
+    edgefit_engine::write::write_bytes_atomic(&path, &encoded)?;
+    drop(encoded);
+    let cancel = CancelToken::new();
+    let loaded = load_model(&path, &NoProgress, &cancel)?;
+    let analysis = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &cancel)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut compressor = Compressor::new(&loaded, &analysis);
+    let layer_name = compressor.layers.first().map(|l| l.name.clone()).context("no compressible layer")?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut whole_ms = Vec::new();
+    let mut one_ms = Vec::new();
+    for run in 0..args.runs.max(1) {
+        // Alternate the global settings so every layer is stale each time.
+        let mut recipe = Recipe::default();
+        recipe.defaults.prune_ratio = if run % 2 == 0 { 0.5 } else { 0.4 };
+        recipe.defaults.precision = Precision::Int { bits: 8 };
+        let start = Instant::now();
+        let all = compressor.apply(&recipe, &cancel)?;
+        whole_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(all.recomputed == compressor.layers.len(), "whole-model change recomputed {} layers", all.recomputed);
+        recipe.layers.insert(layer_name.clone(), LayerOverride { prune_ratio: Some(0.3), ..Default::default() });
+        let start = Instant::now();
+        let one = compressor.apply(&recipe, &cancel)?;
+        one_ms.push(start.elapsed().as_secs_f64() * 1e3);
+        anyhow::ensure!(one.recomputed == 1, "one-layer change recomputed {} layers", one.recomputed);
+    }
+    println!(
+        "synthetic model: {} parameters in {} compressible layers ({} threads)",
+        thousands(analysis.parameters),
+        compressor.layers.len(),
+        rayon::current_num_threads()
+    );
+    println!("whole-model change (prune 50% + int8 per-channel, every layer): {:.1} ms median (target < 200 ms)", median(whole_ms));
+    println!("one-layer change ({} parameters recomputed, rest cached): {:.2} ms median (target < 16 ms)", thousands(width as u64 * width as u64), median(one_ms));
+    Ok(())
+}
