@@ -23,6 +23,7 @@ pub mod report;
 pub mod runtime;
 pub mod shapes;
 pub mod stats;
+pub mod structured;
 pub mod synthetic;
 pub mod tensor;
 pub mod write;
