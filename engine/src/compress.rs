@@ -342,12 +342,21 @@ fn group_of(dims: &[i64], axis: usize) -> impl Fn(usize) -> usize {
 
 /// Calls `f(group, run)` for each contiguous run of elements that share a group along `axis`
 /// (no per-element division: the hot loops of quantization walk runs).
-fn for_each_run<T>(values: &mut [T], dims: &[i64], axis: Option<usize>, mut f: impl FnMut(usize, &mut [T])) {
+fn for_each_run<T>(
+    values: &mut [T],
+    dims: &[i64],
+    axis: Option<usize>,
+    mut f: impl FnMut(usize, &mut [T]),
+) {
     let Some(axis) = axis else {
         f(0, values);
         return;
     };
-    let inner = dims[axis + 1..].iter().map(|&d| d.max(0) as usize).product::<usize>().max(1);
+    let inner = dims[axis + 1..]
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .product::<usize>()
+        .max(1);
     let channels = (dims[axis].max(1)) as usize;
     let mut group = 0;
     for run in values.chunks_mut(inner) {
@@ -484,7 +493,13 @@ fn rank_channels(values: &[f32], dims: &[i64], axis: usize, settings: LayerSetti
 
 /// Quantizes `values` in place to what the runtime computes (codes dequantized) and returns
 /// the codes.
-fn quantize_weight(values: &mut [f32], dims: &[i64], axis: Option<usize>, bits: u8, s: LayerSettings) -> QuantizedWeight {
+fn quantize_weight(
+    values: &mut [f32],
+    dims: &[i64],
+    axis: Option<usize>,
+    bits: u8,
+    s: LayerSettings,
+) -> QuantizedWeight {
     let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
     let params: Vec<QuantParams> = if s.clipping == crate::plan::Clipping::MinMax {
         // Min-max needs no per-channel copies: one pass keeps every channel's range.
@@ -496,10 +511,15 @@ fn quantize_weight(values: &mut [f32], dims: &[i64], axis: Option<usize>, bits: 
                 r.1 = r.1.max(v);
             }
         });
-        ranges.iter().map(|&(lo, hi)| QuantParams::for_range(lo, hi, bits, s.symmetric)).collect()
+        ranges
+            .iter()
+            .map(|&(lo, hi)| QuantParams::for_range(lo, hi, bits, s.symmetric))
+            .collect()
     } else {
         let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
-        for_each_run(values, dims, axis, |g, run| per_channel[g].extend_from_slice(run));
+        for_each_run(values, dims, axis, |g, run| {
+            per_channel[g].extend_from_slice(run)
+        });
         per_channel
             .par_iter()
             .map(|g| {
@@ -519,5 +539,11 @@ fn quantize_weight(values: &mut [f32], dims: &[i64], axis: Option<usize>, bits: 
         }
         offset += run.len();
     });
-    QuantizedWeight { bits, symmetric: s.symmetric, params, axis, codes }
+    QuantizedWeight {
+        bits,
+        symmetric: s.symmetric,
+        params,
+        axis,
+        codes,
+    }
 }

@@ -55,6 +55,9 @@ impl ExportFormat {
 /// Calibrated activation ranges, by tensor name: (min, max).
 pub type ActivationRanges = HashMap<String, (f32, f32)>;
 
+/// Re-estimated BatchNormalization statistics, by node name: (mean, variance) per channel.
+pub type BatchNormStats = HashMap<String, (Vec<f32>, Vec<f32>)>;
+
 /// The model to export and what building it did.
 #[derive(Clone, Debug)]
 pub struct BuiltModel {
@@ -107,6 +110,7 @@ pub fn build_export(
     compression: &Compression,
     format: ExportFormat,
     ranges: Option<&ActivationRanges>,
+    batchnorm: Option<&BatchNormStats>,
 ) -> Result<BuiltModel> {
     let mut proto = model.self_contained_proto()?;
     let mut notes = Vec::new();
@@ -114,6 +118,13 @@ pub fn build_export(
         what: "model",
         reason: "no graph".to_owned(),
     })?;
+    if let Some(stats) = batchnorm {
+        replace_batchnorm_stats(graph, stats)?;
+        notes.push(format!(
+            "re-estimated the statistics of {} BatchNormalization layers on calibration data",
+            stats.len()
+        ));
+    }
     let mut names = all_names(graph);
     let mut prelude: Vec<NodeProto> = Vec::new();
     let mut layers_changed = 0;
@@ -309,6 +320,56 @@ fn insert_activation_qdq(
         }
     }
     Ok(out)
+}
+
+/// Replaces the mean and variance inputs of the named BatchNormalization nodes.
+fn replace_batchnorm_stats(graph: &mut GraphProto, stats: &BatchNormStats) -> Result<()> {
+    let mut names = all_names(graph);
+    let mut replacements = Vec::new();
+    let mut replaced = Vec::new();
+    for node in graph
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type() == "BatchNormalization")
+    {
+        let Some((mean, var)) = stats.get(node.name()) else {
+            continue;
+        };
+        let dims = [mean.len() as i64];
+        let mean_name = unique(&mut names, &format!("{}_recalibrated_mean", node.name()));
+        let var_name = unique(&mut names, &format!("{}_recalibrated_var", node.name()));
+        if node.input.len() < 5 {
+            return Err(Error::InvalidArgument {
+                what: "BatchNormalization",
+                reason: format!("`{}` has fewer than 5 inputs", node.name()),
+            });
+        }
+        replaced.push(std::mem::replace(&mut node.input[3], mean_name.clone()));
+        replaced.push(std::mem::replace(&mut node.input[4], var_name.clone()));
+        replacements.push(float_tensor(&mean_name, &dims, mean));
+        replacements.push(float_tensor(&var_name, &dims, var));
+    }
+    graph.initializer.extend(replacements);
+    // Drop the old statistics when nothing reads them any more (a subgraph might: keep them then).
+    let has_subgraphs = graph.node.iter().any(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    });
+    if !has_subgraphs {
+        let used: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name()).collect();
+        let unused: HashSet<String> = replaced
+            .into_iter()
+            .filter(|r| !used.contains(r.as_str()) && !outputs.contains(r.as_str()))
+            .collect();
+        graph.initializer.retain(|t| !unused.contains(t.name()));
+    }
+    Ok(())
 }
 
 /// Removes the stored weight `name` (an initializer, or the `Constant` node producing it).

@@ -10,10 +10,12 @@ use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
-use crate::export::{ActivationRanges, BuiltModel, ExportFormat, activation_tensors, build_export};
+use crate::export::{
+    ActivationRanges, BatchNormStats, BuiltModel, ExportFormat, activation_tensors, build_export,
+};
 use crate::job::{CancelToken, ProgressSink, report};
 use crate::load::{LoadedModel, load_model};
-use crate::plan::{ActivationCalibration, Recipe};
+use crate::plan::{ActivationCalibration, BatchNormRecalibration, Recipe};
 use crate::proto::{Message, ModelProto};
 use crate::quant::quantile;
 use crate::runtime::TractModel;
@@ -58,9 +60,34 @@ pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Resu
     })
 }
 
-/// Per-tensor activation ranges of the float model on `data`.
+/// Runs `proto` on every sample of `data` with the extra outputs `tensors` and hands each
+/// sample's extra outputs to `observe` (tensor index, values).
+fn observe_tensors(
+    proto: &ModelProto,
+    input_shape: &[usize],
+    tensors: &[String],
+    data: &Dataset,
+    stage: &str,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+    mut observe: impl FnMut(usize, &[f32]),
+) -> Result<()> {
+    let runnable = TractModel::build(proto, None, input_shape, tensors)?;
+    for i in 0..data.len() {
+        cancel.check()?;
+        report(progress, stage, i as u64, data.len() as u64);
+        let outputs = runnable.run(data.sample(i))?;
+        for (t, out) in outputs.iter().skip(1).enumerate() {
+            observe(t, out);
+        }
+    }
+    Ok(())
+}
+
+/// Per-tensor activation ranges of `proto` on `data`.
 pub fn calibrate(
-    model: &LoadedModel,
+    proto: &ModelProto,
+    input_shape: &[usize],
     tensors: &[String],
     data: &Dataset,
     calibration: ActivationCalibration,
@@ -70,33 +97,30 @@ pub fn calibrate(
     let mut unique: Vec<String> = tensors.to_vec();
     unique.sort();
     unique.dedup();
-    let shape = concrete_input_shape(model, Some(data))?;
-    let dir = model.path.parent().map(Path::to_path_buf);
-    let runnable = TractModel::build(
-        &model.self_contained_proto()?,
-        dir.as_deref(),
-        &shape,
-        &unique,
-    )?;
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); unique.len()];
     let mut bounds: Vec<(f32, f32)> = vec![(f32::INFINITY, f32::NEG_INFINITY); unique.len()];
     // Percentile calibration keeps a strided subsample per tensor to bound memory.
     const KEEP_PER_SAMPLE: usize = 4096;
-    for i in 0..data.len() {
-        cancel.check()?;
-        report(progress, "calibrating", i as u64, data.len() as u64);
-        let outputs = runnable.run(data.sample(i))?;
-        for (t, out) in outputs.iter().skip(1).enumerate() {
+    let percentile = matches!(calibration, ActivationCalibration::Percentile { .. });
+    observe_tensors(
+        proto,
+        input_shape,
+        &unique,
+        data,
+        "calibrating activations",
+        progress,
+        cancel,
+        |t, out| {
             for &v in out.iter().filter(|v| v.is_finite()) {
                 bounds[t].0 = bounds[t].0.min(v);
                 bounds[t].1 = bounds[t].1.max(v);
             }
-            if matches!(calibration, ActivationCalibration::Percentile { .. }) {
+            if percentile {
                 let step = out.len().div_ceil(KEEP_PER_SAMPLE).max(1);
                 values[t].extend(out.iter().step_by(step).filter(|v| v.is_finite()));
             }
-        }
-    }
+        },
+    )?;
     let mut ranges = ActivationRanges::new();
     for (t, name) in unique.iter().enumerate() {
         let range = match calibration {
@@ -111,6 +135,73 @@ pub fn calibrate(
         ranges.insert(name.clone(), range);
     }
     Ok(ranges)
+}
+
+/// Per-channel mean and variance of every main-graph BatchNormalization input, re-estimated
+/// on `data` one layer at a time in graph order: each layer is measured with the layers
+/// before it already re-estimated, as a training-mode forward pass would see them.
+pub fn batchnorm_statistics(
+    model: &LoadedModel,
+    build: impl Fn(&BatchNormStats) -> Result<ModelProto>,
+    input_shape: &[usize],
+    data: &Dataset,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<BatchNormStats> {
+    let nodes: Vec<(String, String, usize)> = model
+        .graph
+        .main_nodes()
+        .filter(|n| n.op_type == "BatchNormalization")
+        .filter_map(|n| {
+            let x = n.inputs.first()?;
+            let scale = model.weight(n.inputs.get(1)?)?;
+            Some((n.name.clone(), x.clone(), scale.elements as usize))
+        })
+        .collect();
+    let mut stats = BatchNormStats::new();
+    for (name, x, channels) in nodes {
+        let proto = build(&stats)?;
+        let (mut sum, mut sum_sq, mut count) = (
+            vec![0f64; channels.max(1)],
+            vec![0f64; channels.max(1)],
+            0u64,
+        );
+        observe_tensors(
+            &proto,
+            input_shape,
+            std::slice::from_ref(&x),
+            data,
+            "re-estimating batch norm",
+            progress,
+            cancel,
+            |_, out| {
+                let inner = out.len() / sum.len();
+                if inner == 0 {
+                    return;
+                }
+                for (c, run) in out.chunks(inner).enumerate() {
+                    let c = c % sum.len();
+                    for &v in run {
+                        sum[c] += f64::from(v);
+                        sum_sq[c] += f64::from(v) * f64::from(v);
+                    }
+                }
+                count += inner as u64;
+            },
+        )?;
+        if count == 0 {
+            continue;
+        }
+        let n = count as f64;
+        let mean: Vec<f32> = sum.iter().map(|s| (s / n) as f32).collect();
+        let var: Vec<f32> = sum_sq
+            .iter()
+            .zip(&sum)
+            .map(|(q, s)| ((q / n) - (s / n) * (s / n)).max(0.0) as f32)
+            .collect();
+        stats.insert(name, (mean, var));
+    }
+    Ok(stats)
 }
 
 /// Measurements of one model on the evaluation samples.
@@ -182,16 +273,69 @@ pub fn preview(
     cancel: &CancelToken,
 ) -> Result<Preview> {
     let compression = compressor.apply(options.recipe, cancel)?;
+    let input_shape = concrete_input_shape(model, Some(options.data))?;
+    let calibration_data = options.calibration.unwrap_or(options.data);
+    let changed = |pruned_only: bool| {
+        compression.layers.iter().any(|l| {
+            let s = l.report.settings;
+            !s.exclude
+                && (s.prune_ratio > 0.0
+                    || (!pruned_only && s.precision != crate::plan::Precision::Float32))
+        })
+    };
+    let recalibrate = match options.recipe.recalibrate_batchnorm {
+        BatchNormRecalibration::WhenPruned => changed(true),
+        BatchNormRecalibration::Always => changed(false),
+        BatchNormRecalibration::Never => false,
+    };
+    let batchnorm = if recalibrate
+        && model
+            .graph
+            .main_nodes()
+            .any(|n| n.op_type == "BatchNormalization")
+    {
+        let build = |stats: &BatchNormStats| {
+            build_export(
+                model,
+                compressor,
+                &compression,
+                ExportFormat::Fp32,
+                None,
+                Some(stats),
+            )
+            .map(|b| b.proto)
+        };
+        Some(batchnorm_statistics(
+            model,
+            build,
+            &input_shape,
+            calibration_data,
+            progress,
+            cancel,
+        )?)
+    } else {
+        None
+    };
     let ranges = if options.format == ExportFormat::QdqInt8 {
         let tensors: Vec<String> = activation_tensors(model, compressor, &compression)
             .into_iter()
             .flat_map(|(_, i, o)| [i, o])
             .collect();
-        let data = options.calibration.unwrap_or(options.data);
-        Some(calibrate(
+        // Ranges of the model as it will run before activation quantization: compressed
+        // weights, re-estimated batch norm.
+        let float = build_export(
             model,
+            compressor,
+            &compression,
+            ExportFormat::Fp32,
+            None,
+            batchnorm.as_ref(),
+        )?;
+        Some(calibrate(
+            &float.proto,
+            &input_shape,
             &tensors,
-            data,
+            calibration_data,
             options.recipe.activations.calibration,
             progress,
             cancel,
@@ -205,8 +349,8 @@ pub fn preview(
         &compression,
         options.format,
         ranges.as_ref(),
+        batchnorm.as_ref(),
     )?;
-    let input_shape = concrete_input_shape(model, Some(options.data))?;
     let dir = model.path.parent().map(Path::to_path_buf);
     let original = TractModel::build(
         &model.self_contained_proto()?,

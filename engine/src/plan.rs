@@ -124,6 +124,23 @@ pub struct Recipe {
     pub layers: BTreeMap<String, LayerOverride>,
     #[serde(default)]
     pub activations: ActivationSettings,
+    /// When to re-estimate BatchNormalization statistics on calibration data after
+    /// compression, layer by layer (no training).
+    #[serde(default)]
+    pub recalibrate_batchnorm: BatchNormRecalibration,
+}
+
+/// When BatchNormalization statistics are re-estimated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchNormRecalibration {
+    /// When some layer is pruned: pruning shifts activation statistics a lot (on the sample
+    /// CNN, 30% magnitude pruning: 47.6% → 97.3% top-1), while after quantization alone a few
+    /// hundred samples estimate them worse than training did.
+    #[default]
+    WhenPruned,
+    Always,
+    Never,
 }
 
 impl Default for Recipe {
@@ -137,6 +154,7 @@ impl Default for Recipe {
             },
             layers: BTreeMap::new(),
             activations: ActivationSettings::default(),
+            recalibrate_batchnorm: BatchNormRecalibration::WhenPruned,
         }
     }
 }

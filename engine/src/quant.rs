@@ -149,7 +149,13 @@ pub fn prune_smallest(values: &mut [f32], count: usize) {
     }
     // For non-negative floats the IEEE bit pattern orders like the value; integer keys make
     // every comparison cheap.
-    let key = |v: f32| if v.is_nan() { u32::MAX } else { v.abs().to_bits() };
+    let key = |v: f32| {
+        if v.is_nan() {
+            u32::MAX
+        } else {
+            v.abs().to_bits()
+        }
+    };
     let threshold = kth_smallest_key(values, count - 1, key);
     let below = values.iter().filter(|&&v| key(v) < threshold).count();
     let mut ties_to_prune = count - below;
@@ -174,7 +180,11 @@ fn kth_smallest_key(values: &[f32], rank: usize, key: impl Fn(f32) -> u32) -> u3
         let mut keys: Vec<u32> = values.iter().map(|&v| key(v)).collect();
         return *keys.select_nth_unstable(rank).1;
     }
-    let mut sample: Vec<u32> = values.iter().step_by(SAMPLE_STEP).map(|&v| key(v)).collect();
+    let mut sample: Vec<u32> = values
+        .iter()
+        .step_by(SAMPLE_STEP)
+        .map(|&v| key(v))
+        .collect();
     let m = sample.len();
     let expected = rank as f64 / n as f64 * m as f64;
     // A margin of a few standard deviations of the sample's rank estimate.
@@ -272,12 +282,18 @@ mod tests {
     #[test]
     fn sampled_selection_matches_a_full_sort() {
         for n in [10usize, 5_000, 200_003] {
-            let values: Vec<f32> = (0..n).map(|i| (((i * 2_654_435_761) % 1_000_003) as f32 - 500_000.0) * 1e-3).collect();
+            let values: Vec<f32> = (0..n)
+                .map(|i| (((i * 2_654_435_761) % 1_000_003) as f32 - 500_000.0) * 1e-3)
+                .collect();
             let key = |v: f32| v.abs().to_bits();
             let mut sorted: Vec<u32> = values.iter().map(|&v| key(v)).collect();
             sorted.sort_unstable();
             for rank in [0, n / 3, n / 2, n - 1] {
-                assert_eq!(kth_smallest_key(&values, rank, key), sorted[rank], "n={n} rank={rank}");
+                assert_eq!(
+                    kth_smallest_key(&values, rank, key),
+                    sorted[rank],
+                    "n={n} rank={rank}"
+                );
             }
         }
     }

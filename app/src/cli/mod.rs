@@ -302,7 +302,9 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
     let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
     let dir = tempfile_dir()?;
     let path = dir.join("synthetic.onnx");
-    let encoded = edgefit_engine::proto::Message::write_to_bytes(&edgefit_engine::synthetic::mlp_chain(width, blocks))?;
+    let encoded = edgefit_engine::proto::Message::write_to_bytes(
+        &edgefit_engine::synthetic::mlp_chain(width, blocks),
+    )?;
     edgefit_engine::write::write_bytes_atomic(&path, &encoded)?;
     drop(encoded);
     let cancel = CancelToken::new();
@@ -310,7 +312,11 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
     let analysis = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &cancel)?;
     let _ = std::fs::remove_dir_all(&dir);
     let mut compressor = Compressor::new(&loaded, &analysis);
-    let layer_name = compressor.layers.first().map(|l| l.name.clone()).context("no compressible layer")?;
+    let layer_name = compressor
+        .layers
+        .first()
+        .map(|l| l.name.clone())
+        .context("no compressible layer")?;
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -325,12 +331,26 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
         let start = Instant::now();
         let all = compressor.apply(&recipe, &cancel)?;
         whole_ms.push(start.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(all.recomputed == compressor.layers.len(), "whole-model change recomputed {} layers", all.recomputed);
-        recipe.layers.insert(layer_name.clone(), LayerOverride { prune_ratio: Some(0.3), ..Default::default() });
+        anyhow::ensure!(
+            all.recomputed == compressor.layers.len(),
+            "whole-model change recomputed {} layers",
+            all.recomputed
+        );
+        recipe.layers.insert(
+            layer_name.clone(),
+            LayerOverride {
+                prune_ratio: Some(0.3),
+                ..Default::default()
+            },
+        );
         let start = Instant::now();
         let one = compressor.apply(&recipe, &cancel)?;
         one_ms.push(start.elapsed().as_secs_f64() * 1e3);
-        anyhow::ensure!(one.recomputed == 1, "one-layer change recomputed {} layers", one.recomputed);
+        anyhow::ensure!(
+            one.recomputed == 1,
+            "one-layer change recomputed {} layers",
+            one.recomputed
+        );
     }
     println!(
         "synthetic model: {} parameters in {} compressible layers ({} threads)",
@@ -338,7 +358,14 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
         compressor.layers.len(),
         rayon::current_num_threads()
     );
-    println!("whole-model change (prune 50% + int8 per-channel, every layer): {:.1} ms median (target < 200 ms)", median(whole_ms));
-    println!("one-layer change ({} parameters recomputed, rest cached): {:.2} ms median (target < 16 ms)", thousands(width as u64 * width as u64), median(one_ms));
+    println!(
+        "whole-model change (prune 50% + int8 per-channel, every layer): {:.1} ms median (target < 200 ms)",
+        median(whole_ms)
+    );
+    println!(
+        "one-layer change ({} parameters recomputed, rest cached): {:.2} ms median (target < 16 ms)",
+        thousands(width as u64 * width as u64),
+        median(one_ms)
+    );
     Ok(())
 }

@@ -7,7 +7,7 @@ use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_
 use edgefit_engine::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, concrete_input_shape, optimize};
-use edgefit_engine::plan::{Clipping, Precision, PruneMethod, Recipe};
+use edgefit_engine::plan::{BatchNormRecalibration, Clipping, Precision, PruneMethod, Recipe};
 use edgefit_engine::runtime::TractModel;
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
@@ -95,6 +95,10 @@ pub struct OptimizeArgs {
     /// Clipping: `minmax`, `mse`, or `percentile:99.99`.
     #[arg(long)]
     pub clipping: Option<String>,
+    /// Re-estimate BatchNormalization statistics on the calibration data after compression:
+    /// `when-pruned` (default), `always` or `never`.
+    #[arg(long, value_parser = ["when-pruned", "always", "never"])]
+    pub recalibrate_batchnorm: Option<String>,
     /// Export format.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
     pub format: String,
@@ -164,6 +168,13 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     }
     if format == ExportFormat::QdqInt8 {
         recipe.activations.int8 = true;
+    }
+    if let Some(mode) = &args.recalibrate_batchnorm {
+        recipe.recalibrate_batchnorm = match mode.as_str() {
+            "always" => BatchNormRecalibration::Always,
+            "never" => BatchNormRecalibration::Never,
+            _ => BatchNormRecalibration::WhenPruned,
+        };
     }
     Ok(recipe)
 }
