@@ -82,19 +82,6 @@ impl StudioApp {
         app
     }
 
-    /// Whether a load is running.
-    pub fn is_loading(&self) -> bool {
-        self.job.is_some()
-    }
-
-    /// Blocks until the running load (if any) finishes; for tests and screenshots.
-    pub fn wait_for_load(&mut self, ctx: &egui::Context) {
-        if let Some(job) = &self.job {
-            job.promise.block_until_ready();
-        }
-        self.poll_job(ctx);
-    }
-
     fn apply_commands(&mut self, ctx: &egui::Context) {
         for command in std::mem::take(&mut self.commands) {
             match command {
@@ -362,7 +349,12 @@ impl eframe::App for StudioApp {
                     .resizable(true)
                     .default_size(320.0)
                     .show(ui, |ui| {
-                        egui::ScrollArea::vertical().show(ui, |ui| summary_ui(ui, &model.analysis));
+                        egui::ScrollArea::vertical().show(ui, |ui| {
+                            summary_ui(ui, &model.analysis);
+                            if model.loaded.has_external_data() {
+                                ui.label("Weights are read from external-data files beside the model.");
+                            }
+                        });
                     });
                 egui::CentralPanel::default().show(ui, |ui| layers_ui(ui, &model.analysis));
             }
