@@ -352,7 +352,9 @@ impl eframe::App for StudioApp {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             summary_ui(ui, &model.analysis);
                             if model.loaded.has_external_data() {
-                                ui.label("Weights are read from external-data files beside the model.");
+                                ui.label(
+                                    "Weights are read from external-data files beside the model.",
+                                );
                             }
                         });
                     });

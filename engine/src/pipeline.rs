@@ -19,6 +19,7 @@ use crate::plan::{ActivationCalibration, BatchNormRecalibration, Recipe};
 use crate::proto::{Message, ModelProto};
 use crate::quant::quantile;
 use crate::runtime::TractModel;
+use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
 use crate::write::{write_bytes_atomic, write_model_atomic};
 
 /// The model's input shape with every dimension concrete (batch 1), from the analysis.
@@ -238,6 +239,11 @@ pub struct OptimizeReport {
     pub fidelity: Fidelity,
     pub layers: Vec<LayerCompression>,
     pub skipped: Vec<SkippedLayer>,
+    /// Channels physically removed by structured pruning, per planned layer.
+    pub structured: Vec<ChannelRemoval>,
+    /// Total MACs of the original and of the exported model (structured pruning lowers it).
+    pub macs_before: u64,
+    pub macs_after: u64,
     pub quantized_activations: Vec<String>,
     pub notes: Vec<String>,
     pub verification: Verification,
@@ -245,6 +251,7 @@ pub struct OptimizeReport {
 }
 
 /// Options of [`optimize`].
+#[derive(Clone, Copy)]
 pub struct OptimizeOptions<'a> {
     pub recipe: &'a Recipe,
     pub format: ExportFormat,
@@ -264,8 +271,61 @@ pub struct Preview {
     pub input_shape: Vec<usize>,
 }
 
+/// The model after structured pruning, with the recipe that finishes the job on it.
+pub struct StructuredPass {
+    pub model: LoadedModel,
+    /// The recipe with the structurally pruned layers' prune ratio set to 0 (their channels
+    /// are gone; nothing is left to zero).
+    pub recipe: Recipe,
+    pub removals: Vec<ChannelRemoval>,
+}
+
+/// Removes the channels that the recipe's structured pruning selects, where the graph allows
+/// it (a model pass: model in, smaller model out). `None` when no layer asks for it.
+pub fn structured_pass(
+    model: &LoadedModel,
+    analysis: &crate::analysis::ModelAnalysis,
+    recipe: &Recipe,
+    cancel: &CancelToken,
+) -> Result<Option<StructuredPass>> {
+    let mut ranking = Compressor::new(model, analysis);
+    let compression = ranking.apply(recipe, cancel)?;
+    let mut plan = ChannelPlan::new();
+    let mut after = recipe.clone();
+    for (layer, result) in ranking.layers.iter().zip(&compression.layers) {
+        let s = result.report.settings;
+        if s.exclude || !s.prune_method.is_structured() || s.prune_ratio <= 0.0 {
+            continue;
+        }
+        if !result.removed_channels.is_empty() {
+            plan.insert(layer.name.clone(), result.removed_channels.clone());
+        }
+        after
+            .layers
+            .entry(layer.name.clone())
+            .or_default()
+            .prune_ratio = Some(0.0);
+    }
+    if plan.is_empty() {
+        return Ok(None);
+    }
+    // Removing channels is pruning: batch-norm statistics downstream move as much.
+    if after.recalibrate_batchnorm == BatchNormRecalibration::WhenPruned {
+        after.recalibrate_batchnorm = BatchNormRecalibration::Always;
+    }
+    let (proto, removals) = remove_channels(model, &plan)?;
+    let size = Message::compute_size(&proto);
+    let shrunk = crate::load::from_proto(proto, model.path.clone(), size, &crate::job::NoProgress)?;
+    Ok(Some(StructuredPass {
+        model: shrunk,
+        recipe: after,
+        removals,
+    }))
+}
+
 /// Compresses, builds and runs the export on `data`, next to the original.
 pub fn preview(
+    original: &LoadedModel,
     model: &LoadedModel,
     compressor: &mut Compressor,
     options: &OptimizeOptions<'_>,
@@ -285,7 +345,7 @@ pub fn preview(
     };
     let recalibrate = match options.recipe.recalibrate_batchnorm {
         BatchNormRecalibration::WhenPruned => changed(true),
-        BatchNormRecalibration::Always => changed(false),
+        BatchNormRecalibration::Always => true,
         BatchNormRecalibration::Never => false,
     };
     let batchnorm = if recalibrate
@@ -351,9 +411,9 @@ pub fn preview(
         ranges.as_ref(),
         batchnorm.as_ref(),
     )?;
-    let dir = model.path.parent().map(Path::to_path_buf);
+    let dir = original.path.parent().map(Path::to_path_buf);
     let original = TractModel::build(
-        &model.self_contained_proto()?,
+        &original.self_contained_proto()?,
         dir.as_deref(),
         &input_shape,
         &[],
@@ -449,11 +509,26 @@ pub fn optimize(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<OptimizeReport> {
-    let mut compressor = Compressor::new(
+    let analysis = crate::analysis::analyse(model, &Default::default(), progress, cancel)?;
+    let structured = structured_pass(model, &analysis, options.recipe, cancel)?;
+    let (working, recipe) = match &structured {
+        Some(pass) => (&pass.model, &pass.recipe),
+        None => (model, options.recipe),
+    };
+    let working_analysis = match &structured {
+        Some(pass) => crate::analysis::analyse(&pass.model, &Default::default(), progress, cancel)?,
+        None => analysis.clone(),
+    };
+    let mut compressor = Compressor::new(working, &working_analysis);
+    let working_options = OptimizeOptions { recipe, ..*options };
+    let preview = preview(
         model,
-        &crate::analysis::analyse(model, &Default::default(), progress, cancel)?,
-    );
-    let preview = preview(model, &mut compressor, options, progress, cancel)?;
+        working,
+        &mut compressor,
+        &working_options,
+        progress,
+        cancel,
+    )?;
     report(progress, "measuring latency", 0, 2);
     let labels = options.data.labels.as_deref();
     let measure =
@@ -518,6 +593,18 @@ pub fn optimize(
     layer_notes.sort();
     layer_notes.dedup();
     notes.extend(layer_notes);
+    let mut skipped = preview.compression.skipped.clone();
+    let removals = structured.map(|p| p.removals).unwrap_or_default();
+    for r in removals.iter().filter(|r| r.removed == 0) {
+        skipped.push(SkippedLayer {
+            name: r.layer.clone(),
+            op: String::new(),
+            reason: format!(
+                "channels cannot be removed ({}); the layer was not pruned",
+                r.reason.as_deref().unwrap_or("the graph does not allow it")
+            ),
+        });
+    }
     let report_ = OptimizeReport {
         model: model.path.display().to_string(),
         output: output.display().to_string(),
@@ -535,7 +622,10 @@ pub fn optimize(
             .iter()
             .map(|l| l.report.clone())
             .collect(),
-        skipped: preview.compression.skipped.clone(),
+        skipped,
+        structured: removals,
+        macs_before: analysis.macs,
+        macs_after: working_analysis.macs,
         quantized_activations: preview.built.quantized_activations.clone(),
         notes,
         verification,

@@ -325,3 +325,61 @@ fn the_opened_model_is_never_overwritten() {
     assert!(matches!(e, Error::WouldOverwriteSource { .. }), "{e}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn structured_pruning_physically_removes_channels_and_work() {
+    let mut recipe = Recipe::default();
+    recipe.defaults.prune_ratio = 0.5;
+    recipe.defaults.prune_method = PruneMethod::ChannelsL1;
+    let report = run_optimize("mnist-cnn", &recipe, ExportFormat::Fp32);
+    assert!(
+        report.verification.passed,
+        "{}",
+        report.verification.message
+    );
+    let stem = report
+        .structured
+        .iter()
+        .find(|r| r.layer == "stem.conv")
+        .unwrap();
+    assert_eq!((stem.channels_before, stem.removed), (16, 8));
+    // Residual branches cannot shrink: they are reported, not silently skipped.
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.name == "block1.pw.conv" && s.reason.contains("block1.add"))
+    );
+    assert!(
+        report.macs_after < report.macs_before * 8 / 10,
+        "{} → {}",
+        report.macs_before,
+        report.macs_after
+    );
+    assert!(report.compressed.size_bytes < report.original.size_bytes * 8 / 10);
+    // Batch-norm re-estimation keeps the pruned network usable without training.
+    assert!(
+        report.compressed.accuracy.unwrap().top1 > 0.7,
+        "{:?}",
+        report.compressed.accuracy
+    );
+}
+
+#[test]
+fn batchnorm_recalibration_recovers_magnitude_pruning() {
+    let mut recipe = Recipe::default();
+    recipe.defaults.prune_ratio = 0.3;
+    recipe.recalibrate_batchnorm = edgefit_engine::plan::BatchNormRecalibration::Never;
+    let without = run_optimize("mnist-cnn", &recipe, ExportFormat::Fp32)
+        .compressed
+        .accuracy
+        .unwrap()
+        .top1;
+    recipe.recalibrate_batchnorm = edgefit_engine::plan::BatchNormRecalibration::WhenPruned;
+    let with = run_optimize("mnist-cnn", &recipe, ExportFormat::Fp32)
+        .compressed
+        .accuracy
+        .unwrap()
+        .top1;
+    assert!(with > without + 0.2, "with {with} vs without {without}");
+}

@@ -250,8 +250,18 @@ fn print_optimize(r: &OptimizeReport) {
         },
         r.verification.message
     );
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for s in &r.skipped {
-        println!("left as is: {} ({}): {}", s.name, s.op, s.reason);
+        by_reason.entry(&s.reason).or_default().push(&s.name);
+    }
+    for (reason, layers) in by_reason {
+        println!("left as is ({}): {reason}", layers.join(", "));
+    }
+    if !r.structured.is_empty() {
+        println!(
+            "MACs: {} → {} (channels physically removed)",
+            r.macs_before, r.macs_after
+        );
     }
     for n in &r.notes {
         println!("note: {n}");
