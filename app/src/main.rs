@@ -1,9 +1,6 @@
 //! `edgefit`: the Edgefit Studio window, and headless subcommands for scripts and CI.
 
-mod cli;
-mod format;
-mod gui;
-mod samples;
+use edgefit::{cli, gui};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -77,12 +77,31 @@ enum Storage<'a> {
     Int8(&'a crate::compress::QuantizedWeight),
 }
 
-/// Tensors whose activations the QDQ export quantizes: (layer node index, data input, output).
+/// A layer whose activations the QDQ export quantizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationTarget {
+    /// Index of the layer's node in the graph view.
+    pub node: usize,
+    /// The data input that gets a QuantizeLinear/DequantizeLinear pair.
+    pub input: String,
+    pub output: String,
+    /// Whether the output gets a pair too (not when nothing reads it).
+    pub quantize_output: bool,
+}
+
+impl ActivationTarget {
+    /// The tensors whose ranges calibration must measure.
+    pub fn tensors(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.input).chain(self.quantize_output.then_some(&self.output))
+    }
+}
+
+/// The layers whose activations the QDQ export quantizes.
 pub fn activation_tensors(
     model: &LoadedModel,
     compressor: &Compressor,
     compression: &Compression,
-) -> Vec<(usize, String, String)> {
+) -> Vec<ActivationTarget> {
     let mut out = Vec::new();
     for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
         let s = result.report.settings;
@@ -97,7 +116,19 @@ pub fn activation_tensors(
             _ => continue, // Gather reads indices; recurrent ops keep float activations.
         };
         if let (Some(input), Some(output)) = (node.inputs.get(data_slot), node.outputs.first()) {
-            out.push((layer.node, input.clone(), output.clone()));
+            // An output nothing reads (e.g. the graph's `logits`) gains nothing from a QDQ pair:
+            // the graph output would still be the float tensor and the pair dead code.
+            let quantize_output = model
+                .graph
+                .consumers
+                .get(output)
+                .is_some_and(|c| !c.is_empty());
+            out.push(ActivationTarget {
+                node: layer.node,
+                input: input.clone(),
+                output: output.clone(),
+                quantize_output,
+            });
         }
     }
     out
@@ -241,17 +272,15 @@ pub fn build_export(
 /// each target layer, rewiring every consumer of a quantized tensor to its dequantized copy.
 fn insert_activation_qdq(
     body: Vec<NodeProto>,
-    targets: &[(usize, String, String)],
+    targets: &[ActivationTarget],
     ranges: &ActivationRanges,
     names: &mut HashSet<String>,
     quantized: &mut Vec<String>,
 ) -> Result<Vec<NodeProto>> {
     // Layers are found by their output (unique in a valid graph): positions shift when
     // Constant-node weights are taken out.
-    let by_output: HashMap<&str, (&String, &String)> = targets
-        .iter()
-        .map(|(_, i, o)| (o.as_str(), (i, o)))
-        .collect();
+    let by_output: HashMap<&str, &ActivationTarget> =
+        targets.iter().map(|t| (t.output.as_str(), t)).collect();
     let mut replaced: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(body.len() + 4 * targets.len());
     let mut qdq = |tensor: &str,
@@ -304,10 +333,9 @@ fn insert_activation_qdq(
         let target = n
             .output
             .first()
-            .and_then(|o| by_output.get(o.as_str()))
-            .copied();
-        if let Some((input, _)) = target {
-            qdq(input, &mut out, &mut replaced)?;
+            .and_then(|o| by_output.get(o.as_str()).copied());
+        if let Some(t) = target {
+            qdq(&t.input, &mut out, &mut replaced)?;
         }
         for input in n.input.iter_mut() {
             if let Some(r) = replaced.get(input.as_str()) {
@@ -315,8 +343,8 @@ fn insert_activation_qdq(
             }
         }
         out.push(n);
-        if let Some((_, output)) = target {
-            qdq(output, &mut out, &mut replaced)?;
+        if let Some(t) = target.filter(|t| t.quantize_output) {
+            qdq(&t.output, &mut out, &mut replaced)?;
         }
     }
     Ok(out)

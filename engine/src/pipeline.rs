@@ -378,8 +378,8 @@ pub fn preview(
     };
     let ranges = if options.format == ExportFormat::QdqInt8 {
         let tensors: Vec<String> = activation_tensors(model, compressor, &compression)
-            .into_iter()
-            .flat_map(|(_, i, o)| [i, o])
+            .iter()
+            .flat_map(|t| t.tensors().cloned().collect::<Vec<_>>())
             .collect();
         // Ranges of the model as it will run before activation quantization: compressed
         // weights, re-estimated batch norm.

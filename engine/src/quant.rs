@@ -56,8 +56,14 @@ impl QuantParams {
     /// The code of `v` (round half away from zero, saturating).
     pub fn quantize(&self, v: f32, bits: u8, symmetric: bool) -> i32 {
         let (qmin, qmax) = code_range(bits, symmetric);
-        let q = (v / self.scale).round() as i32 + self.zero_point;
-        q.clamp(qmin, qmax)
+        let x = v / self.scale;
+        // `round()` is a library call on baseline x86-64; this is the same rounding inline.
+        let q = if x >= 0.0 {
+            (x + 0.5) as i32
+        } else {
+            (x - 0.5) as i32
+        };
+        q.saturating_add(self.zero_point).clamp(qmin, qmax)
     }
 
     /// The value a runtime's `DequantizeLinear` gives for code `q`.
@@ -157,16 +163,21 @@ pub fn prune_smallest(values: &mut [f32], count: usize) {
         }
     };
     let threshold = kth_smallest_key(values, count - 1, key);
-    let below = values.iter().filter(|&&v| key(v) < threshold).count();
-    let mut ties_to_prune = count - below;
-    for v in values.iter_mut() {
+    // One pass zeroes everything below the threshold and remembers the ties; the first ties
+    // then make up the exact count.
+    let mut below = 0usize;
+    let mut ties = Vec::new();
+    for (i, v) in values.iter_mut().enumerate() {
         let k = key(*v);
         if k < threshold {
             *v = 0.0;
-        } else if k == threshold && ties_to_prune > 0 {
-            *v = 0.0;
-            ties_to_prune -= 1;
+            below += 1;
+        } else if k == threshold {
+            ties.push(i);
         }
+    }
+    for &i in ties.iter().take(count.saturating_sub(below)) {
+        values[i] = 0.0;
     }
 }
 

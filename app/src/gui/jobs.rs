@@ -1,0 +1,163 @@
+//! Background jobs: loading a model, and evaluating or exporting a configuration. Each runs on
+//! a named thread, reports progress through a shared slot and wakes the UI.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
+use edgefit_engine::export::ExportFormat;
+use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, concrete_input_shape, optimize};
+use edgefit_engine::plan::Recipe;
+use edgefit_engine::{
+    AnalysisOptions, CancelToken, LoadedModel, Progress, ProgressSink, analyse, load_model,
+};
+use poll_promise::Promise;
+
+use super::session::OpenModel;
+
+/// What a job produces.
+pub enum JobOutput {
+    Loaded(Arc<OpenModel>),
+    /// An evaluation (written to a scratch file) or an export.
+    Optimized {
+        report: Box<OptimizeReport>,
+        export: bool,
+    },
+}
+
+/// What a job is doing, for the progress line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobKind {
+    Load(PathBuf),
+    Evaluate,
+    Export(PathBuf),
+}
+
+/// A running background job.
+pub struct Job {
+    pub kind: JobKind,
+    pub promise: Promise<Result<JobOutput, String>>,
+    pub progress: Arc<Mutex<Option<Progress>>>,
+    pub cancel: CancelToken,
+    pub started: Instant,
+}
+
+impl Job {
+    fn spawn(
+        kind: JobKind,
+        ctx: &egui::Context,
+        work: impl FnOnce(&dyn ProgressSink, &CancelToken) -> Result<JobOutput, String> + Send + 'static,
+    ) -> Self {
+        let progress = Arc::new(Mutex::new(None));
+        let cancel = CancelToken::new();
+        let (slot, job_cancel, ctx) = (progress.clone(), cancel.clone(), ctx.clone());
+        let name = match &kind {
+            JobKind::Load(_) => "edgefit-load-model",
+            JobKind::Evaluate => "edgefit-evaluate",
+            JobKind::Export(_) => "edgefit-export",
+        };
+        let promise = Promise::spawn_thread(name, move || {
+            let repaint = ctx.clone();
+            let sink = move |p: Progress| {
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(p);
+                }
+                repaint.request_repaint();
+            };
+            let result = work(&sink, &job_cancel);
+            ctx.request_repaint();
+            result
+        });
+        Self {
+            kind,
+            promise,
+            progress,
+            cancel,
+            started: Instant::now(),
+        }
+    }
+
+    /// Loads and analyses `path`, and finds its evaluation data.
+    pub fn load(path: PathBuf, ctx: &egui::Context) -> Self {
+        let job_path = path.clone();
+        Self::spawn(JobKind::Load(path), ctx, move |sink, cancel| {
+            let loaded = load_model(&job_path, sink, cancel).map_err(|e| e.to_string())?;
+            let analysis = analyse(&loaded, &AnalysisOptions::default(), sink, cancel)
+                .map_err(|e| e.to_string())?;
+            let (data, calibration) = default_data(&loaded).map_err(|e| e.to_string())?;
+            Ok(JobOutput::Loaded(Arc::new(OpenModel {
+                loaded,
+                analysis,
+                data: Arc::new(data),
+                calibration: calibration.map(Arc::new),
+            })))
+        })
+    }
+
+    /// Runs the optimize pipeline for `recipe`: into a scratch file (evaluation) or `export`.
+    pub fn optimize(
+        open: Arc<OpenModel>,
+        recipe: Recipe,
+        format: ExportFormat,
+        export: Option<PathBuf>,
+        ctx: &egui::Context,
+    ) -> Self {
+        let kind = match &export {
+            Some(p) => JobKind::Export(p.clone()),
+            None => JobKind::Evaluate,
+        };
+        Self::spawn(kind, ctx, move |sink, cancel| {
+            let is_export = export.is_some();
+            let out = match export {
+                Some(p) => p,
+                None => scratch_path()?,
+            };
+            let options = OptimizeOptions {
+                recipe: &recipe,
+                format,
+                data: &open.data,
+                calibration: open.calibration.as_deref(),
+                latency_runs: 30,
+            };
+            let report =
+                optimize(&open.loaded, &options, &out, sink, cancel).map_err(|e| e.to_string())?;
+            if !is_export {
+                remove_scratch(&out);
+            }
+            Ok(JobOutput::Optimized {
+                report: Box::new(report),
+                export: is_export,
+            })
+        })
+    }
+}
+
+/// The dataset.json beside the model (with its calibration split), else generated inputs.
+pub fn default_data(model: &LoadedModel) -> edgefit_engine::Result<(Dataset, Option<Dataset>)> {
+    if let Some(dir) = model
+        .path
+        .parent()
+        .filter(|d| d.join("dataset.json").is_file())
+    {
+        return Ok((load_dataset(dir, None)?, load_calibration(dir)?));
+    }
+    let shape = concrete_input_shape(model, None)?;
+    Ok((generated_inputs(&shape[1..], 64, 0), None))
+}
+
+fn scratch_path() -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("edgefit-studio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(dir.join(format!("evaluation-{n}.onnx")))
+}
+
+fn remove_scratch(out: &Path) {
+    let (recipe, json, md) = edgefit_engine::pipeline::sidecar_paths(out);
+    for p in [out.to_path_buf(), recipe, json, md] {
+        // Scratch files only; a leftover in the temp folder is harmless.
+        let _ = std::fs::remove_file(p);
+    }
+}

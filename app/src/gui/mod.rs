@@ -1,0 +1,482 @@
+//! The studio window. Panels read the session and push [`Command`]s; the app applies them at
+//! the end of the frame. Loading, evaluation and export run on named background threads that
+//! wake the UI; the window never waits for them.
+
+mod jobs;
+mod panels;
+mod screenshot;
+pub mod session;
+
+use std::path::PathBuf;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use jobs::{Job, JobKind, JobOutput};
+use screenshot::ScreenshotTask;
+use session::{EvalPoint, Session};
+
+/// What panels ask the app to do; applied at the end of the frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Open the file dialog.
+    PickFile,
+    /// Load this model in the background.
+    Open(PathBuf),
+    /// Cancel the running job.
+    CancelJob,
+    ClearRecent,
+    /// Replace the plan; `record` makes it an undo step.
+    SetRecipe {
+        recipe: edgefit_engine::plan::Recipe,
+        record: bool,
+    },
+    Undo,
+    Redo,
+    SelectLayer(usize),
+    SetFormat(edgefit_engine::export::ExportFormat),
+    /// Measure the current plan in the background (a point on the trade-off chart).
+    Evaluate,
+    PickExportPath,
+    Export(PathBuf),
+    /// Bring back the settings of an evaluated point.
+    RestorePoint(usize),
+}
+
+/// State persisted between sessions (eframe storage).
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Persisted {
+    pub recent_files: Vec<PathBuf>,
+}
+
+const MAX_RECENT: usize = 10;
+const STORAGE_KEY: &str = "edgefit.studio";
+/// How long after the last plan change an evaluation starts by itself.
+const AUTO_EVALUATE_AFTER: Duration = Duration::from_millis(800);
+
+/// The studio application state.
+pub struct StudioApp {
+    pub persisted: Persisted,
+    pub session: Option<Session>,
+    /// The last failure (open, evaluate, export); what was open stays usable.
+    pub error: Option<String>,
+    /// The last export's outcome.
+    pub status: Option<String>,
+    job: Option<Job>,
+    commands: Vec<Command>,
+    auto_evaluate_at: Option<Instant>,
+    /// Evaluate automatically after changes (off in tests that step frames by hand).
+    pub auto_evaluate: bool,
+    screenshot: Option<ScreenshotTask>,
+}
+
+impl StudioApp {
+    /// A studio with `persisted` state that starts loading `initial` if given.
+    pub fn new(persisted: Persisted, initial: Option<PathBuf>) -> Self {
+        let mut app = Self {
+            persisted,
+            session: None,
+            error: None,
+            status: None,
+            job: None,
+            commands: Vec::new(),
+            auto_evaluate_at: None,
+            auto_evaluate: true,
+            screenshot: None,
+        };
+        if let Some(path) = initial {
+            app.commands.push(Command::Open(path));
+        }
+        app
+    }
+
+    /// Queues a command as a panel would.
+    pub fn send(&mut self, command: Command) {
+        self.commands.push(command);
+    }
+
+    /// Whether a background job is running.
+    pub fn is_busy(&self) -> bool {
+        self.job.is_some()
+    }
+
+    fn apply_commands(&mut self, ctx: &egui::Context) {
+        for command in std::mem::take(&mut self.commands) {
+            match command {
+                Command::PickFile => {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .add_filter("ONNX model", &["onnx"])
+                        .pick_file()
+                    {
+                        self.start(Job::load(path, ctx));
+                    }
+                }
+                Command::Open(path) => self.start(Job::load(path, ctx)),
+                Command::CancelJob => {
+                    if let Some(job) = &self.job {
+                        job.cancel.cancel();
+                    }
+                }
+                Command::ClearRecent => self.persisted.recent_files.clear(),
+                Command::SetRecipe { recipe, record } => {
+                    if let Some(s) = &mut self.session {
+                        s.set_recipe(recipe, record);
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::Undo | Command::Redo => {
+                    if let Some(s) = &mut self.session {
+                        if command == Command::Undo {
+                            s.undo()
+                        } else {
+                            s.redo()
+                        }
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::SelectLayer(i) => {
+                    if let Some(s) = &mut self.session {
+                        s.selected = Some(i);
+                    }
+                }
+                Command::SetFormat(f) => {
+                    if let Some(s) = &mut self.session {
+                        s.format = f;
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::Evaluate => self.start_optimize(None, ctx),
+                Command::PickExportPath => {
+                    let picked = rfd::FileDialog::new()
+                        .add_filter("ONNX model", &["onnx"])
+                        .set_file_name("model.optimized.onnx")
+                        .save_file();
+                    if let Some(path) = picked {
+                        self.start_optimize(Some(path), ctx);
+                    }
+                }
+                Command::Export(path) => self.start_optimize(Some(path), ctx),
+                Command::RestorePoint(i) => {
+                    if let Some(s) = &mut self.session
+                        && let Some(p) = s.points.get(i).cloned()
+                    {
+                        s.format = p.format;
+                        s.set_recipe(p.recipe, true);
+                    }
+                }
+            }
+        }
+        if let Some(s) = &mut self.session {
+            s.refresh();
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        if let Some(old) = self.job.take() {
+            old.cancel.cancel();
+        }
+        self.job = Some(job);
+    }
+
+    fn start_optimize(&mut self, export: Option<PathBuf>, ctx: &egui::Context) {
+        let Some(s) = &self.session else { return };
+        self.auto_evaluate_at = None;
+        let job = Job::optimize(s.open.clone(), s.recipe.clone(), s.format, export, ctx);
+        self.start(job);
+    }
+
+    fn poll_job(&mut self) {
+        let Some(job) = self.job.take() else { return };
+        let kind = job.kind.clone();
+        match job.promise.try_take() {
+            Err(promise) => self.job = Some(Job { promise, ..job }),
+            Ok(Err(message)) => {
+                self.error = Some(match kind {
+                    JobKind::Load(path) => format!("Could not open {}: {message}", path.display()),
+                    JobKind::Evaluate => format!("Evaluation failed: {message}"),
+                    JobKind::Export(path) => {
+                        format!("Export to {} failed: {message}", path.display())
+                    }
+                });
+            }
+            Ok(Ok(JobOutput::Loaded(open))) => {
+                if let JobKind::Load(path) = &kind {
+                    self.remember_recent(path);
+                }
+                self.session = Some(Session::new(open));
+                self.error = None;
+                // Measure the original once so the trade-off chart has its reference.
+                self.auto_evaluate_at = Some(Instant::now());
+            }
+            Ok(Ok(JobOutput::Optimized { report, export })) => {
+                self.error = None;
+                if let Some(s) = &mut self.session {
+                    let measured =
+                        |m: &edgefit_engine::pipeline::Measured| m.accuracy.map(|a| a.top1);
+                    let accuracy =
+                        measured(&report.compressed).unwrap_or(report.fidelity.agreement);
+                    if s.baseline.is_none() {
+                        s.baseline = Some(EvalPoint {
+                            recipe: edgefit_engine::plan::Recipe::default(),
+                            format: edgefit_engine::export::ExportFormat::Fp32,
+                            accuracy: measured(&report.original).unwrap_or(1.0),
+                            size_bytes: report.original.size_bytes,
+                            latency_ms: report.original.latency_ms.as_ref().map(|l| l.median),
+                            verified: true,
+                        });
+                    }
+                    s.points.push(EvalPoint {
+                        recipe: report.recipe.clone(),
+                        format: report.format,
+                        accuracy,
+                        size_bytes: report.compressed.size_bytes,
+                        latency_ms: report.compressed.latency_ms.as_ref().map(|l| l.median),
+                        verified: report.verification.passed,
+                    });
+                }
+                if export {
+                    self.status = Some(format!(
+                        "Exported {} - verification {}: {}",
+                        report.output,
+                        if report.verification.passed {
+                            "passed"
+                        } else {
+                            "FAILED"
+                        },
+                        report.verification.message
+                    ));
+                }
+            }
+        }
+    }
+
+    fn remember_recent(&mut self, path: &std::path::Path) {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let recent = &mut self.persisted.recent_files;
+        recent.retain(|p| p != &path);
+        recent.insert(0, path);
+        recent.truncate(MAX_RECENT);
+    }
+
+    fn menu_ui(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open...").clicked() {
+                    self.commands.push(Command::PickFile);
+                }
+                ui.menu_button("Open recent", |ui| {
+                    if self.persisted.recent_files.is_empty() {
+                        ui.label("(none)");
+                    }
+                    for path in &self.persisted.recent_files {
+                        if ui.button(path.display().to_string()).clicked() {
+                            self.commands.push(Command::Open(path.clone()));
+                        }
+                    }
+                    ui.separator();
+                    if ui.button("Clear recent files").clicked() {
+                        self.commands.push(Command::ClearRecent);
+                    }
+                });
+                if ui
+                    .add_enabled(self.session.is_some(), egui::Button::new("Export..."))
+                    .clicked()
+                {
+                    self.commands.push(Command::PickExportPath);
+                }
+                ui.separator();
+                if ui.button("Quit").clicked() {
+                    ui.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            });
+            ui.menu_button("Edit", |ui| {
+                if ui.button("Undo (Ctrl+Z)").clicked() {
+                    self.commands.push(Command::Undo);
+                }
+                if ui.button("Redo (Ctrl+Shift+Z)").clicked() {
+                    self.commands.push(Command::Redo);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                egui::global_theme_preference_buttons(ui);
+            });
+        });
+    }
+
+    fn status_ui(&mut self, ui: &mut egui::Ui) {
+        if let Some(job) = &self.job {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                let progress = job.progress.lock().ok().and_then(|p| p.clone());
+                let what = match &job.kind {
+                    JobKind::Load(p) => format!("Opening {}", p.display()),
+                    JobKind::Evaluate => "Evaluating".to_owned(),
+                    JobKind::Export(p) => format!("Exporting {}", p.display()),
+                };
+                let (stage, fraction) =
+                    progress.map_or((String::new(), None), |p| (p.stage.clone(), p.fraction()));
+                ui.add(
+                    egui::ProgressBar::new(fraction.unwrap_or(0.0))
+                        .desired_width(200.0)
+                        .show_percentage(),
+                );
+                ui.label(format!(
+                    "{what}: {stage} ({:.0} s)",
+                    job.started.elapsed().as_secs_f32()
+                ));
+                if ui.button("Cancel").clicked() {
+                    self.commands.push(Command::CancelJob);
+                }
+            });
+        }
+        if let Some(status) = &self.status {
+            ui.label(status);
+        }
+        if let Some(error) = &self.error {
+            ui.colored_label(ui.visuals().error_fg_color, error);
+        }
+        if let Some(s) = &self.session {
+            for warning in &s.open.analysis.warnings {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {warning}"));
+            }
+        }
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .collect()
+        });
+        if let Some(path) = dropped.into_iter().next() {
+            self.commands.push(Command::Open(path));
+        }
+        let (undo, redo) = ctx.input_mut(|i| {
+            let redo = i.consume_key(
+                egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+                egui::Key::Z,
+            );
+            let undo = i.consume_key(egui::Modifiers::COMMAND, egui::Key::Z);
+            (undo, redo)
+        });
+        if undo {
+            self.commands.push(Command::Undo);
+        }
+        if redo {
+            self.commands.push(Command::Redo);
+        }
+        self.poll_job();
+        if let Some(at) = self.auto_evaluate_at
+            && self.auto_evaluate
+            && self.job.is_none()
+            && !ctx.input(|i| i.pointer.any_down())
+        {
+            let now = Instant::now();
+            if now >= at {
+                self.auto_evaluate_at = None;
+                self.commands.push(Command::Evaluate);
+            } else {
+                ctx.request_repaint_after(at - now);
+            }
+        }
+        if let Some(task) = &mut self.screenshot {
+            let ready = self.job.is_none()
+                && self.auto_evaluate_at.is_none()
+                && (self.session.is_some() || self.error.is_some());
+            task.tick(ctx, ready);
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
+        egui::Panel::bottom("status")
+            .resizable(true)
+            .show(ui, |ui| self.status_ui(ui));
+        let commands = &mut self.commands;
+        match &self.session {
+            Some(session) => {
+                egui::Panel::left("controls")
+                    .resizable(true)
+                    .default_size(300.0)
+                    .show(ui, |ui| {
+                        egui::ScrollArea::vertical().show(ui, |ui| {
+                            panels::controls_ui(ui, session, commands);
+                            ui.separator();
+                            egui::CollapsingHeader::new("Summary")
+                                .default_open(true)
+                                .show(ui, |ui| {
+                                    panels::summary_ui(ui, &session.open.analysis);
+                                });
+                        });
+                    });
+                egui::Panel::right("plots")
+                    .resizable(true)
+                    .default_size(460.0)
+                    .show(ui, |ui| {
+                        egui::ScrollArea::vertical().show(ui, |ui| {
+                            ui.heading("Weights");
+                            panels::weights_ui(ui, session);
+                            ui.separator();
+                            ui.heading("Trade-offs");
+                            panels::tradeoff_ui(ui, session, commands);
+                        });
+                    });
+                egui::CentralPanel::default().show(ui, |ui| {
+                    ui.heading("Layers");
+                    panels::layers_ui(ui, session, commands);
+                });
+            }
+            None => {
+                egui::CentralPanel::default().show(ui, |ui| {
+                    ui.centered_and_justified(|ui| {
+                        if ui
+                            .button("Open an ONNX model... (or drop one here)")
+                            .clicked()
+                        {
+                            commands.push(Command::PickFile);
+                        }
+                    });
+                });
+            }
+        }
+        let ctx = ui.ctx().clone();
+        self.apply_commands(&ctx);
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.persisted);
+    }
+}
+
+/// Opens the studio window on `model` (or the bundled sample).
+pub fn run(model: Option<PathBuf>, screenshot: Option<PathBuf>) -> Result<()> {
+    let initial = model.or_else(crate::samples::default_sample_model);
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Edgefit Studio")
+            .with_inner_size([1400.0, 860.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Edgefit Studio",
+        options,
+        Box::new(move |cc| {
+            let persisted: Persisted = cc
+                .storage
+                .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+                .unwrap_or_default();
+            let mut app = StudioApp::new(persisted, initial);
+            app.screenshot = screenshot.map(ScreenshotTask::new);
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the studio window could not start: {e}"))
+}

@@ -1,0 +1,461 @@
+//! The studio's panels. Each reads the session and pushes [`Command`]s; none mutates state.
+
+use edgefit_engine::ModelAnalysis;
+use edgefit_engine::export::ExportFormat;
+use edgefit_engine::graph::format_shape;
+use edgefit_engine::plan::{Clipping, LayerOverride, Precision, PruneMethod, Recipe};
+use egui::{Color32, RichText};
+use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
+
+use super::Command;
+use super::session::Session;
+use crate::format::{bytes, si, thousands};
+
+/// Sends `recipe` if it differs; a drag in progress is not recorded for undo until released.
+fn send_recipe(commands: &mut Vec<Command>, response: &egui::Response, recipe: Recipe) {
+    if response.changed() {
+        commands.push(Command::SetRecipe {
+            recipe,
+            record: !response.dragged() || response.drag_started(),
+        });
+    }
+}
+
+fn precision_label(p: Precision) -> String {
+    match p {
+        Precision::Float32 => "float32".to_owned(),
+        Precision::Float16 => "float16".to_owned(),
+        Precision::Int { bits } => format!("int{bits}"),
+    }
+}
+
+/// Global pruning and quantization settings, the export format, and the actions.
+pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
+    ui.heading("Controls");
+    let d = session.recipe.defaults;
+    let mut recipe = session.recipe.clone();
+
+    ui.strong("Pruning");
+    let mut ratio = d.prune_ratio;
+    let r = ui.add(egui::Slider::new(&mut ratio, 0.0..=0.95).text("Prune ratio"));
+    recipe.defaults.prune_ratio = ratio;
+    send_recipe(commands, &r, recipe.clone());
+    let mut method = d.prune_method;
+    egui::ComboBox::from_label("Pruning method")
+        .selected_text(format!("{method:?}"))
+        .show_ui(ui, |ui| {
+            for m in [
+                PruneMethod::Magnitude,
+                PruneMethod::ChannelsL1,
+                PruneMethod::ChannelsL2,
+            ] {
+                ui.selectable_value(&mut method, m, format!("{m:?}"));
+            }
+        });
+    if method != d.prune_method {
+        let mut r = session.recipe.clone();
+        r.defaults.prune_method = method;
+        commands.push(Command::SetRecipe {
+            recipe: r,
+            record: true,
+        });
+    }
+
+    ui.separator();
+    ui.strong("Quantization");
+    let mut precision = d.precision;
+    egui::ComboBox::from_label("Weight precision")
+        .selected_text(precision_label(precision))
+        .show_ui(ui, |ui| {
+            for p in [
+                Precision::Float32,
+                Precision::Float16,
+                Precision::Int { bits: 8 },
+                Precision::Int { bits: 4 },
+            ] {
+                ui.selectable_value(&mut precision, p, precision_label(p));
+            }
+        });
+    if let Precision::Int { bits } = precision {
+        let mut b = bits;
+        let r = ui.add(egui::Slider::new(&mut b, 2..=8).text("Bits"));
+        if r.changed() {
+            let mut rec = session.recipe.clone();
+            rec.defaults.precision = Precision::Int { bits: b };
+            send_recipe(commands, &r, rec);
+        }
+    }
+    if precision != d.precision {
+        let mut r = session.recipe.clone();
+        r.defaults.precision = precision;
+        commands.push(Command::SetRecipe {
+            recipe: r,
+            record: true,
+        });
+    }
+    let mut symmetric = d.symmetric;
+    let mut per_channel = d.per_channel;
+    let mut clipping = d.clipping;
+    let c1 = ui.checkbox(&mut symmetric, "Symmetric").changed();
+    let c2 = ui.checkbox(&mut per_channel, "Per channel").changed();
+    egui::ComboBox::from_label("Clipping")
+        .selected_text(match clipping {
+            Clipping::MinMax => "min-max".to_owned(),
+            Clipping::Mse => "MSE-optimal".to_owned(),
+            Clipping::Percentile { percentile } => format!("percentile {percentile}"),
+        })
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut clipping, Clipping::MinMax, "min-max");
+            ui.selectable_value(&mut clipping, Clipping::Mse, "MSE-optimal");
+            ui.selectable_value(
+                &mut clipping,
+                Clipping::Percentile { percentile: 99.99 },
+                "percentile 99.99",
+            );
+        });
+    if c1 || c2 || clipping != d.clipping {
+        let mut r = session.recipe.clone();
+        r.defaults.symmetric = symmetric;
+        r.defaults.per_channel = per_channel;
+        r.defaults.clipping = clipping;
+        commands.push(Command::SetRecipe {
+            recipe: r,
+            record: true,
+        });
+    }
+
+    ui.separator();
+    ui.strong("Export");
+    let mut format = session.format;
+    egui::ComboBox::from_label("Format")
+        .selected_text(format.name())
+        .show_ui(ui, |ui| {
+            for f in ExportFormat::ALL {
+                ui.selectable_value(&mut format, f, f.name());
+            }
+        });
+    if format != session.format {
+        commands.push(Command::SetFormat(format));
+    }
+    ui.horizontal(|ui| {
+        if ui.button("Evaluate now").clicked() {
+            commands.push(Command::Evaluate);
+        }
+        if ui.button("Export...").clicked() {
+            commands.push(Command::PickExportPath);
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(session.can_undo(), egui::Button::new("Undo"))
+            .clicked()
+        {
+            commands.push(Command::Undo);
+        }
+        if ui
+            .add_enabled(session.can_redo(), egui::Button::new("Redo"))
+            .clicked()
+        {
+            commands.push(Command::Redo);
+        }
+    });
+    if let Some(c) = &session.compression {
+        let (before, after) = c.weight_bytes();
+        ui.label(format!(
+            "Compressed layers: {} -> {}",
+            bytes(before),
+            bytes(after)
+        ));
+    }
+    if let Some(e) = &session.compression_error {
+        ui.colored_label(ui.visuals().error_fg_color, e);
+    }
+}
+
+/// Model summary: inputs/outputs, totals, op counts.
+pub fn summary_ui(ui: &mut egui::Ui, a: &ModelAnalysis) {
+    egui::Grid::new("summary_grid")
+        .num_columns(2)
+        .striped(true)
+        .show(ui, |ui| {
+            let mut row = |label: &str, value: String| {
+                ui.label(label);
+                ui.label(value);
+                ui.end_row();
+            };
+            row("Size on disk", bytes(a.file_size_bytes));
+            row("Parameters", thousands(a.parameters));
+            row("Weight bytes", bytes(a.weight_bytes));
+            let macs = if a.macs_complete {
+                si(a.macs)
+            } else {
+                format!("{} (partial)", si(a.macs))
+            };
+            row("MACs", macs);
+            row("Nodes", thousands(a.nodes as u64));
+            row("Layers", a.layers.len().to_string());
+        });
+    for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
+        ui.strong(label);
+        for v in values {
+            let dtype = v.dtype.map_or("?".to_owned(), |d| d.name());
+            ui.monospace(format!(
+                "{}: {dtype} {}",
+                v.name,
+                format_shape(v.shape.as_deref())
+            ));
+        }
+    }
+}
+
+/// One row per compressible layer with its live estimates; click to select, per-row exclude.
+pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
+    let Some(c) = &session.compression else {
+        return;
+    };
+    egui::ScrollArea::both()
+        .id_salt("layers_scroll")
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            egui::Grid::new("layers_grid")
+                .num_columns(9)
+                .striped(true)
+                .show(ui, |ui| {
+                    for h in [
+                        "Layer",
+                        "Op",
+                        "Params",
+                        "MACs",
+                        "Precision",
+                        "Sparsity",
+                        "SQNR (dB)",
+                        "Size",
+                        "Exclude",
+                    ] {
+                        ui.strong(h);
+                    }
+                    ui.end_row();
+                    for (i, (layer, result)) in
+                        session.compressor.layers.iter().zip(&c.layers).enumerate()
+                    {
+                        let r = &result.report;
+                        let selected = session.selected == Some(i);
+                        if ui.selectable_label(selected, &layer.name).clicked() {
+                            commands.push(Command::SelectLayer(i));
+                        }
+                        ui.label(&layer.op);
+                        ui.label(thousands(session.compressor.original(i).len() as u64));
+                        ui.label(r.macs_before.map_or("?".to_owned(), si));
+                        ui.label(if r.settings.exclude {
+                            "excluded".to_owned()
+                        } else {
+                            precision_label(r.settings.precision)
+                        });
+                        ui.label(format!("{:.1}%", r.sparsity * 100.0));
+                        let sqnr = r.sqnr_db.map_or("inf".to_owned(), |s| format!("{s:.1}"));
+                        let colour = match r.sqnr_db {
+                            Some(s) if s < 10.0 => Color32::from_rgb(220, 80, 60),
+                            Some(s) if s < 20.0 => Color32::from_rgb(220, 170, 40),
+                            _ => ui.visuals().text_color(),
+                        };
+                        ui.label(RichText::new(sqnr).color(colour));
+                        ui.label(format!(
+                            "{} -> {}",
+                            bytes(r.bytes_before),
+                            bytes(r.bytes_after)
+                        ));
+                        let mut exclude = r.settings.exclude;
+                        if ui
+                            .checkbox(&mut exclude, "")
+                            .on_hover_text("Leave this layer as it is")
+                            .changed()
+                        {
+                            let mut recipe = session.recipe.clone();
+                            recipe
+                                .layers
+                                .entry(layer.name.clone())
+                                .or_insert_with(LayerOverride::default)
+                                .exclude = Some(exclude);
+                            commands.push(Command::SetRecipe {
+                                recipe,
+                                record: true,
+                            });
+                        }
+                        ui.end_row();
+                    }
+                    for s in &c.skipped {
+                        ui.label(RichText::new(&s.name).weak());
+                        ui.label(RichText::new(&s.op).weak());
+                        ui.label("");
+                        ui.label("");
+                        ui.label(RichText::new("left as is").weak())
+                            .on_hover_text(&s.reason);
+                        ui.end_row();
+                    }
+                });
+        });
+}
+
+const HISTOGRAM_BINS: usize = 80;
+
+/// Histogram of the selected layer's weight before and after, with the quantization levels.
+pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
+    let (Some(i), Some(c)) = (session.selected, &session.compression) else {
+        ui.label("Select a layer to see its weights.");
+        return;
+    };
+    let layer = &session.compressor.layers[i];
+    let result = &c.layers[i];
+    ui.label(format!(
+        "{} - {} {:?}",
+        layer.name, layer.weight, layer.dims
+    ));
+    let original = session.compressor.original(i);
+    let stats = edgefit_engine::stats::tensor_stats(original);
+    let before = edgefit_engine::stats::histogram(original, stats.min, stats.max, HISTOGRAM_BINS);
+    let after =
+        edgefit_engine::stats::histogram(&result.values, stats.min, stats.max, HISTOGRAM_BINS);
+    let width = f64::from(before.bin_width());
+    let bars = |h: &edgefit_engine::stats::Histogram| -> Vec<Bar> {
+        h.counts
+            .iter()
+            .enumerate()
+            .map(|(b, &n)| {
+                Bar::new(f64::from(h.min) + (b as f64 + 0.5) * width, n as f64).width(width)
+            })
+            .collect()
+    };
+    Plot::new("weights_histogram")
+        .legend(Legend::default())
+        .height(220.0)
+        .x_axis_label("weight value")
+        .y_axis_label("count")
+        .show(ui, |plot| {
+            plot.bar_chart(
+                BarChart::new("original", bars(&before)).color(Color32::from_rgb(90, 140, 220)),
+            );
+            plot.bar_chart(
+                BarChart::new("compressed", bars(&after))
+                    .color(Color32::from_rgba_unmultiplied(230, 140, 60, 150)),
+            );
+            if let Some(q) = &result.quantized {
+                // Levels of the first quantization group, when there are few enough to draw.
+                if let Some(p) = q.params.first() {
+                    let (lo, hi) = edgefit_engine::quant::code_range(q.bits, q.symmetric);
+                    if hi - lo <= 32 {
+                        for code in lo..=hi {
+                            plot.vline(
+                                VLine::new(
+                                    "quantization levels (channel 0)",
+                                    f64::from(p.dequantize(code)),
+                                )
+                                .color(Color32::from_gray(150)),
+                            );
+                        }
+                    }
+                }
+            }
+            if result.report.settings.prune_ratio > 0.0
+                && !result.report.settings.prune_method.is_structured()
+            {
+                let threshold = original
+                    .iter()
+                    .zip(&result.values)
+                    .filter(|(o, v)| **v == 0.0 && **o != 0.0)
+                    .map(|(o, _)| o.abs())
+                    .fold(0f32, f32::max);
+                for x in [-threshold, threshold] {
+                    plot.vline(
+                        VLine::new("pruning threshold", f64::from(x))
+                            .color(Color32::from_rgb(200, 60, 60)),
+                    );
+                }
+            }
+        });
+    ui.label(format!(
+        "sparsity {:.1}%, SQNR {}, MSE {:.3e}",
+        result.report.sparsity * 100.0,
+        result
+            .report
+            .sqnr_db
+            .map_or("inf".to_owned(), |s| format!("{s:.1} dB")),
+        result.report.mse
+    ));
+}
+
+/// Accuracy against size of every evaluated configuration, the original and the Pareto front.
+pub fn tradeoff_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
+    let kb = |b: u64| b as f64 / 1024.0;
+    let points: Vec<[f64; 2]> = session
+        .points
+        .iter()
+        .map(|p| [kb(p.size_bytes), p.accuracy * 100.0])
+        .collect();
+    let front: Vec<[f64; 2]> = session
+        .pareto_front()
+        .into_iter()
+        .map(|i| points[i])
+        .collect();
+    let response = Plot::new("tradeoffs")
+        .legend(Legend::default())
+        .height(220.0)
+        .x_axis_label("size (KiB)")
+        .y_axis_label("accuracy (%)")
+        .show(ui, |plot| {
+            if let Some(b) = &session.baseline {
+                plot.points(
+                    Points::new(
+                        "original",
+                        PlotPoints::from(vec![[kb(b.size_bytes), b.accuracy * 100.0]]),
+                    )
+                    .radius(6.0)
+                    .color(Color32::from_rgb(90, 200, 120)),
+                );
+            }
+            plot.points(
+                Points::new("evaluated", PlotPoints::from(points.clone()))
+                    .radius(4.0)
+                    .color(Color32::from_rgb(230, 140, 60)),
+            );
+            if front.len() > 1 {
+                plot.line(Line::new("Pareto front", PlotPoints::from(front)));
+            }
+            plot.pointer_coordinate()
+        });
+    if response.response.clicked()
+        && let Some(pointer) = response.inner
+    {
+        // The nearest point in screen space brings its settings back.
+        let nearest = points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let screen = response
+                    .transform
+                    .position_from_point(&egui_plot::PlotPoint::new(p[0], p[1]));
+                let at = response.transform.position_from_point(&pointer);
+                (i, screen.distance(at))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((i, distance)) = nearest
+            && distance < 12.0
+        {
+            commands.push(Command::RestorePoint(i));
+        }
+    }
+    for p in session.points.iter().rev().take(5) {
+        ui.label(format!(
+            "{:.2}% | {} | {} | {}{}",
+            p.accuracy * 100.0,
+            bytes(p.size_bytes),
+            p.format.name(),
+            p.latency_ms
+                .map_or("–".to_owned(), |l| format!("{l:.3} ms")),
+            if p.verified {
+                " | verified"
+            } else {
+                " | NOT verified"
+            }
+        ));
+    }
+}

@@ -1,0 +1,71 @@
+//! `--screenshot`: capture the window once it shows a loaded model, save a PNG, close.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+
+/// Takes one screenshot once the window shows a loaded model, saves it, and closes the window.
+pub struct ScreenshotTask {
+    path: PathBuf,
+    ready_frames: u32,
+    requested: bool,
+    result: Arc<Mutex<Option<std::result::Result<(), String>>>>,
+}
+
+impl ScreenshotTask {
+    pub fn tick(&mut self, ctx: &egui::Context, ready: bool) {
+        if let Ok(mut slot) = self.result.lock()
+            && let Some(outcome) = slot.take()
+        {
+            if let Err(e) = outcome {
+                eprintln!("error: screenshot failed: {e}");
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        if !ready || self.requested {
+            ctx.request_repaint();
+            return;
+        }
+        // Let layout settle for a few frames before capturing.
+        self.ready_frames += 1;
+        if self.ready_frames >= 5 {
+            self.requested = true;
+            let path = self.path.clone();
+            let result = self.result.clone();
+            let ctx_for_callback = ctx.clone();
+            ctx.request_screenshot(move |image| {
+                let saved = save_png(&path, &image).map_err(|e| format!("{e:#}"));
+                if let Ok(mut slot) = result.lock() {
+                    *slot = Some(saved);
+                }
+                ctx_for_callback.request_repaint();
+            });
+        }
+        ctx.request_repaint();
+    }
+}
+
+fn save_png(path: &Path, image: &egui::ColorImage) -> Result<()> {
+    use anyhow::Context;
+    let [w, h] = image.size;
+    let pixels: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+    let buffer = image::RgbaImage::from_raw(w as u32, h as u32, pixels)
+        .context("screenshot has an unexpected size")?;
+    buffer
+        .save(path)
+        .with_context(|| format!("saving {}", path.display()))
+}
+
+impl ScreenshotTask {
+    /// A task saving to `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            ready_frames: 0,
+            requested: false,
+            result: Arc::new(Mutex::new(None)),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! One open model with its plan: the recipe, undo/redo history, the live compression
+//! estimates and every evaluated configuration.
+
+use std::sync::Arc;
+
+use edgefit_engine::compress::{Compression, Compressor};
+use edgefit_engine::dataset::Dataset;
+use edgefit_engine::export::ExportFormat;
+use edgefit_engine::plan::Recipe;
+use edgefit_engine::{CancelToken, LoadedModel, ModelAnalysis};
+
+/// A model that finished loading and analysing, with the data it is evaluated on.
+pub struct OpenModel {
+    pub loaded: LoadedModel,
+    pub analysis: ModelAnalysis,
+    /// Evaluation samples (the dataset.json beside the model, or generated inputs).
+    pub data: Arc<Dataset>,
+    /// Calibration samples, when the data source has a calibration split.
+    pub calibration: Option<Arc<Dataset>>,
+}
+
+/// One measured configuration, shown on the trade-off chart.
+#[derive(Clone, Debug)]
+pub struct EvalPoint {
+    pub recipe: Recipe,
+    pub format: ExportFormat,
+    /// Top-1 accuracy when the data is labelled, else top-1 agreement with the original.
+    pub accuracy: f64,
+    pub size_bytes: u64,
+    pub latency_ms: Option<f64>,
+    pub verified: bool,
+}
+
+/// The plan being edited for one open model.
+pub struct Session {
+    pub open: Arc<OpenModel>,
+    pub compressor: Compressor,
+    pub recipe: Recipe,
+    pub format: ExportFormat,
+    /// Estimates for `recipe`, refreshed whenever it changes (only changed layers recompute).
+    pub compression: Option<Compression>,
+    pub compression_error: Option<String>,
+    undo: Vec<Recipe>,
+    redo: Vec<Recipe>,
+    /// Index into `compressor.layers`.
+    pub selected: Option<usize>,
+    /// The original model as measured, then every evaluated configuration.
+    pub baseline: Option<EvalPoint>,
+    pub points: Vec<EvalPoint>,
+    dirty: bool,
+}
+
+impl Session {
+    pub fn new(open: Arc<OpenModel>) -> Self {
+        let compressor = Compressor::new(&open.loaded, &open.analysis);
+        let selected = if compressor.layers.is_empty() {
+            None
+        } else {
+            Some(0)
+        };
+        let mut session = Self {
+            open,
+            compressor,
+            recipe: Recipe::default(),
+            format: ExportFormat::Fp32,
+            compression: None,
+            compression_error: None,
+            undo: Vec::new(),
+            redo: Vec::new(),
+            selected,
+            baseline: None,
+            points: Vec::new(),
+            dirty: true,
+        };
+        session.refresh();
+        session
+    }
+
+    /// Replaces the recipe; `record` pushes the previous one on the undo stack (off while a
+    /// slider is being dragged, so one drag is one undo step).
+    pub fn set_recipe(&mut self, recipe: Recipe, record: bool) {
+        if recipe == self.recipe {
+            return;
+        }
+        if record {
+            self.undo.push(self.recipe.clone());
+            self.redo.clear();
+        }
+        self.recipe = recipe;
+        self.dirty = true;
+    }
+
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        !self.redo.is_empty()
+    }
+
+    pub fn undo(&mut self) {
+        if let Some(previous) = self.undo.pop() {
+            self.redo
+                .push(std::mem::replace(&mut self.recipe, previous));
+            self.dirty = true;
+        }
+    }
+
+    pub fn redo(&mut self) {
+        if let Some(next) = self.redo.pop() {
+            self.undo.push(std::mem::replace(&mut self.recipe, next));
+            self.dirty = true;
+        }
+    }
+
+    /// Recomputes the estimates if the recipe changed. Cheap: cached per layer.
+    pub fn refresh(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        match self.compressor.apply(&self.recipe, &CancelToken::new()) {
+            Ok(c) => {
+                self.compression = Some(c);
+                self.compression_error = None;
+            }
+            Err(e) => self.compression_error = Some(e.to_string()),
+        }
+    }
+
+    /// Indices of the points on the accuracy-vs-size Pareto front, by size.
+    pub fn pareto_front(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.points.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (pa, pb) = (&self.points[a], &self.points[b]);
+            pa.size_bytes
+                .cmp(&pb.size_bytes)
+                .then(pb.accuracy.total_cmp(&pa.accuracy))
+        });
+        let mut front = Vec::new();
+        let mut best = f64::NEG_INFINITY;
+        for i in order {
+            if self.points[i].accuracy > best {
+                best = self.points[i].accuracy;
+                front.push(i);
+            }
+        }
+        front
+    }
+}

@@ -1,0 +1,144 @@
+//! The studio driven as a person would, by accessible label, headless (no GPU needed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use edgefit::gui::{Command, Persisted, StudioApp};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sample-models")
+        .join(name)
+        .join("model.onnx")
+}
+
+fn studio(model: &Path) -> Harness<'static, StudioApp> {
+    let model = model.to_path_buf();
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |_cc| {
+            let mut app = StudioApp::new(Persisted::default(), Some(model));
+            app.auto_evaluate = false;
+            app
+        });
+    wait_idle(&mut harness);
+    harness
+}
+
+/// Steps frames until no background job runs (jobs run on real threads).
+fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    harness.step();
+    while harness.state().is_busy() {
+        assert!(Instant::now() < deadline, "background job did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+        harness.step();
+    }
+    harness.step();
+    harness.step();
+}
+
+fn estimates(harness: &Harness<'static, StudioApp>) -> (f64, u64) {
+    let s = harness.state().session.as_ref().unwrap();
+    let c = s.compression.as_ref().unwrap();
+    let sparsity: f64 =
+        c.layers.iter().map(|l| l.report.sparsity).sum::<f64>() / c.layers.len() as f64;
+    (sparsity, c.weight_bytes().1)
+}
+
+#[test]
+fn opens_the_sample_model_and_shows_its_layers() {
+    let harness = studio(&sample("mnist-cnn"));
+    assert!(
+        harness.state().error.is_none(),
+        "{:?}",
+        harness.state().error
+    );
+    harness.get_by_label("stem.conv");
+    harness.get_by_label("head.conv");
+    harness.get_by_label("Evaluate now");
+}
+
+#[test]
+fn global_settings_change_the_estimates_and_undo_restores_them() {
+    let mut harness = studio(&sample("mnist-cnn"));
+    let (sparsity0, bytes0) = estimates(&harness);
+    assert_eq!(sparsity0, 0.0);
+    // Drive the recipe through the same command the sliders send.
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.prune_ratio = 0.5;
+    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 8 };
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    harness.step();
+    let (sparsity1, bytes1) = estimates(&harness);
+    assert!(sparsity1 > 0.45, "{sparsity1}");
+    assert!(bytes1 < bytes0 / 3, "{bytes1} vs {bytes0}");
+    harness.run();
+    harness.get_by_label("Undo").click();
+    harness.run();
+    assert_eq!(estimates(&harness), (sparsity0, bytes0));
+    // Ctrl+Shift+Z redoes.
+    harness.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    harness.run();
+    assert_eq!(estimates(&harness).1, bytes1);
+}
+
+#[test]
+fn evaluating_adds_a_point_to_the_trade_off_chart() {
+    let mut harness = studio(&sample("digits-mlp"));
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(s.points.len(), 1, "{:?}", harness.state().error);
+    assert!(s.points[0].verified);
+    assert!(s.points[0].accuracy > 0.9);
+    assert!(s.baseline.is_some());
+}
+
+#[test]
+fn export_writes_a_verified_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("digits.int8.onnx");
+    let mut harness = studio(&sample("digits-mlp"));
+    harness.state_mut().send(Command::SetFormat(
+        edgefit_engine::export::ExportFormat::WeightsInt8,
+    ));
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 8 };
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    harness.state_mut().send(Command::Export(out.clone()));
+    wait_idle(&mut harness);
+    assert!(out.is_file());
+    let status = harness.state().status.clone().unwrap_or_default();
+    assert!(
+        status.contains("verification passed"),
+        "{status} / {:?}",
+        harness.state().error
+    );
+    assert!(dir.path().join("digits.int8.report.md").is_file());
+}
+
+#[test]
+fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
+    let mut harness = studio(&sample("digits-mlp"));
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/truncated.onnx");
+    harness.state_mut().send(Command::Open(bad));
+    wait_idle(&mut harness);
+    let error = harness.state().error.clone().unwrap_or_default();
+    assert!(error.contains("truncated"), "{error}");
+    assert!(
+        harness.state().session.is_some(),
+        "the previous model stays open"
+    );
+    harness.get_by_label("fc1.gemm");
+}
