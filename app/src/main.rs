@@ -20,6 +20,9 @@ struct Args {
     /// Save a PNG of the studio window once the model is shown, then exit.
     #[arg(long, value_name = "PNG")]
     screenshot: Option<PathBuf>,
+    /// Start the studio with this compression recipe (JSON) instead of the defaults.
+    #[arg(long, value_name = "JSON")]
+    recipe: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),
         Some(Command::Bench(a)) => cli::optimize::bench_cmd(&a),
         Some(Command::Compare(a)) => cli::optimize::compare_cmd(&a),
-        None => gui::run(args.model, args.screenshot),
+        None => gui::run(args.model, args.screenshot, args.recipe),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

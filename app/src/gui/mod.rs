@@ -70,6 +70,8 @@ pub struct StudioApp {
     auto_evaluate_at: Option<Instant>,
     /// Evaluate automatically after changes (off in tests that step frames by hand).
     pub auto_evaluate: bool,
+    /// Plan to start from once the first model is open (`--recipe`).
+    pub initial_recipe: Option<edgefit_engine::plan::Recipe>,
     screenshot: Option<ScreenshotTask>,
 }
 
@@ -85,6 +87,7 @@ impl StudioApp {
             commands: Vec::new(),
             auto_evaluate_at: None,
             auto_evaluate: true,
+            initial_recipe: None,
             screenshot: None,
         };
         if let Some(path) = initial {
@@ -206,8 +209,16 @@ impl StudioApp {
                 if let JobKind::Load(path) = &kind {
                     self.remember_recent(path);
                 }
-                self.session = Some(Session::new(open));
-                self.error = None;
+                let mut session = Session::new(open);
+                if let Some(recipe) = self.initial_recipe.take() {
+                    session.set_recipe(recipe, false);
+                    session.refresh();
+                    if let Some(e) = &session.compression_error {
+                        self.error = Some(format!("The recipe does not fit this model: {e}"));
+                    }
+                }
+                self.session = Some(session);
+                self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
                 // Measure the original once so the trade-off chart has its reference.
                 self.auto_evaluate_at = Some(Instant::now());
             }
@@ -456,8 +467,16 @@ impl eframe::App for StudioApp {
 }
 
 /// Opens the studio window on `model` (or the bundled sample).
-pub fn run(model: Option<PathBuf>, screenshot: Option<PathBuf>) -> Result<()> {
+pub fn run(model: Option<PathBuf>, screenshot: Option<PathBuf>, recipe: Option<PathBuf>) -> Result<()> {
+    use anyhow::Context;
     let initial = model.or_else(crate::samples::default_sample_model);
+    let recipe = match recipe {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Some(edgefit_engine::plan::Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?)
+        }
+        None => None,
+    };
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Edgefit Studio")
@@ -474,6 +493,7 @@ pub fn run(model: Option<PathBuf>, screenshot: Option<PathBuf>) -> Result<()> {
                 .and_then(|s| eframe::get_value(s, STORAGE_KEY))
                 .unwrap_or_default();
             let mut app = StudioApp::new(persisted, initial);
+            app.initial_recipe = recipe;
             app.screenshot = screenshot.map(ScreenshotTask::new);
             Ok(Box::new(app))
         }),
