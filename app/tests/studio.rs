@@ -85,7 +85,10 @@ fn global_settings_change_the_estimates_and_undo_restores_them() {
     harness.run();
     assert_eq!(estimates(&harness), (sparsity0, bytes0));
     // Ctrl+Shift+Z redoes.
-    harness.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::Z);
+    harness.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::Z,
+    );
     harness.run();
     assert_eq!(estimates(&harness).1, bytes1);
 }

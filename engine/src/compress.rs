@@ -428,8 +428,7 @@ pub fn compress_layer(
             }
         }
     }
-    let zeros = values.iter().filter(|v| **v == 0.0).count();
-    let (sqnr, mse) = sqnr_db_and_mse(original, &values);
+    let (sqnr, mse, zeros) = sqnr_db_and_mse(original, &values);
     let channels = layer
         .channel_axis
         .map_or(1, |a| layer.dims[a].max(1) as u64);
@@ -501,16 +500,36 @@ fn quantize_weight(
     s: LayerSettings,
 ) -> QuantizedWeight {
     let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
+    let inner = axis.map_or(values.len(), |a| {
+        dims[a + 1..]
+            .iter()
+            .map(|&d| d.max(0) as usize)
+            .product::<usize>()
+            .max(1)
+    });
     let params: Vec<QuantParams> = if s.clipping == crate::plan::Clipping::MinMax {
         // Min-max needs no per-channel copies: one pass keeps every channel's range.
         let mut ranges = vec![(0f32, 0f32); channels];
-        for_each_run(values, dims, axis, |g, run| {
-            let r = &mut ranges[g];
-            for &v in run.iter().filter(|v| v.is_finite()) {
+        let widen = |r: &mut (f32, f32), v: f32| {
+            if v.is_finite() {
                 r.0 = r.0.min(v);
                 r.1 = r.1.max(v);
             }
-        });
+        };
+        if inner == 1 && channels > 1 {
+            // Channels along the last axis: walk rows, the channel is the column.
+            for row in values.chunks(channels) {
+                for (r, &v) in ranges.iter_mut().zip(row) {
+                    widen(r, v);
+                }
+            }
+        } else {
+            for_each_run(values, dims, axis, |g, run| {
+                for &v in run.iter() {
+                    widen(&mut ranges[g], v);
+                }
+            });
+        }
         ranges
             .iter()
             .map(|&(lo, hi)| QuantParams::for_range(lo, hi, bits, s.symmetric))
@@ -529,16 +548,30 @@ fn quantize_weight(
             .collect()
     };
     let mut codes = vec![0i8; values.len()];
-    let mut offset = 0;
-    for_each_run(values, dims, axis, |g, run| {
-        let p = params[g];
-        for (v, c) in run.iter_mut().zip(&mut codes[offset..]) {
-            let q = p.quantize(*v, bits, s.symmetric);
-            *c = q as i8;
-            *v = p.dequantize(q);
+    let code = |p: &QuantParams, v: &mut f32, c: &mut i8| {
+        let q = p.quantize(*v, bits, s.symmetric);
+        *c = q as i8;
+        *v = p.dequantize(q);
+    };
+    if inner == 1 && channels > 1 {
+        for (row, row_codes) in values.chunks_mut(channels).zip(codes.chunks_mut(channels)) {
+            for ((v, c), p) in row.iter_mut().zip(row_codes).zip(&params) {
+                code(p, v, c);
+            }
         }
-        offset += run.len();
-    });
+    } else {
+        let mut group = 0;
+        for (run, run_codes) in values.chunks_mut(inner).zip(codes.chunks_mut(inner)) {
+            let p = &params[group];
+            for (v, c) in run.iter_mut().zip(run_codes) {
+                code(p, v, c);
+            }
+            group += 1;
+            if group == channels {
+                group = 0;
+            }
+        }
+    }
     QuantizedWeight {
         bits,
         symmetric: s.symmetric,

@@ -53,17 +53,14 @@ impl QuantParams {
         Self { scale, zero_point }
     }
 
-    /// The code of `v` (round half away from zero, saturating).
+    /// The code of `v`: `round(v / scale) + zero_point`, saturating to the code range
+    /// (ties round away from zero).
     pub fn quantize(&self, v: f32, bits: u8, symmetric: bool) -> i32 {
         let (qmin, qmax) = code_range(bits, symmetric);
-        let x = v / self.scale;
-        // `round()` is a library call on baseline x86-64; this is the same rounding inline.
-        let q = if x >= 0.0 {
-            (x + 0.5) as i32
-        } else {
-            (x - 0.5) as i32
-        };
-        q.saturating_add(self.zero_point).clamp(qmin, qmax)
+        // Branch-free so the hot loops vectorize: clamp in float, then round half away from
+        // zero with a sign-matched 0.5 (`f32::round` is a library call on baseline x86-64).
+        let y = (v / self.scale + self.zero_point as f32).clamp(qmin as f32, qmax as f32);
+        (y + 0.5f32.copysign(y)) as i32
     }
 
     /// The value a runtime's `DequantizeLinear` gives for code `q`.
@@ -222,16 +219,25 @@ fn kth_smallest_key(values: &[f32], rank: usize, key: impl Fn(f32) -> u32) -> u3
 }
 
 /// Signal-to-quantization-noise ratio in dB of `approx` against `original`
-/// (`f64::INFINITY` when identical), and the mean squared error.
-pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64) {
-    let (mut signal, mut noise, mut n) = (0f64, 0f64, 0usize);
-    for (&a, &b) in original.iter().zip(approx) {
-        if a.is_finite() && b.is_finite() {
-            signal += f64::from(a) * f64::from(a);
-            let d = f64::from(a) - f64::from(b);
-            noise += d * d;
-            n += 1;
+/// (`f64::INFINITY` when identical), the mean squared error, and how many values of `approx`
+/// are exactly zero — one pass.
+pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64, usize) {
+    let (mut signal, mut noise, mut n, mut zeros) = (0f64, 0f64, 0usize, 0usize);
+    // Sums in f32 over short blocks (vectorizable), accumulated in f64 across blocks.
+    const BLOCK: usize = 256;
+    for (a_block, b_block) in original.chunks(BLOCK).zip(approx.chunks(BLOCK)) {
+        let (mut s, mut e) = (0f32, 0f32);
+        for (&a, &b) in a_block.iter().zip(b_block) {
+            zeros += usize::from(b == 0.0);
+            if a.is_finite() && b.is_finite() {
+                s += a * a;
+                let d = a - b;
+                e += d * d;
+                n += 1;
+            }
         }
+        signal += f64::from(s);
+        noise += f64::from(e);
     }
     let mse = if n > 0 { noise / n as f64 } else { 0.0 };
     let sqnr = if noise == 0.0 {
@@ -241,7 +247,7 @@ pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64) {
     } else {
         10.0 * (signal / noise).log10()
     };
-    (sqnr, mse)
+    (sqnr, mse, zeros)
 }
 
 #[cfg(test)]

@@ -467,13 +467,21 @@ impl eframe::App for StudioApp {
 }
 
 /// Opens the studio window on `model` (or the bundled sample).
-pub fn run(model: Option<PathBuf>, screenshot: Option<PathBuf>, recipe: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    model: Option<PathBuf>,
+    screenshot: Option<PathBuf>,
+    recipe: Option<PathBuf>,
+) -> Result<()> {
     use anyhow::Context;
     let initial = model.or_else(crate::samples::default_sample_model);
     let recipe = match recipe {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            Some(edgefit_engine::plan::Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?)
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                edgefit_engine::plan::Recipe::from_json(&text)
+                    .with_context(|| format!("in {}", path.display()))?,
+            )
         }
         None => None,
     };
