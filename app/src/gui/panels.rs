@@ -240,17 +240,76 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                     {
                         let r = &result.report;
                         let selected = session.selected == Some(i);
-                        if ui.selectable_label(selected, &layer.name).clicked() {
+                        let name = ui.selectable_label(selected, &layer.name);
+                        if name.clicked() {
                             commands.push(Command::SelectLayer(i));
                         }
                         ui.label(&layer.op);
                         ui.label(thousands(session.compressor.original(i).len() as u64));
                         ui.label(r.macs_before.map_or("?".to_owned(), si));
-                        ui.label(if r.settings.exclude {
+                        let overridden = session
+                            .recipe
+                            .layers
+                            .get(&layer.name)
+                            .copied()
+                            .unwrap_or_default();
+                        // Per-layer prune ratio: editing it makes an override of this layer only.
+                        let mut ratio = r.settings.prune_ratio;
+                        let drag = ui
+                            .add(
+                                egui::DragValue::new(&mut ratio)
+                                    .range(0.0..=0.95)
+                                    .speed(0.01)
+                                    .max_decimals(2),
+                            )
+                            .labelled_by(name.id);
+                        if drag.changed() {
+                            let mut recipe = session.recipe.clone();
+                            recipe
+                                .layers
+                                .entry(layer.name.clone())
+                                .or_default()
+                                .prune_ratio = Some(ratio);
+                            send_recipe(commands, &drag, recipe);
+                        }
+                        let mut precision = r.settings.precision;
+                        let label = if r.settings.exclude {
                             "excluded".to_owned()
                         } else {
-                            precision_label(r.settings.precision)
-                        });
+                            precision_label(precision)
+                        };
+                        let label = if overridden.precision.is_some() {
+                            format!("{label} *")
+                        } else {
+                            label
+                        };
+                        let combo = egui::ComboBox::from_id_salt(("layer_precision", i))
+                            .selected_text(label)
+                            .show_ui(ui, |ui| {
+                                for p in [
+                                    Precision::Float32,
+                                    Precision::Float16,
+                                    Precision::Int { bits: 8 },
+                                    Precision::Int { bits: 6 },
+                                    Precision::Int { bits: 4 },
+                                    Precision::Int { bits: 2 },
+                                ] {
+                                    ui.selectable_value(&mut precision, p, precision_label(p));
+                                }
+                            });
+                        combo.response.labelled_by(name.id);
+                        if precision != r.settings.precision {
+                            let mut recipe = session.recipe.clone();
+                            recipe
+                                .layers
+                                .entry(layer.name.clone())
+                                .or_default()
+                                .precision = Some(precision);
+                            commands.push(Command::SetRecipe {
+                                recipe,
+                                record: true,
+                            });
+                        }
                         ui.label(format!("{:.1}%", r.sparsity * 100.0));
                         let sqnr = r.sqnr_db.map_or("inf".to_owned(), |s| format!("{s:.1}"));
                         let colour = match r.sqnr_db {
@@ -267,6 +326,7 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                         let mut exclude = r.settings.exclude;
                         if ui
                             .checkbox(&mut exclude, "")
+                            .labelled_by(name.id)
                             .on_hover_text("Leave this layer as it is")
                             .changed()
                         {
