@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod fold;
 pub mod graph;
 pub mod job;
 pub mod load;
