@@ -43,6 +43,12 @@ pub enum Command {
     Export(PathBuf),
     /// Bring back the settings of an evaluated point.
     RestorePoint(usize),
+    /// Save the session (model path, plan, evaluated points) to a `.edgefit.json` file.
+    SaveSession(PathBuf),
+    /// Open a `.edgefit.json` session: its model, plan and points.
+    OpenSession(PathBuf),
+    PickSaveSession,
+    PickOpenSession,
 }
 
 /// State persisted between sessions (eframe storage).
@@ -50,7 +56,12 @@ pub enum Command {
 #[serde(default)]
 pub struct Persisted {
     pub recent_files: Vec<PathBuf>,
+    /// The last session of each model (autosave), by canonical model path.
+    pub sessions: Vec<session::SessionFile>,
 }
+
+/// Sessions remembered in the app's storage.
+const MAX_REMEMBERED_SESSIONS: usize = 20;
 
 const MAX_RECENT: usize = 10;
 const STORAGE_KEY: &str = "edgefit.studio";
@@ -72,6 +83,8 @@ pub struct StudioApp {
     pub auto_evaluate: bool,
     /// Plan to start from once the first model is open (`--recipe`).
     pub initial_recipe: Option<edgefit_engine::plan::Recipe>,
+    /// A session file waiting for its model to load.
+    pending_session: Option<session::SessionFile>,
     screenshot: Option<ScreenshotTask>,
 }
 
@@ -88,6 +101,7 @@ impl StudioApp {
             auto_evaluate_at: None,
             auto_evaluate: true,
             initial_recipe: None,
+            pending_session: None,
             screenshot: None,
         };
         if let Some(path) = initial {
@@ -162,6 +176,38 @@ impl StudioApp {
                     }
                 }
                 Command::Export(path) => self.start_optimize(Some(path), ctx),
+                Command::PickSaveSession => {
+                    let picked = rfd::FileDialog::new().add_filter("Edgefit session", &["json"]).set_file_name("session.edgefit.json").save_file();
+                    if let Some(path) = picked {
+                        self.commands.push(Command::SaveSession(path));
+                    }
+                }
+                Command::PickOpenSession => {
+                    if let Some(path) = rfd::FileDialog::new().add_filter("Edgefit session", &["json"]).pick_file() {
+                        self.commands.push(Command::OpenSession(path));
+                    }
+                }
+                Command::SaveSession(path) => {
+                    if let Some(s) = &self.session {
+                        let json = serde_json::to_string_pretty(&s.to_file()).unwrap_or_default();
+                        match edgefit_engine::write::write_bytes_atomic(&path, json.as_bytes()) {
+                            Ok(()) => self.status = Some(format!("Saved session {}", path.display())),
+                            Err(e) => self.error = Some(format!("Could not save the session: {e}")),
+                        }
+                    }
+                }
+                Command::OpenSession(path) => {
+                    let read = std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| serde_json::from_str::<session::SessionFile>(&t).map_err(|e| e.to_string()));
+                    match read {
+                        Ok(file) => {
+                            self.pending_session = Some(file.clone());
+                            self.start(Job::load(file.model, ctx));
+                        }
+                        Err(e) => self.error = Some(format!("Could not open session {}: {e}", path.display())),
+                    }
+                }
                 Command::RestorePoint(i) => {
                     if let Some(s) = &mut self.session
                         && let Some(p) = s.points.get(i).cloned()
@@ -210,6 +256,15 @@ impl StudioApp {
                     self.remember_recent(path);
                 }
                 let mut session = Session::new(open);
+                // An explicit session file wins, then the autosaved one of this model.
+                let path = session.open.loaded.path.clone();
+                let saved = self
+                    .pending_session
+                    .take()
+                    .or_else(|| self.persisted.sessions.iter().find(|f| f.model == path).cloned());
+                if let Some(file) = saved {
+                    session.restore(&file);
+                }
                 if let Some(recipe) = self.initial_recipe.take() {
                     session.set_recipe(recipe, false);
                     session.refresh();
@@ -264,6 +319,16 @@ impl StudioApp {
         }
     }
 
+    /// Autosave: the open model's plan and points go into the persisted state.
+    pub fn remember_session(&mut self) {
+        let Some(s) = &self.session else { return };
+        let file = s.to_file();
+        let sessions = &mut self.persisted.sessions;
+        sessions.retain(|f| f.model != file.model);
+        sessions.insert(0, file);
+        sessions.truncate(MAX_REMEMBERED_SESSIONS);
+    }
+
     fn remember_recent(&mut self, path: &std::path::Path) {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let recent = &mut self.persisted.recent_files;
@@ -297,6 +362,13 @@ impl StudioApp {
                     .clicked()
                 {
                     self.commands.push(Command::PickExportPath);
+                }
+                ui.separator();
+                if ui.add_enabled(self.session.is_some(), egui::Button::new("Save session...")).clicked() {
+                    self.commands.push(Command::PickSaveSession);
+                }
+                if ui.button("Open session...").clicked() {
+                    self.commands.push(Command::PickOpenSession);
                 }
                 ui.separator();
                 if ui.button("Quit").clicked() {
@@ -462,6 +534,7 @@ impl eframe::App for StudioApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        self.remember_session();
         eframe::set_value(storage, STORAGE_KEY, &self.persisted);
     }
 }

@@ -20,7 +20,7 @@ pub struct OpenModel {
 }
 
 /// One measured configuration, shown on the trade-off chart.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalPoint {
     pub recipe: Recipe,
     pub format: ExportFormat,
@@ -50,7 +50,45 @@ pub struct Session {
     dirty: bool,
 }
 
+/// What a `.edgefit.json` session file holds (also autosaved in the app's storage).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SessionFile {
+    /// Format version of this file.
+    pub version: u32,
+    pub model: std::path::PathBuf,
+    pub recipe: Recipe,
+    pub format: ExportFormat,
+    #[serde(default)]
+    pub baseline: Option<EvalPoint>,
+    #[serde(default)]
+    pub points: Vec<EvalPoint>,
+}
+
+/// The session file format version.
+pub const SESSION_VERSION: u32 = 1;
+
 impl Session {
+    /// The state worth keeping across runs.
+    pub fn to_file(&self) -> SessionFile {
+        SessionFile {
+            version: SESSION_VERSION,
+            model: self.open.loaded.path.clone(),
+            recipe: self.recipe.clone(),
+            format: self.format,
+            baseline: self.baseline.clone(),
+            points: self.points.clone(),
+        }
+    }
+
+    /// Restores the plan and the evaluated points of `file` (whose model must be this one).
+    pub fn restore(&mut self, file: &SessionFile) {
+        self.set_recipe(file.recipe.clone(), true);
+        self.format = file.format;
+        self.baseline = file.baseline.clone();
+        self.points = file.points.clone();
+        self.refresh();
+    }
+
     pub fn new(open: Arc<OpenModel>) -> Self {
         let compressor = Compressor::new(&open.loaded, &open.analysis);
         let selected = if compressor.layers.is_empty() {
