@@ -23,6 +23,7 @@ pub mod quant;
 pub mod report;
 pub mod runtime;
 pub mod shapes;
+pub mod staged;
 pub mod stats;
 pub mod structured;
 pub mod synthetic;

@@ -515,9 +515,25 @@ pub fn optimize(
         Some(pass) => (&pass.model, &pass.recipe),
         None => (model, options.recipe),
     };
-    let working_analysis = match &structured {
-        Some(pass) => crate::analysis::analyse(&pass.model, &Default::default(), progress, cancel)?,
-        None => analysis.clone(),
+    let input_shape = concrete_input_shape(model, Some(options.data))?;
+    let calibration_data = options.calibration.unwrap_or(options.data);
+    let folded = crate::staged::fold_stage(
+        working,
+        recipe,
+        options.format,
+        calibration_data,
+        &input_shape,
+        progress,
+        cancel,
+    )?;
+    let (working, recipe) = match &folded {
+        Some(stage) => (&stage.model, &stage.recipe),
+        None => (working, recipe),
+    };
+    let working_analysis = if structured.is_some() || folded.is_some() {
+        crate::analysis::analyse(working, &Default::default(), progress, cancel)?
+    } else {
+        analysis.clone()
     };
     let mut compressor = Compressor::new(working, &working_analysis);
     let working_options = OptimizeOptions { recipe, ..*options };
@@ -593,6 +609,12 @@ pub fn optimize(
     layer_notes.sort();
     layer_notes.dedup();
     notes.extend(layer_notes);
+    if let Some(stage) = &folded {
+        notes.push(format!(
+            "folded {} BatchNormalization layers into the layers before them before quantizing",
+            stage.report.folded.len()
+        ));
+    }
     let mut skipped = preview.compression.skipped.clone();
     let removals = structured.map(|p| p.removals).unwrap_or_default();
     for r in removals.iter().filter(|r| r.removed == 0) {

@@ -383,3 +383,28 @@ fn batchnorm_recalibration_recovers_magnitude_pruning() {
         .top1;
     assert!(with > without + 0.2, "with {with} vs without {without}");
 }
+
+#[test]
+fn qdq_export_folds_batchnorm_first_and_keeps_accuracy() {
+    let mut recipe = int8();
+    let report = run_optimize("mnist-cnn", &recipe, ExportFormat::QdqInt8);
+    assert!(report.verification.passed);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("folded 10 BatchNormalization")),
+        "{:?}",
+        report.notes
+    );
+    let (orig, q) = (
+        report.original.accuracy.unwrap().top1,
+        report.compressed.accuracy.unwrap().top1,
+    );
+    assert!(q >= orig - 0.01, "int8 {q} vs float {orig}");
+    // Without folding the float batch norms stay between integer layers.
+    recipe.fold_batchnorm = false;
+    let unfolded = run_optimize("mnist-cnn", &recipe, ExportFormat::QdqInt8);
+    assert!(!unfolded.notes.iter().any(|n| n.contains("folded")));
+    assert!(unfolded.compressed.size_bytes > report.compressed.size_bytes);
+}
