@@ -177,13 +177,19 @@ impl StudioApp {
                 }
                 Command::Export(path) => self.start_optimize(Some(path), ctx),
                 Command::PickSaveSession => {
-                    let picked = rfd::FileDialog::new().add_filter("Edgefit session", &["json"]).set_file_name("session.edgefit.json").save_file();
+                    let picked = rfd::FileDialog::new()
+                        .add_filter("Edgefit session", &["json"])
+                        .set_file_name("session.edgefit.json")
+                        .save_file();
                     if let Some(path) = picked {
                         self.commands.push(Command::SaveSession(path));
                     }
                 }
                 Command::PickOpenSession => {
-                    if let Some(path) = rfd::FileDialog::new().add_filter("Edgefit session", &["json"]).pick_file() {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .add_filter("Edgefit session", &["json"])
+                        .pick_file()
+                    {
                         self.commands.push(Command::OpenSession(path));
                     }
                 }
@@ -191,7 +197,9 @@ impl StudioApp {
                     if let Some(s) = &self.session {
                         let json = serde_json::to_string_pretty(&s.to_file()).unwrap_or_default();
                         match edgefit_engine::write::write_bytes_atomic(&path, json.as_bytes()) {
-                            Ok(()) => self.status = Some(format!("Saved session {}", path.display())),
+                            Ok(()) => {
+                                self.status = Some(format!("Saved session {}", path.display()))
+                            }
                             Err(e) => self.error = Some(format!("Could not save the session: {e}")),
                         }
                     }
@@ -199,13 +207,19 @@ impl StudioApp {
                 Command::OpenSession(path) => {
                     let read = std::fs::read_to_string(&path)
                         .map_err(|e| e.to_string())
-                        .and_then(|t| serde_json::from_str::<session::SessionFile>(&t).map_err(|e| e.to_string()));
+                        .and_then(|t| {
+                            serde_json::from_str::<session::SessionFile>(&t)
+                                .map_err(|e| e.to_string())
+                        });
                     match read {
                         Ok(file) => {
                             self.pending_session = Some(file.clone());
                             self.start(Job::load(file.model, ctx));
                         }
-                        Err(e) => self.error = Some(format!("Could not open session {}: {e}", path.display())),
+                        Err(e) => {
+                            self.error =
+                                Some(format!("Could not open session {}: {e}", path.display()))
+                        }
                     }
                 }
                 Command::RestorePoint(i) => {
@@ -258,10 +272,13 @@ impl StudioApp {
                 let mut session = Session::new(open);
                 // An explicit session file wins, then the autosaved one of this model.
                 let path = session.open.loaded.path.clone();
-                let saved = self
-                    .pending_session
-                    .take()
-                    .or_else(|| self.persisted.sessions.iter().find(|f| f.model == path).cloned());
+                let saved = self.pending_session.take().or_else(|| {
+                    self.persisted
+                        .sessions
+                        .iter()
+                        .find(|f| f.model == path)
+                        .cloned()
+                });
                 if let Some(file) = saved {
                     session.restore(&file);
                 }
@@ -364,7 +381,10 @@ impl StudioApp {
                     self.commands.push(Command::PickExportPath);
                 }
                 ui.separator();
-                if ui.add_enabled(self.session.is_some(), egui::Button::new("Save session...")).clicked() {
+                if ui
+                    .add_enabled(self.session.is_some(), egui::Button::new("Save session..."))
+                    .clicked()
+                {
                     self.commands.push(Command::PickSaveSession);
                 }
                 if ui.button("Open session...").clicked() {
