@@ -31,9 +31,10 @@ enum Command {
     Inspect(cli::InspectArgs),
     /// Prune and quantize a model, measure it against the original, export and verify it.
     Optimize(cli::optimize::OptimizeArgs),
-    /// Accuracy (labelled data) or fidelity (against --reference) of a model, in tract.
+    /// Accuracy (labelled data) or fidelity (against --reference) of a model, in tract or
+    /// onnxruntime.
     Eval(cli::optimize::EvalArgs),
-    /// Single-sample latency of a model (median and p90), in tract.
+    /// Single-sample latency of a model (median and p90), in tract, onnxruntime or both.
     Bench(cli::optimize::BenchArgs),
     /// Compare two models on the same samples: accuracy, fidelity, size, latency.
     Compare(cli::optimize::CompareArgs),

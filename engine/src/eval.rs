@@ -10,26 +10,27 @@ use serde::Serialize;
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::job::{CancelToken, ProgressSink, report};
-use crate::runtime::TractModel;
+use crate::runtime::Runnable;
 
 /// Samples per parallel work unit: progress and cancellation are checked between units.
 const CHUNK: usize = 16;
 
-/// The first output of `model` for every sample of `data`, in order.
-pub fn run_dataset(
-    model: &TractModel,
+/// The first output of `model` for every sample of `data`, in order. Samples run in parallel
+/// (rayon), each inference on the model's own thread count.
+pub fn run_dataset<M: Runnable + ?Sized>(
+    model: &M,
     data: &Dataset,
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Vec<Vec<f32>>> {
-    let expected: usize = model.input_shape.iter().product();
+    let expected: usize = model.input_shape().iter().product();
     if data.sample_len() != expected {
         return Err(Error::Dataset {
             reason: format!(
                 "samples have shape {:?} ({} values) but the model's input is {:?} ({expected} values)",
                 data.sample_shape,
                 data.sample_len(),
-                model.input_shape
+                model.input_shape()
             ),
             path: data.description.clone().into(),
         });
@@ -153,9 +154,10 @@ pub struct Latency {
 }
 
 /// Times `runs` single-sample inferences of `model` on `sample` after `warmup` untimed runs,
-/// one at a time on the calling thread. Times are in milliseconds.
-pub fn latency(
-    model: &TractModel,
+/// one at a time on the calling thread (each inference on the model's own thread count, which
+/// is reported with the runtime). Times are in milliseconds.
+pub fn latency<M: Runnable + ?Sized>(
+    model: &M,
     sample: &[f32],
     runs: usize,
     warmup: usize,
@@ -180,8 +182,8 @@ pub fn latency(
         min: times_ms[0],
         runs: times_ms.len(),
         warmup_runs: warmup,
-        runtime: "tract",
-        threads: 1,
+        runtime: model.name(),
+        threads: model.threads(),
     })
 }
 

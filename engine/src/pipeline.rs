@@ -18,12 +18,66 @@ use crate::load::{LoadedModel, load_model};
 use crate::plan::{ActivationCalibration, BatchNormRecalibration, Recipe};
 use crate::proto::{Message, ModelProto};
 use crate::quant::quantile;
-use crate::runtime::TractModel;
+use crate::runtime::{Runnable, RunnableModel, RuntimeKind};
 use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
 use crate::write::{write_bytes_atomic, write_model_atomic};
 
-/// The model's input shape with every dimension concrete (batch 1), from the analysis.
+/// Concrete shapes chosen for model inputs: input name → dims, batch included (from the
+/// command line's `--input-shape name=1,3,224,224`, or a form in the studio).
+pub type InputShapes = [(String, Vec<usize>)];
+
+/// Parses `name=1,3,224,224` (dims separated by `,` or `x`; every dim at least 1).
+pub fn parse_input_shape(text: &str) -> Result<(String, Vec<usize>)> {
+    let bad = |reason: String| Error::InvalidArgument {
+        what: "input shape",
+        reason,
+    };
+    let (name, dims) = text.split_once('=').ok_or_else(|| {
+        bad(format!(
+            "`{text}` is not NAME=DIMS (e.g. input=1,3,224,224)"
+        ))
+    })?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(bad(format!("`{text}` has no input name before `=`")));
+    }
+    let dims: Vec<usize> = dims
+        .split([',', 'x'])
+        .map(|d| match d.trim().parse::<usize>() {
+            Ok(v) if v > 0 => Ok(v),
+            _ => Err(bad(format!(
+                "`{text}`: `{}` is not a dimension (a whole number of at least 1)",
+                d.trim()
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    Ok((name.to_owned(), dims))
+}
+
+/// The model's input shape with every dimension concrete (batch 1), from the analysis, else
+/// from `data`. See [`resolve_input_shape`] to give shapes explicitly.
 pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Result<Vec<usize>> {
+    resolve_input_shape(model, data, &[])
+}
+
+/// The concrete shape to run the model's (first) input at:
+/// 1. the shape given for it in `explicit`, when there is one (it must agree with the known
+///    dims of the declared shape);
+/// 2. the declared shape, when every dim is known;
+/// 3. batch 1 followed by the shape of a sample of `data`, filling the symbolic dims (known
+///    dims must agree).
+///
+/// Otherwise an [`Error::InvalidArgument`] naming the input, its declared shape, and how to
+/// give one (`--input-shape NAME=DIMS`).
+pub fn resolve_input_shape(
+    model: &LoadedModel,
+    data: Option<&Dataset>,
+    explicit: &InputShapes,
+) -> Result<Vec<usize>> {
+    let bad = |reason: String| Error::InvalidArgument {
+        what: "input shape",
+        reason,
+    };
     let input = model
         .graph
         .inputs
@@ -32,11 +86,51 @@ pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Resu
             what: "model",
             reason: "it has no input".to_owned(),
         })?;
+    for (name, _) in explicit {
+        if !model.graph.inputs.iter().any(|i| i.name == *name) {
+            let names: Vec<String> = model
+                .graph
+                .inputs
+                .iter()
+                .map(|i| format!("`{}`", i.name))
+                .collect();
+            return Err(bad(format!(
+                "the model has no input `{name}` (its inputs: {})",
+                names.join(", ")
+            )));
+        }
+    }
     let declared = model
         .shapes
         .get(&input.name)
         .and_then(|f| f.shape.clone())
         .or_else(|| input.shape.clone());
+    let shown = crate::graph::format_shape(declared.as_deref());
+    // Where `dims` disagrees with a known declared dim, which one.
+    let clash = |dims: &[usize]| -> Option<String> {
+        let declared = declared.as_ref()?;
+        if declared.len() != dims.len() {
+            return Some(format!("rank {} instead of {}", dims.len(), declared.len()));
+        }
+        declared
+            .iter()
+            .zip(dims)
+            .enumerate()
+            .find_map(|(i, (d, &v))| {
+                d.known()
+                    .filter(|&k| k != v as i64)
+                    .map(|k| format!("dim {i} is {v} but the model fixes it to {k}"))
+            })
+    };
+    if let Some((_, dims)) = explicit.iter().find(|(n, _)| *n == input.name) {
+        if let Some(problem) = clash(dims) {
+            return Err(bad(format!(
+                "input `{}` is declared {shown}; the shape given, {dims:?}, does not fit it: {problem}",
+                input.name
+            )));
+        }
+        return Ok(dims.clone());
+    }
     if let Some(dims) = &declared {
         let known: Option<Vec<usize>> = dims
             .iter()
@@ -49,21 +143,44 @@ pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Resu
     if let Some(data) = data {
         let mut shape = vec![1];
         shape.extend(&data.sample_shape);
+        // A model input without a batch dim takes a sample as it is.
+        if declared
+            .as_ref()
+            .is_some_and(|d| d.len() == data.sample_shape.len())
+        {
+            shape.remove(0);
+        }
+        if let Some(problem) = clash(&shape) {
+            return Err(bad(format!(
+                "input `{}` is declared {shown} but the data's samples are {:?} ({problem}); give its shape with --input-shape {}=DIMS",
+                input.name, data.sample_shape, input.name
+            )));
+        }
         return Ok(shape);
     }
-    Err(Error::InvalidArgument {
-        what: "input shape",
-        reason: format!(
-            "input `{}` has shape {} with unknown dimensions; give data of a fixed shape",
-            input.name,
-            crate::graph::format_shape(declared.as_deref())
-        ),
-    })
+    let example: Vec<String> = declared
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.known().map_or("N".to_owned(), |v| v.to_string()))
+        .collect();
+    Err(bad(format!(
+        "input `{}` has shape {shown} with unknown dimensions; give data of a fixed shape or a concrete shape (--input-shape {}={})",
+        input.name,
+        input.name,
+        if example.is_empty() {
+            "1,3,224,224".to_owned()
+        } else {
+            example.join(",")
+        }
+    )))
 }
 
-/// Runs `proto` on every sample of `data` with the extra outputs `tensors` and hands each
-/// sample's extra outputs to `observe` (tensor index, values).
-fn observe_tensors(
+/// Runs `proto` in `runtime` on every sample of `data` with the extra outputs `tensors` and
+/// hands each sample's extra outputs to `observe` (tensor index, values).
+#[allow(clippy::too_many_arguments)]
+pub fn observe_tensors(
+    runtime: RuntimeKind,
     proto: &ModelProto,
     input_shape: &[usize],
     tensors: &[String],
@@ -73,7 +190,7 @@ fn observe_tensors(
     cancel: &CancelToken,
     mut observe: impl FnMut(usize, &[f32]),
 ) -> Result<()> {
-    let runnable = TractModel::build(proto, None, input_shape, tensors)?;
+    let runnable = RunnableModel::build(runtime, proto, None, input_shape, tensors)?;
     for i in 0..data.len() {
         cancel.check()?;
         report(progress, stage, i as u64, data.len() as u64);
@@ -85,8 +202,10 @@ fn observe_tensors(
     Ok(())
 }
 
-/// Per-tensor activation ranges of `proto` on `data`.
+/// Per-tensor activation ranges of `proto` on `data`, observed in `runtime`.
+#[allow(clippy::too_many_arguments)]
 pub fn calibrate(
+    runtime: RuntimeKind,
     proto: &ModelProto,
     input_shape: &[usize],
     tensors: &[String],
@@ -104,6 +223,7 @@ pub fn calibrate(
     const KEEP_PER_SAMPLE: usize = 4096;
     let percentile = matches!(calibration, ActivationCalibration::Percentile { .. });
     observe_tensors(
+        runtime,
         proto,
         input_shape,
         &unique,
@@ -140,8 +260,30 @@ pub fn calibrate(
 
 /// Per-channel mean and variance of every main-graph BatchNormalization input, re-estimated
 /// on `data` one layer at a time in graph order: each layer is measured with the layers
-/// before it already re-estimated, as a training-mode forward pass would see them.
+/// before it already re-estimated, as a training-mode forward pass would see them. The
+/// activations are observed in tract; see [`batchnorm_statistics_in`].
 pub fn batchnorm_statistics(
+    model: &LoadedModel,
+    build: impl Fn(&BatchNormStats) -> Result<ModelProto>,
+    input_shape: &[usize],
+    data: &Dataset,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<BatchNormStats> {
+    batchnorm_statistics_in(
+        RuntimeKind::Tract,
+        model,
+        build,
+        input_shape,
+        data,
+        progress,
+        cancel,
+    )
+}
+
+/// [`batchnorm_statistics`] with the activations observed in `runtime`.
+pub fn batchnorm_statistics_in(
+    runtime: RuntimeKind,
     model: &LoadedModel,
     build: impl Fn(&BatchNormStats) -> Result<ModelProto>,
     input_shape: &[usize],
@@ -168,6 +310,7 @@ pub fn batchnorm_statistics(
             0u64,
         );
         observe_tensors(
+            runtime,
             &proto,
             input_shape,
             std::slice::from_ref(&x),
@@ -218,6 +361,7 @@ pub struct Measured {
 #[derive(Clone, Debug, Serialize)]
 pub struct Verification {
     pub passed: bool,
+    /// The runtime the written file was reloaded and run in.
     pub runtime: &'static str,
     pub samples: usize,
     /// Largest difference between the reloaded file's outputs and the preview's.
@@ -233,6 +377,10 @@ pub struct OptimizeReport {
     pub output: String,
     pub format: ExportFormat,
     pub data: String,
+    /// The runtime of the preview, the latencies and the verification.
+    pub runtime: RuntimeKind,
+    /// The input shape the models were run at (batch included).
+    pub input_shape: Vec<usize>,
     pub original: Measured,
     pub compressed: Measured,
     /// The compressed model's outputs against the original's on the same samples.
@@ -260,6 +408,10 @@ pub struct OptimizeOptions<'a> {
     /// Calibration data for QDQ activations.
     pub calibration: Option<&'a Dataset>,
     pub latency_runs: usize,
+    /// The runtime of the preview (accuracy, fidelity, calibration), latency and verification.
+    pub runtime: RuntimeKind,
+    /// Concrete shapes for inputs with symbolic dims (default: from the data, batch 1).
+    pub input_shapes: &'a InputShapes,
 }
 
 /// The compression as previewed: built model plus its outputs on the evaluation samples.
@@ -333,7 +485,8 @@ pub fn preview(
     cancel: &CancelToken,
 ) -> Result<Preview> {
     let compression = compressor.apply(options.recipe, cancel)?;
-    let input_shape = concrete_input_shape(model, Some(options.data))?;
+    let input_shape = resolve_input_shape(model, Some(options.data), options.input_shapes)?;
+    let runtime = options.runtime;
     let calibration_data = options.calibration.unwrap_or(options.data);
     let changed = |pruned_only: bool| {
         compression.layers.iter().any(|l| {
@@ -365,7 +518,8 @@ pub fn preview(
             )
             .map(|b| b.proto)
         };
-        Some(batchnorm_statistics(
+        Some(batchnorm_statistics_in(
+            runtime,
             model,
             build,
             &input_shape,
@@ -392,6 +546,7 @@ pub fn preview(
             batchnorm.as_ref(),
         )?;
         Some(calibrate(
+            runtime,
             &float.proto,
             &input_shape,
             &tensors,
@@ -412,13 +567,14 @@ pub fn preview(
         batchnorm.as_ref(),
     )?;
     let dir = original.path.parent().map(Path::to_path_buf);
-    let original = TractModel::build(
+    let original = RunnableModel::build(
+        runtime,
         &original.self_contained_proto()?,
         dir.as_deref(),
         &input_shape,
         &[],
     )?;
-    let compressed = TractModel::build(&built.proto, None, &input_shape, &[])?;
+    let compressed = RunnableModel::build(runtime, &built.proto, None, &input_shape, &[])?;
     let original_outputs = run_dataset(&original, options.data, progress, cancel)?;
     let outputs = run_dataset(&compressed, options.data, progress, cancel)?;
     Ok(Preview {
@@ -431,8 +587,28 @@ pub fn preview(
 }
 
 /// Reloads `path` from disk and checks its outputs on the first samples of `data` against
-/// `expected` (the preview's).
+/// `expected` (the preview's), in tract.
 pub fn verify_written(
+    path: &Path,
+    data: &Dataset,
+    expected: &[Vec<f32>],
+    input_shape: &[usize],
+    cancel: &CancelToken,
+) -> Verification {
+    verify_written_in(
+        RuntimeKind::Tract,
+        path,
+        data,
+        expected,
+        input_shape,
+        cancel,
+    )
+}
+
+/// [`verify_written`] in `runtime` (the preview's runtime: outputs are compared with
+/// outputs of the same runtime).
+pub fn verify_written_in(
+    runtime: RuntimeKind,
     path: &Path,
     data: &Dataset,
     expected: &[Vec<f32>],
@@ -443,7 +619,7 @@ pub fn verify_written(
     const TOLERANCE: f64 = 1e-5;
     let fail = |message: String| Verification {
         passed: false,
-        runtime: "tract",
+        runtime: runtime.name(),
         samples: 0,
         max_abs_diff: f64::NAN,
         tolerance: TOLERANCE,
@@ -453,32 +629,33 @@ pub fn verify_written(
         Ok(m) => m,
         Err(e) => return fail(format!("the written file does not load: {e}")),
     };
-    let runnable = match TractModel::build(&reloaded.proto, path.parent(), input_shape, &[]) {
-        Ok(r) => r,
-        Err(e) => return fail(format!("the written file does not run: {e}")),
-    };
+    let runnable =
+        match RunnableModel::build(runtime, &reloaded.proto, path.parent(), input_shape, &[]) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("the written file does not run: {e}")),
+        };
     let n = SAMPLES.min(data.len()).min(expected.len());
     let mut max_abs = 0f64;
-    for i in 0..n {
+    for (i, want) in expected.iter().enumerate().take(n) {
         let got = match runnable.run(data.sample(i)) {
             Ok(mut o) => o.swap_remove(0),
             Err(e) => return fail(format!("the written file fails on sample {i}: {e}")),
         };
-        if got.len() != expected[i].len() {
+        if got.len() != want.len() {
             return fail(format!(
                 "sample {i}: {} outputs instead of {}",
                 got.len(),
-                expected[i].len()
+                want.len()
             ));
         }
-        for (a, b) in got.iter().zip(&expected[i]) {
+        for (a, b) in got.iter().zip(want) {
             max_abs = max_abs.max((f64::from(*a) - f64::from(*b)).abs());
         }
     }
     let passed = max_abs <= TOLERANCE;
     Verification {
         passed,
-        runtime: "tract",
+        runtime: runtime.name(),
         samples: n,
         max_abs_diff: max_abs,
         tolerance: TOLERANCE,
@@ -515,7 +692,7 @@ pub fn optimize(
         Some(pass) => (&pass.model, &pass.recipe),
         None => (model, options.recipe),
     };
-    let input_shape = concrete_input_shape(model, Some(options.data))?;
+    let input_shape = resolve_input_shape(model, Some(options.data), options.input_shapes)?;
     let calibration_data = options.calibration.unwrap_or(options.data);
     let folded = crate::staged::fold_stage(
         working,
@@ -551,7 +728,8 @@ pub fn optimize(
         |proto: &ModelProto, outputs: &[Vec<f32>], dir: Option<&Path>| -> Result<Measured> {
             let size_bytes = Message::compute_size(proto);
             let latency_ms = if options.latency_runs > 0 && !options.data.is_empty() {
-                let runnable = TractModel::build(proto, dir, &preview.input_shape, &[])?;
+                let runnable =
+                    RunnableModel::build(options.runtime, proto, dir, &preview.input_shape, &[])?;
                 Some(latency(
                     &runnable,
                     options.data.sample(0),
@@ -583,7 +761,8 @@ pub fn optimize(
     let written_size = std::fs::metadata(output)
         .map(|m| m.len())
         .unwrap_or(compressed.size_bytes);
-    let verification = verify_written(
+    let verification = verify_written_in(
+        options.runtime,
         output,
         options.data,
         &preview.outputs,
@@ -632,6 +811,8 @@ pub fn optimize(
         output: output.display().to_string(),
         format: options.format,
         data: options.data.description.clone(),
+        runtime: options.runtime,
+        input_shape: preview.input_shape.clone(),
         fidelity: fidelity(&preview.original_outputs, &preview.outputs),
         original,
         compressed: Measured {

@@ -8,6 +8,7 @@ use edgefit_engine::dataset::{Dataset, load_dataset};
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{OptimizeOptions, optimize, sidecar_paths, verify_written};
 use edgefit_engine::plan::{Clipping, LayerOverride, Precision, PruneMethod, Recipe};
+use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, Error, LoadedModel, NoProgress, analyse, load_model,
 };
@@ -185,6 +186,8 @@ fn run_optimize(
         data: &data,
         calibration: calibration.as_ref(),
         latency_runs: 3,
+        runtime: RuntimeKind::Tract,
+        input_shapes: &[],
     };
     let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new()).unwrap();
     let (recipe_path, json, md) = sidecar_paths(&out);
@@ -297,6 +300,8 @@ fn cancelled_optimize_writes_nothing() {
         data: &data,
         calibration: None,
         latency_runs: 0,
+        runtime: RuntimeKind::Tract,
+        input_shapes: &[],
     };
     let e = optimize(&model, &options, &out, &NoProgress, &cancel).unwrap_err();
     assert!(matches!(e, Error::Cancelled));
@@ -320,6 +325,8 @@ fn the_opened_model_is_never_overwritten() {
         data: &data,
         calibration: None,
         latency_runs: 0,
+        runtime: RuntimeKind::Tract,
+        input_shapes: &[],
     };
     let e = optimize(&model, &options, &path, &NoProgress, &CancelToken::new()).unwrap_err();
     assert!(matches!(e, Error::WouldOverwriteSource { .. }), "{e}");

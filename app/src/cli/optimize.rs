@@ -6,9 +6,11 @@ use anyhow::{Context, Result, bail};
 use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
 use edgefit_engine::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
 use edgefit_engine::export::ExportFormat;
-use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, concrete_input_shape, optimize};
+use edgefit_engine::pipeline::{
+    OptimizeOptions, OptimizeReport, optimize, parse_input_shape, resolve_input_shape,
+};
 use edgefit_engine::plan::{BatchNormRecalibration, Clipping, Precision, PruneMethod, Recipe};
-use edgefit_engine::runtime::TractModel;
+use edgefit_engine::runtime::{BuildOptions, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
 
@@ -28,12 +30,61 @@ pub struct DataArgs {
     pub samples: Option<usize>,
 }
 
+/// Which runtime runs the models, and at what input shape.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Concrete shape for a model input with symbolic dims, batch included:
+    /// NAME=1,3,224,224 (repeatable). Default: batch 1 and the data's sample shape.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shape: Vec<String>,
+    /// The ONNX Runtime shared library to load for `--runtime onnxruntime` (a file, or a folder
+    /// holding libonnxruntime.so*). Default: $EDGEFIT_ONNXRUNTIME_LIB, $ORT_DYLIB_PATH, a
+    /// pip-installed onnxruntime wheel, system library folders.
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    /// The `--input-shape` values, parsed.
+    pub fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+        for text in &self.input_shape {
+            let (name, dims) = parse_input_shape(text)?;
+            if shapes.iter().any(|(n, _)| *n == name) {
+                bail!("--input-shape gives input `{name}` twice");
+            }
+            shapes.push((name, dims));
+        }
+        Ok(shapes)
+    }
+
+    /// Loads onnxruntime when `runtimes` need it (from --onnxruntime-lib when given), so a
+    /// missing library is reported before any work.
+    pub fn prepare(&self, runtimes: &[RuntimeKind]) -> Result<()> {
+        if runtimes.contains(&RuntimeKind::OnnxRuntime) {
+            edgefit_engine::runtime::onnxruntime::load(self.onnxruntime_lib.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--runtime` (`tract` or `onnxruntime`).
+fn runtime_of(name: &str) -> Result<RuntimeKind> {
+    RuntimeKind::parse(name)
+        .with_context(|| format!("--runtime takes tract or onnxruntime, not `{name}`"))
+}
+
 /// Number of generated inputs when no data is given.
 const GENERATED_SAMPLES: usize = 64;
 
 impl DataArgs {
-    /// Loads the data for `model` (and its calibration split, when the source has one).
-    pub fn load(&self, model: &LoadedModel) -> Result<(Dataset, Option<Dataset>)> {
+    /// Loads the data for `model` (and its calibration split, when the source has one);
+    /// generated inputs take their shape from `shapes` when the model's is symbolic.
+    pub fn load(
+        &self,
+        model: &LoadedModel,
+        shapes: &[(String, Vec<usize>)],
+    ) -> Result<(Dataset, Option<Dataset>)> {
         let beside = model
             .path
             .parent()
@@ -55,8 +106,13 @@ impl DataArgs {
                 (data, calibration)
             }
             None => {
-                let shape = concrete_input_shape(model, None)?;
-                (generated_inputs(&shape[1..], GENERATED_SAMPLES, 0), None)
+                let shape = resolve_input_shape(model, None, shapes)?;
+                // One sample is the input without its batch dim (of 1).
+                let sample = match shape.split_first() {
+                    Some((1, rest)) if !rest.is_empty() => rest,
+                    _ => &shape[..],
+                };
+                (generated_inputs(sample, GENERATED_SAMPLES, 0), None)
             }
         };
         if let Some(n) = self.samples {
@@ -107,6 +163,12 @@ pub struct OptimizeArgs {
     /// Latency runs per model (0 skips latency).
     #[arg(long, default_value_t = 50)]
     pub runs: usize,
+    /// Runtime of the preview (accuracy, fidelity, calibration), latency and verification of
+    /// the written file.
+    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
+    pub runtime: String,
+    #[command(flatten)]
+    pub runtime_args: RuntimeArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -182,16 +244,21 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
 pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     let format = ExportFormat::parse(&args.format).context("unknown format")?;
     let recipe = recipe_from(args, format)?;
+    let runtime = runtime_of(&args.runtime)?;
+    let shapes = args.runtime_args.shapes()?;
+    args.runtime_args.prepare(&[runtime])?;
     let bar = progress_bar();
     let cancel = CancelToken::new();
     let model = load_model(&args.model, &sink(&bar), &cancel)?;
-    let (data, calibration) = args.data.load(&model)?;
+    let (data, calibration) = args.data.load(&model, &shapes)?;
     let options = OptimizeOptions {
         recipe: &recipe,
         format,
         data: &data,
         calibration: calibration.as_ref(),
         latency_runs: args.runs,
+        runtime,
+        input_shapes: &shapes,
     };
     let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel)?;
     bar.finish_and_clear();
@@ -215,6 +282,10 @@ fn print_optimize(r: &OptimizeReport) {
     };
     println!("wrote {} ({})", r.output, r.format.name());
     println!("data: {}", r.data);
+    println!(
+        "runtime: {} (input {:?}; preview, latency and verification)",
+        r.runtime, r.input_shape
+    );
     println!(
         "{:<12} {:>9} {:>12} {:>14}",
         "", "top-1", "size", "latency (p50)"
@@ -281,6 +352,15 @@ pub struct EvalArgs {
     /// Latency runs (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
+    /// Runtime to evaluate in.
+    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
+    pub runtime: String,
+    /// Threads per inference for the latency measurement (onnxruntime's intra-op threads;
+    /// tract runs on one). Accuracy runs samples in parallel, one thread each.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    #[command(flatten)]
+    pub runtime_args: RuntimeArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -291,6 +371,8 @@ pub struct EvalArgs {
 pub struct EvalOutput {
     pub model: String,
     pub runtime: &'static str,
+    /// The input shape the model ran at (batch included).
+    pub input_shape: Vec<usize>,
     pub data: String,
     pub samples: usize,
     pub accuracy: Option<Accuracy>,
@@ -299,16 +381,45 @@ pub struct EvalOutput {
     pub size_bytes: u64,
 }
 
+/// How to run models for `eval`, `bench` and `compare`.
+struct RunSettings {
+    runtime: RuntimeKind,
+    shapes: Vec<(String, Vec<usize>)>,
+    /// Threads per inference for latency.
+    threads: usize,
+}
+
+fn build(
+    model: &LoadedModel,
+    runtime: RuntimeKind,
+    shape: &[usize],
+    threads: usize,
+) -> Result<RunnableModel> {
+    // onnxruntime reads the model from memory: external data goes inline.
+    let proto = match runtime {
+        RuntimeKind::OnnxRuntime if model.has_external_data() => model.self_contained_proto()?,
+        _ => model.proto.clone(),
+    };
+    Ok(RunnableModel::build_with(
+        runtime,
+        &proto,
+        model.path.parent(),
+        shape,
+        &[],
+        BuildOptions { threads },
+    )?)
+}
+
 fn outputs_of(
     model: &LoadedModel,
     data: &Dataset,
     shape: &[usize],
+    runtime: RuntimeKind,
     bar: &indicatif::ProgressBar,
     cancel: &CancelToken,
-) -> Result<(TractModel, Vec<Vec<f32>>)> {
-    let runnable = TractModel::build(&model.proto, model.path.parent(), shape, &[])?;
-    let outputs = run_dataset(&runnable, data, &sink(bar), cancel)?;
-    Ok((runnable, outputs))
+) -> Result<Vec<Vec<f32>>> {
+    let runnable = build(model, runtime, shape, 1)?;
+    Ok(run_dataset(&runnable, data, &sink(bar), cancel)?)
 }
 
 fn evaluate(
@@ -316,22 +427,25 @@ fn evaluate(
     data_args: &DataArgs,
     reference: Option<&Path>,
     runs: usize,
+    settings: &RunSettings,
 ) -> Result<EvalOutput> {
     let bar = progress_bar();
     let cancel = CancelToken::new();
     let model = load_model(path, &sink(&bar), &cancel)?;
-    let (data, _) = data_args.load(&model)?;
-    let shape = concrete_input_shape(&model, Some(&data))?;
-    let (runnable, outputs) = outputs_of(&model, &data, &shape, &bar, &cancel)?;
+    let (data, _) = data_args.load(&model, &settings.shapes)?;
+    let shape = resolve_input_shape(&model, Some(&data), &settings.shapes)?;
+    let runtime = settings.runtime;
+    let outputs = outputs_of(&model, &data, &shape, runtime, &bar, &cancel)?;
     let fidelity = match reference {
         Some(r) => {
             let reference = load_model(r, &sink(&bar), &cancel)?;
-            let (_, expected) = outputs_of(&reference, &data, &shape, &bar, &cancel)?;
+            let expected = outputs_of(&reference, &data, &shape, runtime, &bar, &cancel)?;
             Some(fidelity(&expected, &outputs))
         }
         None => None,
     };
     let latency_ms = if runs > 0 && !data.is_empty() {
+        let runnable = build(&model, runtime, &shape, settings.threads)?;
         Some(latency(
             &runnable,
             data.sample(0),
@@ -345,7 +459,8 @@ fn evaluate(
     bar.finish_and_clear();
     Ok(EvalOutput {
         model: model.path.display().to_string(),
-        runtime: "tract",
+        runtime: runtime.name(),
+        input_shape: shape,
         data: data.description.clone(),
         samples: data.len(),
         accuracy: data.labels.as_deref().map(|l| accuracy(&outputs, l)),
@@ -355,13 +470,27 @@ fn evaluate(
     })
 }
 
+fn latency_line(l: &Latency) -> String {
+    format!(
+        "latency ({}, {} thread{}): median {:.3} ms, p90 {:.3} ms over {} runs",
+        l.runtime,
+        l.threads,
+        if l.threads == 1 { "" } else { "s" },
+        l.median,
+        l.p90,
+        l.runs
+    )
+}
+
 fn print_eval(e: &EvalOutput) {
     println!(
-        "{} ({}, {} samples of {})",
+        "{} ({}, {} samples of {}; {}, input {:?})",
         e.model,
         bytes(e.size_bytes),
         e.samples,
-        e.data
+        e.data,
+        e.runtime,
+        e.input_shape
     );
     if let Some(a) = e.accuracy {
         println!(
@@ -379,19 +508,23 @@ fn print_eval(e: &EvalOutput) {
         );
     }
     if let Some(l) = &e.latency_ms {
-        println!(
-            "latency ({}, {} thread): median {:.3} ms, p90 {:.3} ms over {} runs",
-            l.runtime, l.threads, l.median, l.p90, l.runs
-        );
+        println!("{}", latency_line(l));
     }
 }
 
 pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
+    let settings = RunSettings {
+        runtime: runtime_of(&args.runtime)?,
+        shapes: args.runtime_args.shapes()?,
+        threads: usize::from(args.threads),
+    };
+    args.runtime_args.prepare(&[settings.runtime])?;
     let out = evaluate(
         &args.model,
         &args.data,
         args.reference.as_deref(),
         args.runs,
+        &settings,
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -409,25 +542,101 @@ pub struct BenchArgs {
     /// Timed runs.
     #[arg(long, default_value_t = 100)]
     pub runs: usize,
+    /// Runtime to time in; `both` times tract and onnxruntime in one run and prints the ratio.
+    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
+    pub runtime: String,
+    /// Threads per inference (onnxruntime's intra-op threads; tract runs on one).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
+    #[command(flatten)]
+    pub runtime_args: RuntimeArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    let data = DataArgs {
+    let runtimes: Vec<RuntimeKind> = if args.runtime == "both" {
+        RuntimeKind::ALL.to_vec()
+    } else {
+        vec![runtime_of(&args.runtime)?]
+    };
+    let shapes = args.runtime_args.shapes()?;
+    args.runtime_args.prepare(&runtimes)?;
+    let threads = usize::from(args.threads);
+    let cancel = CancelToken::new();
+    let model = load_model(&args.model, &edgefit_engine::NoProgress, &cancel)?;
+    let one = DataArgs {
         data: None,
         samples: Some(1),
     };
-    let out = evaluate(&args.model, &data, None, args.runs.max(1))?;
+    let (data, _) = one.load(&model, &shapes)?;
+    if data.is_empty() {
+        bail!("no sample to time the model on");
+    }
+    let shape = resolve_input_shape(&model, Some(&data), &shapes)?;
+    let runs = args.runs.max(1);
+    let mut results: Vec<Latency> = Vec::new();
+    for &runtime in &runtimes {
+        let runnable = build(&model, runtime, &shape, threads)?;
+        results.push(latency(
+            &runnable,
+            data.sample(0),
+            runs,
+            runs.div_ceil(5),
+            &cancel,
+        )?);
+        drop(runnable);
+    }
+    let ratio = match results.as_slice() {
+        [tract, ort] if ort.median > 0.0 => Some(tract.median / ort.median),
+        _ => None,
+    };
+    let model_name = model.path.display().to_string();
+    let library = edgefit_engine::runtime::onnxruntime::loaded_library();
     if args.json {
-        let json = serde_json::json!({ "model": out.model, "latency_ms": out.latency_ms, "size_bytes": out.size_bytes });
+        let json = if runtimes.len() == 1 {
+            serde_json::json!({
+                "model": model_name,
+                "input_shape": shape,
+                "latency_ms": results.first(),
+                "size_bytes": model.file_size_bytes,
+                "onnxruntime_library": library,
+            })
+        } else {
+            serde_json::json!({
+                "model": model_name,
+                "input_shape": shape,
+                "latency_ms": results,
+                "tract_over_onnxruntime": ratio,
+                "size_bytes": model.file_size_bytes,
+                "onnxruntime_library": library,
+            })
+        };
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print_eval(&EvalOutput {
-            accuracy: None,
-            ..out
-        });
+        println!(
+            "{model_name} ({}, input {shape:?})",
+            bytes(model.file_size_bytes)
+        );
+        for l in &results {
+            println!("{}", latency_line(l));
+        }
+        if let Some(library) = library {
+            println!("onnxruntime library: {}", library.display());
+        }
+        if let (Some(ratio), [tract, ort]) = (ratio, results.as_slice()) {
+            println!(
+                "tract / onnxruntime: {ratio:.2}× (median {:.3} ms / {:.3} ms){}",
+                tract.median,
+                ort.median,
+                if ratio >= 1.0 {
+                    format!("; onnxruntime is {ratio:.2}× faster")
+                } else {
+                    format!("; tract is {:.2}× faster", 1.0 / ratio)
+                }
+            );
+        }
     }
     Ok(())
 }
@@ -444,14 +653,33 @@ pub struct CompareArgs {
     /// Latency runs per model (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
+    /// Runtime both models run in.
+    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
+    pub runtime: String,
+    #[command(flatten)]
+    pub runtime_args: RuntimeArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
-    let a = evaluate(&args.a, &args.data, None, args.runs)?;
-    let b = evaluate(&args.b, &args.data, Some(&args.a), args.runs)?;
+    let settings = RunSettings {
+        runtime: runtime_of(&args.runtime)?,
+        shapes: args.runtime_args.shapes()?,
+        threads: 1,
+    };
+    args.runtime_args.prepare(&[settings.runtime])?;
+    // Both models on the same samples: by default the data beside A, for B too.
+    let data = DataArgs {
+        data: args.data.data.clone().or_else(|| {
+            let dir = args.a.parent()?;
+            dir.join("dataset.json").is_file().then(|| dir.to_path_buf())
+        }),
+        samples: args.data.samples,
+    };
+    let a = evaluate(&args.a, &data, None, args.runs, &settings)?;
+    let b = evaluate(&args.b, &data, Some(&args.a), args.runs, &settings)?;
     if args.json {
         let json = serde_json::json!({ "a": a, "b": b, "fidelity": b.fidelity });
         println!("{}", serde_json::to_string_pretty(&json)?);

@@ -119,6 +119,8 @@ impl Job {
                 data: &open.data,
                 calibration: open.calibration.as_deref(),
                 latency_runs: 30,
+                runtime: edgefit_engine::runtime::RuntimeKind::Tract,
+                input_shapes: &[],
             };
             let report =
                 optimize(&open.loaded, &options, &out, sink, cancel).map_err(|e| e.to_string())?;

@@ -1,0 +1,379 @@
+//! Running models: one interface over two runtimes.
+//!
+//! - **tract** ([`TractModel`]): built in, the default, needs nothing installed.
+//! - **onnxruntime** ([`OrtModel`]): ONNX Runtime loaded at run time from an installed shared
+//!   library through the `ort` crate (nothing is linked or downloaded at build time); see
+//!   [`onnxruntime::load`] for where the library is looked for.
+//!
+//! Both build a model from an ONNX protobuf (the exact bytes an export writes), fixed to one
+//! concrete input shape, and run it sample by sample. [`RunnableModel`] picks one at run time;
+//! evaluation, latency, calibration and export verification take a [`RuntimeKind`].
+
+pub mod onnxruntime;
+pub mod tract;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::graph::{Dim, GraphView};
+use crate::proto::{ModelProto, tensor_shape_proto, type_proto};
+
+pub use self::onnxruntime::OrtModel;
+pub use self::tract::TractModel;
+
+/// Which runtime runs a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// tract, built in (the default).
+    #[default]
+    Tract,
+    /// ONNX Runtime, loaded from an installed shared library.
+    #[serde(rename = "onnxruntime")]
+    OnnxRuntime,
+}
+
+impl RuntimeKind {
+    /// Both runtimes, tract first.
+    pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Tract, RuntimeKind::OnnxRuntime];
+
+    /// `tract` or `onnxruntime`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Tract => "tract",
+            RuntimeKind::OnnxRuntime => "onnxruntime",
+        }
+    }
+
+    /// Parses `tract` or `onnxruntime` (also `ort`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "tract" => Some(RuntimeKind::Tract),
+            "onnxruntime" | "ort" | "onnx-runtime" => Some(RuntimeKind::OnnxRuntime),
+            _ => None,
+        }
+    }
+
+    /// Whether this runtime can be used in this process now (onnxruntime: its library is
+    /// found and loads; see [`onnxruntime::load`]).
+    pub fn available(self) -> Result<()> {
+        match self {
+            RuntimeKind::Tract => Ok(()),
+            RuntimeKind::OnnxRuntime => onnxruntime::load(None).map(|_| ()),
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Anything that runs one sample at a time: [`TractModel`], [`OrtModel`], [`RunnableModel`].
+pub trait Runnable: Sync {
+    /// Runs one sample (its values in C order, [`input_shape`](Self::input_shape) elements)
+    /// and returns every selected output flattened (the model's first output, then any extra
+    /// tensors asked for at build time).
+    fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>>;
+    /// Shape of the input tensor, batch included.
+    fn input_shape(&self) -> &[usize];
+    /// Which runtime runs it.
+    fn runtime(&self) -> RuntimeKind;
+    /// Threads one inference uses.
+    fn threads(&self) -> usize;
+    /// The runtime's name (`tract`, `onnxruntime`).
+    fn name(&self) -> &'static str {
+        self.runtime().name()
+    }
+}
+
+/// Options of [`RunnableModel::build_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildOptions {
+    /// Threads for one inference (onnxruntime's intra-op thread count; tract always uses 1).
+    pub threads: usize,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self { threads: 1 }
+    }
+}
+
+/// A model ready to run in the runtime chosen at run time.
+pub enum RunnableModel {
+    Tract(TractModel),
+    OnnxRuntime(OrtModel),
+}
+
+impl RunnableModel {
+    /// Builds `model` in `runtime` for one f32 input of `input_shape`, with the model's first
+    /// output plus the intermediate tensors named in `extra_outputs` (for calibration), one
+    /// thread per inference. `model_dir` is where external data is read from.
+    pub fn build(
+        runtime: RuntimeKind,
+        model: &ModelProto,
+        model_dir: Option<&Path>,
+        input_shape: &[usize],
+        extra_outputs: &[String],
+    ) -> Result<Self> {
+        Self::build_with(
+            runtime,
+            model,
+            model_dir,
+            input_shape,
+            extra_outputs,
+            BuildOptions::default(),
+        )
+    }
+
+    /// [`build`](Self::build) with explicit options (thread count).
+    pub fn build_with(
+        runtime: RuntimeKind,
+        model: &ModelProto,
+        model_dir: Option<&Path>,
+        input_shape: &[usize],
+        extra_outputs: &[String],
+        options: BuildOptions,
+    ) -> Result<Self> {
+        Ok(match runtime {
+            RuntimeKind::Tract => RunnableModel::Tract(TractModel::build(
+                model,
+                model_dir,
+                input_shape,
+                extra_outputs,
+            )?),
+            RuntimeKind::OnnxRuntime => RunnableModel::OnnxRuntime(OrtModel::build(
+                model,
+                model_dir,
+                input_shape,
+                extra_outputs,
+                options.threads,
+            )?),
+        })
+    }
+
+    /// Names of the outputs, in order: the model's first output, then the extra tensors.
+    pub fn output_names(&self) -> &[String] {
+        match self {
+            RunnableModel::Tract(m) => &m.output_names,
+            RunnableModel::OnnxRuntime(m) => &m.output_names,
+        }
+    }
+}
+
+impl Runnable for RunnableModel {
+    fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            RunnableModel::Tract(m) => m.run(sample),
+            RunnableModel::OnnxRuntime(m) => m.run(sample),
+        }
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        match self {
+            RunnableModel::Tract(m) => &m.input_shape,
+            RunnableModel::OnnxRuntime(m) => &m.input_shape,
+        }
+    }
+
+    fn runtime(&self) -> RuntimeKind {
+        match self {
+            RunnableModel::Tract(_) => RuntimeKind::Tract,
+            RunnableModel::OnnxRuntime(_) => RuntimeKind::OnnxRuntime,
+        }
+    }
+
+    fn threads(&self) -> usize {
+        match self {
+            RunnableModel::Tract(_) => 1,
+            RunnableModel::OnnxRuntime(m) => m.threads,
+        }
+    }
+}
+
+impl Runnable for TractModel {
+    fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+        TractModel::run(self, sample)
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    fn runtime(&self) -> RuntimeKind {
+        RuntimeKind::Tract
+    }
+
+    fn threads(&self) -> usize {
+        1
+    }
+}
+
+impl Runnable for OrtModel {
+    fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+        OrtModel::run(self, sample)
+    }
+
+    fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    fn runtime(&self) -> RuntimeKind {
+        RuntimeKind::OnnxRuntime
+    }
+
+    fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// The main graph's inputs that are not initializers, by name, in order.
+pub(crate) fn graph_inputs(model: &ModelProto) -> Vec<String> {
+    GraphView::new(model)
+        .inputs
+        .into_iter()
+        .map(|v| v.name)
+        .collect()
+}
+
+/// Whether the declared shape of the main graph's first input (in `view`) is exactly `shape`.
+pub(crate) fn declares_shape(view: &GraphView, shape: &[usize]) -> bool {
+    let Some(input) = view.inputs.first() else {
+        return false;
+    };
+    input.shape.as_ref().is_some_and(|dims| {
+        dims.len() == shape.len()
+            && dims
+                .iter()
+                .zip(shape)
+                .all(|(d, &s)| matches!(d, Dim::Known(v) if *v == s as i64))
+    })
+}
+
+/// A copy of `model` fixed to `shape` for its first input: the input's dims are made concrete,
+/// every symbol they named is replaced by its value wherever it appears (graph outputs and
+/// subgraphs), and the main graph's `value_info` is dropped (the stored facts of intermediate
+/// values were computed for symbolic inputs and can clash with concrete ones; runtimes infer
+/// them again). Nothing else changes.
+pub(crate) fn with_concrete_input(model: &ModelProto, shape: &[usize]) -> ModelProto {
+    use std::collections::HashMap;
+    let mut model = model.clone();
+    let inputs = graph_inputs(&model);
+    let Some(graph) = model.graph.as_mut() else {
+        return model;
+    };
+    let mut symbols: HashMap<String, i64> = HashMap::new();
+    if let Some(first) = inputs.first()
+        && let Some(input) = graph.input.iter_mut().find(|i| i.name() == first.as_str())
+        && let Some(type_proto::Value::TensorType(t)) =
+            input.type_.as_mut().and_then(|t| t.value.as_mut())
+    {
+        let dims = &mut t.shape.mut_or_insert_default().dim;
+        for (i, d) in dims.iter().enumerate() {
+            if let (Some(tensor_shape_proto::dimension::Value::DimParam(p)), Some(&v)) =
+                (&d.value, shape.get(i))
+            {
+                symbols.insert(p.clone(), v as i64);
+            }
+        }
+        dims.clear();
+        for &v in shape {
+            let mut d = tensor_shape_proto::Dimension::new();
+            d.set_dim_value(v as i64);
+            dims.push(d);
+        }
+    }
+    graph.value_info.clear();
+    substitute_graph(graph, &symbols);
+    model
+}
+
+fn substitute_graph(
+    graph: &mut crate::proto::GraphProto,
+    symbols: &std::collections::HashMap<String, i64>,
+) {
+    for info in graph
+        .input
+        .iter_mut()
+        .chain(graph.output.iter_mut())
+        .chain(graph.value_info.iter_mut())
+    {
+        if let Some(type_proto::Value::TensorType(t)) =
+            info.type_.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(shape) = t.shape.as_mut()
+        {
+            for d in &mut shape.dim {
+                if let Some(tensor_shape_proto::dimension::Value::DimParam(p)) = &d.value {
+                    d.value = symbols
+                        .get(p)
+                        .map(|&v| tensor_shape_proto::dimension::Value::DimValue(v));
+                }
+            }
+        }
+    }
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            if let Some(g) = attr.g.as_mut() {
+                substitute_graph(g, symbols);
+            }
+            for g in &mut attr.graphs {
+                substitute_graph(g, symbols);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::prelude::*;
+
+    use super::*;
+    use crate::proto::Message;
+
+    fn fixture(name: &str) -> (Vec<u8>, ModelProto) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let model = ModelProto::parse_from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        (bytes, model)
+    }
+
+    /// tract with only the input fact set, as before symbolic dims were handled.
+    fn tract_as_stored(bytes: &[u8], shape: &[usize]) -> TractResult<()> {
+        let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+        model.set_input_fact(0, f32::fact(shape).into())?;
+        model.into_optimized()?.into_runnable()?;
+        Ok(())
+    }
+
+    #[test]
+    fn stale_symbolic_facts_are_dropped_for_a_concrete_shape() {
+        let (bytes, model) = fixture("runtimes/symbolic_chain.onnx");
+        let shape = [1, 3, 16, 16];
+        // The fixture's stored intermediate facts (`N`, `H`, ...) clash with a concrete input.
+        let clash = tract_as_stored(&bytes, &shape)
+            .err()
+            .map(|e| e.root_cause().to_string());
+        assert!(
+            clash.as_deref().is_some_and(|c| c.contains("unify")),
+            "{clash:?}"
+        );
+        let fixed = with_concrete_input(&model, &shape);
+        let graph = fixed.graph.as_ref().unwrap_or_else(|| panic!("graph"));
+        assert!(graph.value_info.is_empty());
+        let view = GraphView::new(&fixed);
+        assert!(declares_shape(&view, &shape));
+        assert_eq!(
+            view.outputs[0].shape,
+            Some(vec![Dim::Known(1), Dim::Known(5)])
+        );
+        let fixed_bytes = fixed.write_to_bytes().unwrap_or_else(|e| panic!("{e}"));
+        tract_as_stored(&fixed_bytes, &shape).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(!declares_shape(&GraphView::new(&model), &shape));
+    }
+}
