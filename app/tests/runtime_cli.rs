@@ -1,0 +1,276 @@
+//! `--runtime`, `--input-shape` and the onnxruntime library from the command line, each in a
+//! fresh process (onnxruntime is loaded at most once per process).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use edgefit_engine::runtime::RuntimeKind;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn sample(name: &str) -> PathBuf {
+    root().join("sample-models").join(name).join("model.onnx")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests").join("fixtures").join(name)
+}
+
+fn edgefit(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_edgefit"));
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Whether onnxruntime loads here (a failure when `EDGEFIT_REQUIRE_ONNXRUNTIME` is set).
+fn onnxruntime() -> bool {
+    match RuntimeKind::OnnxRuntime.available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
+                "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load: {e}"
+            );
+            eprintln!("note: skipping: {e}");
+            false
+        }
+    }
+}
+
+#[test]
+fn a_missing_library_is_a_clean_error() {
+    let model = sample("digits-mlp");
+    let model = model.to_str().unwrap();
+    let not_a_library = fixture("not_onnx.onnx");
+    for (args, env) in [
+        (
+            vec!["eval", model, "--runtime", "onnxruntime"],
+            vec![("EDGEFIT_ONNXRUNTIME_LIB", "/nonexistent")],
+        ),
+        (
+            vec!["bench", model, "--runtime", "both", "--runs", "2"],
+            vec![(
+                "EDGEFIT_ONNXRUNTIME_LIB",
+                "/nonexistent/libonnxruntime.so.1.32.0",
+            )],
+        ),
+        (
+            vec![
+                "eval",
+                model,
+                "--runtime",
+                "onnxruntime",
+                "--onnxruntime-lib",
+                not_a_library.to_str().unwrap(),
+            ],
+            vec![],
+        ),
+        (
+            vec!["eval", model, "--runtime", "onnxruntime"],
+            vec![("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")],
+        ),
+    ] {
+        let o = edgefit(&args, &env);
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("pip install onnxruntime"), "{args:?}: {err}");
+        assert!(err.contains("EDGEFIT_ONNXRUNTIME_LIB="), "{args:?}: {err}");
+        assert!(err.lines().count() <= 2, "{args:?}: {err}");
+    }
+    // tract needs nothing installed.
+    let o = edgefit(
+        &["eval", model, "--samples", "20"],
+        &[("EDGEFIT_ONNXRUNTIME_LIB", "/nonexistent")],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+}
+
+#[test]
+fn tract_failures_name_the_op_and_suggest_onnxruntime() {
+    let model = fixture("runtimes/loop_ort_only.onnx");
+    let o = edgefit(&["eval", model.to_str().unwrap()], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("`Loop`")
+            && err.contains("refine_loop")
+            && err.contains("--runtime onnxruntime"),
+        "{err}"
+    );
+    assert!(
+        err.lines().count() <= 2 && !err.contains("panicked"),
+        "{err}"
+    );
+    if onnxruntime() {
+        let o = edgefit(
+            &[
+                "eval",
+                model.to_str().unwrap(),
+                "--runtime",
+                "onnxruntime",
+                "--json",
+            ],
+            &[],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{err}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["runtime"], "onnxruntime");
+        assert_eq!(json["input_shape"], serde_json::json!([1, 16]));
+    }
+}
+
+#[test]
+fn input_shapes_for_symbolic_dims() {
+    let model = fixture("runtimes/symbolic_chain.onnx");
+    let model = model.to_str().unwrap();
+    let o = edgefit(&["eval", model], &[]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("--input-shape x="), "{err}");
+    let mut runtimes = vec!["tract"];
+    if onnxruntime() {
+        runtimes.push("onnxruntime");
+    }
+    for runtime in runtimes {
+        for shape in ["x=1,3,16,16", "x=1,3,24,20"] {
+            let o = edgefit(
+                &[
+                    "eval",
+                    model,
+                    "--runtime",
+                    runtime,
+                    "--input-shape",
+                    shape,
+                    "--runs",
+                    "2",
+                    "--json",
+                ],
+                &[],
+            );
+            let (out, err) = text(&o);
+            assert!(o.status.success(), "{runtime} {shape}: {err}");
+            let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(json["latency_ms"]["runtime"], runtime);
+            assert_eq!(json["latency_ms"]["threads"], 1);
+        }
+    }
+    let o = edgefit(&["eval", model, "--input-shape", "image=1,3,8,8"], &[]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("no input `image`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_both_prints_both_latencies_and_their_ratio() {
+    if !onnxruntime() {
+        return;
+    }
+    let model = sample("mnist-cnn");
+    let o = edgefit(
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--runtime",
+            "both",
+            "--runs",
+            "5",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("latency (tract, 1 thread)"), "{out}");
+    assert!(out.contains("latency (onnxruntime, 1 thread)"), "{out}");
+    assert!(out.contains("tract / onnxruntime:"), "{out}");
+    let o = edgefit(
+        &[
+            "bench",
+            model.to_str().unwrap(),
+            "--runtime",
+            "both",
+            "--runs",
+            "5",
+            "--threads",
+            "2",
+            "--json",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["latency_ms"][0]["runtime"], "tract");
+    assert_eq!(json["latency_ms"][1]["runtime"], "onnxruntime");
+    assert_eq!(json["latency_ms"][1]["threads"], 2);
+    assert!(json["tract_over_onnxruntime"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn optimize_and_compare_in_onnxruntime() {
+    if !onnxruntime() {
+        return;
+    }
+    let model = sample("digits-mlp");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8.onnx");
+    let o = edgefit(
+        &[
+            "optimize",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "qdq-int8",
+            "--runtime",
+            "onnxruntime",
+            "--samples",
+            "200",
+            "--runs",
+            "5",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{err}");
+    assert!(stdout.contains("runtime: onnxruntime"), "{stdout}");
+    assert!(stdout.contains("verification: passed"), "{stdout}");
+    let o = edgefit(
+        &[
+            "compare",
+            model.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--runtime",
+            "onnxruntime",
+            "--samples",
+            "200",
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["b"]["runtime"], "onnxruntime");
+    assert!(json["fidelity"]["agreement"].as_f64().unwrap() > 0.9);
+}

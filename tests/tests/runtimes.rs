@@ -1,0 +1,413 @@
+//! The two runtimes: tract (built in) and onnxruntime (loaded from an installed library).
+//!
+//! onnxruntime tests run when its library is found (see `runtime::onnxruntime::load`); with
+//! `EDGEFIT_REQUIRE_ONNXRUNTIME` set (CI sets it after `pip install onnxruntime`), a missing
+//! library is a failure instead of a skip.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
+use edgefit_engine::eval::{accuracy, latency, run_dataset};
+use edgefit_engine::export::ExportFormat;
+use edgefit_engine::pipeline::{
+    OptimizeOptions, optimize, parse_input_shape, resolve_input_shape, verify_written_in,
+};
+use edgefit_engine::plan::{Precision, Recipe};
+use edgefit_engine::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
+use edgefit_engine::{CancelToken, Error, LoadedModel, NoProgress, load_model};
+use edgefit_tests::{SAMPLE_MODELS, fixture, sample_model};
+
+/// Whether onnxruntime can be used here; a failure when `EDGEFIT_REQUIRE_ONNXRUNTIME` is set.
+fn onnxruntime() -> bool {
+    match RuntimeKind::OnnxRuntime.available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
+                "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load: {e}"
+            );
+            eprintln!("note: skipping the onnxruntime part of this test: {e}");
+            false
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> LoadedModel {
+    load_model(path, &NoProgress, &CancelToken::new()).unwrap()
+}
+
+fn build(runtime: RuntimeKind, model: &LoadedModel, shape: &[usize]) -> RunnableModel {
+    RunnableModel::build(runtime, &model.proto, model.path.parent(), shape, &[])
+        .unwrap_or_else(|e| panic!("{runtime} on {}: {e}", model.path.display()))
+}
+
+fn runtime_message(e: &Error) -> String {
+    match e {
+        Error::Runtime { runtime, reason } => {
+            assert_eq!(*runtime, "tract");
+            reason.clone()
+        }
+        other => panic!("expected a runtime error, got {other}"),
+    }
+}
+
+fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (f64::from(*p) - f64::from(*q)).abs())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// A tract error a user can read: one line, not a dump, with the way out.
+fn assert_readable(message: &str) {
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(message.len() < 600, "short: {message}");
+    assert!(message.contains("--runtime onnxruntime"), "{message}");
+}
+
+#[test]
+fn runtime_names_parse() {
+    for kind in RuntimeKind::ALL {
+        assert_eq!(RuntimeKind::parse(kind.name()), Some(kind));
+    }
+    assert_eq!(RuntimeKind::parse("ort"), Some(RuntimeKind::OnnxRuntime));
+    assert_eq!(RuntimeKind::parse("tvm"), None);
+    assert_eq!(RuntimeKind::default(), RuntimeKind::Tract);
+    assert_eq!(
+        serde_json::to_string(&RuntimeKind::OnnxRuntime).unwrap(),
+        "\"onnxruntime\""
+    );
+}
+
+#[test]
+fn a_loop_model_runs_in_onnxruntime_and_tract_names_the_op() {
+    let model = open(&fixture("runtimes/loop_ort_only.onnx"));
+    let e = RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 16], &[])
+        .err()
+        .expect("tract has no Loop");
+    let message = runtime_message(&e);
+    eprintln!("tract on loop_ort_only.onnx: {message}");
+    assert_readable(&message);
+    assert!(
+        message.contains("`Loop`") && message.contains("`refine_loop`"),
+        "{message}"
+    );
+    if !onnxruntime() {
+        return;
+    }
+    let data = generated_inputs(&[16], 20, 7);
+    let ort = build(RuntimeKind::OnnxRuntime, &model, &[1, 16]);
+    let outputs = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
+    // The same computation from the weights: h = tanh(h W + b) three times, y = h Wfc^T + bfc.
+    let weight = |name: &str| model.weight(name).unwrap().values.clone().unwrap();
+    let (w, b, fw, fb) = (
+        weight("loop_w"),
+        weight("loop_b"),
+        weight("fc_w"),
+        weight("fc_b"),
+    );
+    for (i, out) in outputs.iter().enumerate() {
+        let mut h: Vec<f32> = data.sample(i).to_vec();
+        for _ in 0..3 {
+            h = (0..16)
+                .map(|j| {
+                    let s: f32 = (0..16).map(|k| h[k] * w[k * 16 + j]).sum();
+                    (s + b[j]).tanh()
+                })
+                .collect();
+        }
+        let y: Vec<f32> = (0..10)
+            .map(|c| (0..16).map(|k| h[k] * fw[c * 16 + k]).sum::<f32>() + fb[c])
+            .collect();
+        assert_eq!(out.len(), 10);
+        for (a, e) in out.iter().zip(&y) {
+            assert!((a - e).abs() < 1e-4, "sample {i}: {out:?} vs {y:?}");
+        }
+    }
+}
+
+#[test]
+fn an_if_with_disagreeing_branches_runs_in_onnxruntime_and_tract_says_where_it_fails() {
+    let model = open(&fixture("runtimes/if_mismatch.onnx"));
+    let data = generated_inputs(&[16], 16, 3);
+    match RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 16], &[]) {
+        Err(e) => {
+            let message = runtime_message(&e);
+            eprintln!("tract on if_mismatch.onnx: {message}");
+            assert_readable(&message);
+            assert!(message.contains("`branch` (If)"), "{message}");
+        }
+        Ok(tract) => {
+            // Should tract learn to run it, it must at least agree with onnxruntime below.
+            eprintln!("note: tract runs if_mismatch.onnx");
+            let _ = run_dataset(&tract, &data, &NoProgress, &CancelToken::new());
+        }
+    }
+    if !onnxruntime() {
+        return;
+    }
+    let ort = build(RuntimeKind::OnnxRuntime, &model, &[1, 16]);
+    let outputs = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
+    assert!(outputs.iter().all(|o| o.len() == 10));
+}
+
+#[test]
+fn symbolic_dims_run_at_two_concrete_shapes_in_both_runtimes() {
+    let with_ort = onnxruntime();
+    for (file, per_sample) in [
+        ("symbolic_dims.onnx", None),
+        ("runtimes/symbolic_chain.onnx", Some(5)),
+    ] {
+        let model = open(&fixture(file));
+        // Nothing to take a shape from: a clear error naming the input and the option.
+        let e = resolve_input_shape(&model, None, &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("`x`") && e.to_string().contains("--input-shape x="),
+            "{e}"
+        );
+        for shape in [vec![1, 3, 16, 16], vec![2, 3, 12, 20]] {
+            let explicit = [("x".to_owned(), shape.clone())];
+            assert_eq!(resolve_input_shape(&model, None, &explicit).unwrap(), shape);
+            let data = generated_inputs(&shape, 4, 11);
+            let tract = build(RuntimeKind::Tract, &model, &shape);
+            let expected_len = match per_sample {
+                Some(n) => shape[0] * n,
+                None => shape[0] * 4 * shape[2] * shape[3],
+            };
+            let t = run_dataset(&tract, &data, &NoProgress, &CancelToken::new()).unwrap();
+            assert!(
+                t.iter().all(|o| o.len() == expected_len),
+                "{file} {shape:?}"
+            );
+            if with_ort {
+                let ort = build(RuntimeKind::OnnxRuntime, &model, &shape);
+                let o = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
+                let diff = max_abs_diff(&t, &o);
+                assert!(
+                    diff < 1e-4,
+                    "{file} {shape:?}: tract and onnxruntime differ by {diff}"
+                );
+            }
+        }
+        // Data of a fixed shape gives the default: batch 1 + the sample's shape.
+        let data = generated_inputs(&[3, 8, 10], 2, 1);
+        assert_eq!(
+            resolve_input_shape(&model, Some(&data), &[]).unwrap(),
+            [1, 3, 8, 10]
+        );
+        // A shape that contradicts the model's fixed dims is refused, naming the dim.
+        let wrong = [("x".to_owned(), vec![1, 4, 8, 8])];
+        let e = resolve_input_shape(&model, None, &wrong).unwrap_err();
+        assert!(e.to_string().contains("dim 1"), "{e}");
+        let unknown = [("image".to_owned(), vec![1, 3, 8, 8])];
+        let e = resolve_input_shape(&model, None, &unknown).unwrap_err();
+        assert!(e.to_string().contains("no input `image`"), "{e}");
+    }
+}
+
+#[test]
+fn input_shapes_parse() {
+    assert_eq!(
+        parse_input_shape("x=1,3,224,224").unwrap(),
+        ("x".to_owned(), vec![1, 3, 224, 224])
+    );
+    assert_eq!(
+        parse_input_shape("input.1=1x3x8x8").unwrap(),
+        ("input.1".to_owned(), vec![1, 3, 8, 8])
+    );
+    for bad in ["x", "=1,2", "x=1,,2", "x=1,0", "x=-1,3", "x=a"] {
+        assert!(parse_input_shape(bad).is_err(), "{bad}");
+    }
+}
+
+fn sample_data(name: &str) -> Dataset {
+    load_dataset(sample_model(name).parent().unwrap(), None).unwrap()
+}
+
+#[test]
+fn tract_and_onnxruntime_agree_on_the_sample_models() {
+    if !onnxruntime() {
+        return;
+    }
+    for name in SAMPLE_MODELS {
+        let model = open(&sample_model(name));
+        let data = sample_data(name);
+        let labels = data.labels.clone().unwrap();
+        let shape = resolve_input_shape(&model, Some(&data), &[]).unwrap();
+        let cancel = CancelToken::new();
+        let tract = build(RuntimeKind::Tract, &model, &shape);
+        let ort = build(RuntimeKind::OnnxRuntime, &model, &shape);
+        let t = run_dataset(&tract, &data, &NoProgress, &cancel).unwrap();
+        let o = run_dataset(&ort, &data, &NoProgress, &cancel).unwrap();
+        let (ta, oa) = (accuracy(&t, &labels), accuracy(&o, &labels));
+        assert_eq!(ta.samples, labels.len());
+        assert!(ta.samples >= 400);
+        assert!(
+            (ta.top1 - oa.top1).abs() <= 0.002,
+            "{name}: top-1 tract {} vs onnxruntime {}",
+            ta.top1,
+            oa.top1
+        );
+        let diff = max_abs_diff(&t, &o);
+        assert!(diff <= 1e-4, "{name}: outputs differ by {diff}");
+        eprintln!(
+            "{name}: top-1 tract {:.2}% onnxruntime {:.2}%, max abs diff {diff:.2e}",
+            ta.top1 * 100.0,
+            oa.top1 * 100.0
+        );
+    }
+}
+
+#[test]
+fn latency_reports_the_runtime_and_its_threads() {
+    let model = open(&sample_model("digits-mlp"));
+    let data = sample_data("digits-mlp").first(1);
+    let shape = resolve_input_shape(&model, Some(&data), &[]).unwrap();
+    let cancel = CancelToken::new();
+    let tract = build(RuntimeKind::Tract, &model, &shape);
+    let l = latency(&tract, data.sample(0), 5, 1, &cancel).unwrap();
+    assert_eq!((l.runtime, l.threads, l.runs), ("tract", 1, 5));
+    if !onnxruntime() {
+        return;
+    }
+    let ort = RunnableModel::build_with(
+        RuntimeKind::OnnxRuntime,
+        &model.proto,
+        None,
+        &shape,
+        &[],
+        BuildOptions { threads: 2 },
+    )
+    .unwrap();
+    assert_eq!((ort.name(), ort.threads()), ("onnxruntime", 2));
+    let l = latency(&ort, data.sample(0), 5, 1, &cancel).unwrap();
+    assert_eq!((l.runtime, l.threads), ("onnxruntime", 2));
+    assert!(l.median > 0.0 && l.p90 >= l.median);
+}
+
+#[test]
+fn intermediate_tensors_come_out_of_both_runtimes_alike() {
+    if !onnxruntime() {
+        return;
+    }
+    let model = open(&sample_model("mnist-cnn"));
+    let data = sample_data("mnist-cnn").first(3);
+    let shape = resolve_input_shape(&model, Some(&data), &[]).unwrap();
+    // Every main-graph node output that is not a graph output.
+    let tensors: Vec<String> = model
+        .graph
+        .main_nodes()
+        .filter_map(|n| n.outputs.first().cloned())
+        .filter(|o| !model.graph.outputs.iter().any(|g| g.name == *o))
+        .take(6)
+        .collect();
+    assert!(!tensors.is_empty());
+    let build =
+        |runtime| RunnableModel::build(runtime, &model.proto, None, &shape, &tensors).unwrap();
+    let (tract, ort) = (build(RuntimeKind::Tract), build(RuntimeKind::OnnxRuntime));
+    assert_eq!(tract.output_names(), ort.output_names());
+    for i in 0..data.len() {
+        let t = tract.run(data.sample(i)).unwrap();
+        let o = ort.run(data.sample(i)).unwrap();
+        assert_eq!(t.len(), tensors.len() + 1);
+        let diff = max_abs_diff(&t, &o);
+        assert!(diff < 1e-3, "sample {i}: {diff}");
+    }
+}
+
+fn int8() -> Recipe {
+    let mut r = Recipe::default();
+    r.defaults.precision = Precision::Int { bits: 8 };
+    r
+}
+
+#[test]
+fn optimize_previews_calibrates_and_verifies_in_onnxruntime() {
+    if !onnxruntime() {
+        return;
+    }
+    for (name, format) in [
+        ("digits-mlp", ExportFormat::QdqInt8),
+        ("mnist-cnn", ExportFormat::Fp16),
+    ] {
+        let model = open(&sample_model(name));
+        let data = sample_data(name).first(100);
+        let calibration = load_calibration(sample_model(name).parent().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.onnx");
+        let mut recipe = if format == ExportFormat::QdqInt8 {
+            int8()
+        } else {
+            Recipe::default()
+        };
+        recipe.defaults.prune_ratio = 0.2;
+        if format == ExportFormat::QdqInt8 {
+            recipe.activations.int8 = true;
+        } else {
+            recipe.defaults.precision = Precision::Float16;
+        }
+        let options = OptimizeOptions {
+            recipe: &recipe,
+            format,
+            data: &data,
+            calibration: calibration.as_ref(),
+            latency_runs: 3,
+            runtime: RuntimeKind::OnnxRuntime,
+            input_shapes: &[],
+        };
+        let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new()).unwrap();
+        let v = &report.verification;
+        assert!(v.passed, "{name}: {}", v.message);
+        assert_eq!(v.runtime, "onnxruntime");
+        assert_eq!(report.runtime, RuntimeKind::OnnxRuntime);
+        for m in [&report.original, &report.compressed] {
+            let l = m.latency_ms.as_ref().unwrap();
+            assert_eq!((l.runtime, l.threads), ("onnxruntime", 1));
+        }
+        let top1 = report.compressed.accuracy.unwrap().top1;
+        assert!(top1 > 0.8, "{name}: {top1}");
+        let json = std::fs::read_to_string(dir.path().join("out.report.json")).unwrap();
+        assert!(json.contains("\"runtime\": \"onnxruntime\""), "{json}");
+        // The written file verified in the other runtime too (same outputs within float noise
+        // for fp16; QDQ is run by onnxruntime with integer kernels, so only fp16 is compared).
+        if format == ExportFormat::Fp16 {
+            let shape = report.input_shape.clone();
+            let ort_outputs = {
+                let reloaded = open(&out);
+                let ort = build(RuntimeKind::OnnxRuntime, &reloaded, &shape);
+                run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap()
+            };
+            let v = verify_written_in(
+                RuntimeKind::Tract,
+                &out,
+                &data,
+                &ort_outputs,
+                &shape,
+                &CancelToken::new(),
+            );
+            assert!(v.max_abs_diff < 1e-3, "{}", v.message);
+        }
+    }
+}
+
+#[test]
+fn a_bad_explicit_library_is_a_clean_error_or_the_loaded_one_is_kept() {
+    // Once a library is loaded, the process keeps it whatever is asked; before that, a bad
+    // path is an error that says how to enable onnxruntime (the CLI tests check the error in a
+    // fresh process).
+    let bogus = std::path::Path::new("/nonexistent/libonnxruntime.so.1.99.0");
+    match edgefit_engine::runtime::onnxruntime::load(Some(bogus)) {
+        Ok(path) => assert_ne!(path, bogus),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains("pip install onnxruntime"), "{message}");
+            assert!(message.contains("EDGEFIT_ONNXRUNTIME_LIB"), "{message}");
+        }
+    }
+}
