@@ -193,7 +193,10 @@ pub fn analyse(
     for input in &model.graph.inputs {
         if let Some(dims) = &input.shape {
             let known: Vec<i64> = dims.iter().filter_map(Dim::known).collect();
-            if crate::tensor::element_count(&input.name, &known).is_err() {
+            if matches!(
+                crate::tensor::element_count(&input.name, &known),
+                Err(crate::Error::DimensionOverflow { .. })
+            ) {
                 warnings.push(format!(
                     "input `{}` has shape {} whose element count overflows 64 bits",
                     input.name,

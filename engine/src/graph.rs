@@ -91,7 +91,11 @@ fn describe_type(t: &TypeProto) -> (&'static str, Option<DType>, Option<Vec<Dim>
                     .dim
                     .iter()
                     .map(|d| match &d.value {
-                        Some(tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Known(*v),
+                        // Some exporters (Paddle2ONNX) write -1 for a dynamic dimension.
+                        Some(tensor_shape_proto::dimension::Value::DimValue(v)) if *v >= 0 => {
+                            Dim::Known(*v)
+                        }
+                        Some(tensor_shape_proto::dimension::Value::DimValue(_)) => Dim::Unknown(()),
                         Some(tensor_shape_proto::dimension::Value::DimParam(p)) => {
                             Dim::Symbol(p.clone())
                         }
