@@ -6,13 +6,14 @@ use std::collections::{HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::compress::{Compression, Compressor};
-use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::graph_edit::{
+    constant_node, float_tensor, half_tensor, int_attr, int8_tensor, node, top_level_names,
+    uint8_tensor, unique,
+};
 use crate::load::LoadedModel;
 use crate::plan::Precision;
-use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto,
-};
+use crate::proto::{GraphProto, ModelProto, NodeProto};
 
 /// How the exported file stores weights (and activations).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,7 +157,7 @@ pub fn build_export(
             stats.len()
         ));
     }
-    let mut names = all_names(graph);
+    let mut names = top_level_names(graph);
     let mut prelude: Vec<NodeProto> = Vec::new();
     let mut layers_changed = 0;
     let mut any_f16_from_int = false;
@@ -352,7 +353,7 @@ fn insert_activation_qdq(
 
 /// Replaces the mean and variance inputs of the named BatchNormalization nodes.
 fn replace_batchnorm_stats(graph: &mut GraphProto, stats: &BatchNormStats) -> Result<()> {
-    let mut names = all_names(graph);
+    let mut names = top_level_names(graph);
     let mut replacements = Vec::new();
     let mut replaced = Vec::new();
     for node in graph
@@ -418,102 +419,4 @@ fn take_weight(graph: &mut GraphProto, name: &str) -> Result<()> {
         what: "export",
         reason: format!("weight `{name}` is not stored in the main graph"),
     })
-}
-
-fn all_names(graph: &GraphProto) -> HashSet<String> {
-    let mut names: HashSet<String> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name().to_owned())
-        .collect();
-    for n in &graph.node {
-        names.insert(n.name().to_owned());
-        names.extend(n.output.iter().cloned());
-        names.extend(n.input.iter().cloned());
-    }
-    names.extend(graph.input.iter().map(|i| i.name().to_owned()));
-    names.extend(graph.output.iter().map(|o| o.name().to_owned()));
-    names
-}
-
-fn unique(names: &mut HashSet<String>, wanted: &str) -> String {
-    let mut candidate = wanted.to_owned();
-    let mut i = 1;
-    while names.contains(&candidate) {
-        candidate = format!("{wanted}_{i}");
-        i += 1;
-    }
-    names.insert(candidate.clone());
-    candidate
-}
-
-fn tensor(name: &str, dtype: DType, dims: &[i64], raw: Vec<u8>) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.set_name(name.to_owned());
-    t.set_data_type(dtype.0);
-    t.dims = dims.to_vec();
-    t.set_raw_data(raw);
-    t
-}
-
-fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    tensor(
-        name,
-        DType::FLOAT32,
-        dims,
-        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
-}
-
-fn half_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let raw = values
-        .iter()
-        .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-        .collect();
-    tensor(name, DType::FLOAT16, dims, raw)
-}
-
-fn int8_tensor(name: &str, dims: &[i64], values: &[i8]) -> TensorProto {
-    tensor(
-        name,
-        DType::INT8,
-        dims,
-        values.iter().map(|&v| v as u8).collect(),
-    )
-}
-
-fn uint8_tensor(name: &str, dims: &[i64], values: &[u8]) -> TensorProto {
-    tensor(name, DType::UINT8, dims, values.to_vec())
-}
-
-fn int_attr(name: &str, value: i64) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.set_name(name.to_owned());
-    a.set_type(attribute_proto::AttributeType::INT);
-    a.set_i(value);
-    a
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    output: &str,
-    attributes: &[AttributeProto],
-) -> NodeProto {
-    let mut n = NodeProto::new();
-    n.set_op_type(op.to_owned());
-    n.set_name(name.to_owned());
-    n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
-    n.output = vec![output.to_owned()];
-    n.attribute = attributes.to_vec();
-    n
-}
-
-fn constant_node(name: &str, output: &str, value: TensorProto) -> NodeProto {
-    let mut a = AttributeProto::new();
-    a.set_name("value".to_owned());
-    a.set_type(attribute_proto::AttributeType::TENSOR);
-    a.t = Some(value).into();
-    node("Constant", name, &[], output, &[a])
 }

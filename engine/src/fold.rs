@@ -13,16 +13,18 @@
 //! nodes are copied under a new, unique name. Constants that nothing reads any more (the
 //! batch norm parameters, a shared weight whose every reader got a copy) are removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use serde::Serialize;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::load::LoadedModel;
-use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto,
+use crate::graph_edit::{
+    ConstRef, Index, Stored, all_names, attr, attr_float, attr_int, collect_reads, float_tensor,
+    is_op, label, unique, value_attr,
 };
+use crate::load::LoadedModel;
+use crate::proto::{GraphProto, ModelProto};
 use crate::tensor::decode_f32;
 
 /// What the pass folded.
@@ -66,7 +68,7 @@ pub fn fold_batchnorm(model: &LoadedModel) -> Result<(ModelProto, FoldReport)> {
     let mut folded = Vec::new();
     let kept = loop {
         let (plans, refusals) = {
-            let ix = Index::new(graph, &dead);
+            let ix = Index::live(graph, &dead);
             let mut plans = Vec::new();
             let mut refusals = Vec::new();
             for (i, node) in graph.node.iter().enumerate() {
@@ -100,14 +102,7 @@ pub fn fold_batchnorm(model: &LoadedModel) -> Result<(ModelProto, FoldReport)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Index of the graph being rewritten
-
-/// Where a constant tensor is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stored {
-    Initializer(usize),
-    ConstantNode(usize),
-}
+// Constants of the graph being rewritten
 
 /// A float32-or-other constant as stored.
 struct Const<'a> {
@@ -115,12 +110,7 @@ struct Const<'a> {
     dtype: DType,
     dims: Vec<i64>,
     /// The tensor, or the values of a `Constant` with `value_float(s)`.
-    data: Data<'a>,
-}
-
-enum Data<'a> {
-    Tensor(&'a TensorProto),
-    Inline(Vec<f32>),
+    data: ConstRef<'a>,
 }
 
 impl Const<'_> {
@@ -135,10 +125,10 @@ impl Const<'_> {
             reason,
         };
         let values = match &self.data {
-            Data::Tensor(t) => {
+            ConstRef::Tensor(t) => {
                 decode_f32(t, None)?.ok_or_else(|| bad("its values cannot be decoded".into()))?
             }
-            Data::Inline(values) => values.clone(),
+            ConstRef::Inline(_, _, values) => values.clone(),
         };
         if values.len() as i64 != self.elements() {
             return Err(bad(format!(
@@ -151,139 +141,19 @@ impl Const<'_> {
     }
 }
 
-/// Edges, constants and outputs of the live main-graph nodes, by tensor name.
-struct Index<'a> {
-    graph: &'a GraphProto,
-    producer: HashMap<&'a str, usize>,
-    /// Tensor → every (node, input slot) reading it.
-    consumers: HashMap<&'a str, Vec<(usize, usize)>>,
-    outputs: HashSet<&'a str>,
-    /// Names read by nodes inside subgraphs (they may capture main-graph tensors).
-    captured: HashSet<&'a str>,
-    stored: HashMap<&'a str, Stored>,
-}
-
-impl<'a> Index<'a> {
-    fn new(graph: &'a GraphProto, dead: &[bool]) -> Self {
-        let mut ix = Self {
-            graph,
-            producer: HashMap::new(),
-            consumers: HashMap::new(),
-            outputs: graph.output.iter().map(|o| o.name()).collect(),
-            captured: HashSet::new(),
-            stored: HashMap::new(),
-        };
-        for (i, t) in graph.initializer.iter().enumerate() {
-            ix.stored.insert(t.name(), Stored::Initializer(i));
-        }
-        for (i, node) in graph.node.iter().enumerate() {
-            if dead.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            for (slot, input) in node.input.iter().enumerate() {
-                if !input.is_empty() {
-                    ix.consumers
-                        .entry(input.as_str())
-                        .or_default()
-                        .push((i, slot));
-                }
-            }
-            for output in node.output.iter().filter(|o| !o.is_empty()) {
-                ix.producer.insert(output.as_str(), i);
-            }
-            if let Some(out) = node.output.first().filter(|_| is_op(node, "Constant")) {
-                ix.stored.insert(out.as_str(), Stored::ConstantNode(i));
-            }
-            for attr in &node.attribute {
-                for g in attr.g.iter().chain(&attr.graphs) {
-                    collect_reads(g, &mut ix.captured);
-                }
-            }
-        }
-        ix
+/// The stored constant `name`: an initializer, or a `Constant` node with `value` or
+/// `value_float(s)` (one with `value_int(s)` does not count as a stored constant here).
+fn constant<'a>(ix: &Index<'a>, name: &'a str) -> Option<Const<'a>> {
+    let data = ix.const_ref(name)?;
+    if matches!(data, ConstRef::Inline(..)) && data.dtype() != DType::FLOAT32 {
+        return None;
     }
-
-    fn node(&self, i: usize) -> &'a NodeProto {
-        &self.graph.node[i]
-    }
-
-    fn constant(&self, name: &'a str) -> Option<Const<'a>> {
-        let (dtype, dims, data) = match *self.stored.get(name)? {
-            Stored::Initializer(i) => {
-                let t = &self.graph.initializer[i];
-                (DType(t.data_type()), t.dims.clone(), Data::Tensor(t))
-            }
-            Stored::ConstantNode(i) => {
-                let attr = self.graph.node[i].attribute.first()?;
-                match attr.name() {
-                    "value" => {
-                        let t = attr.t.as_ref()?;
-                        (DType(t.data_type()), t.dims.clone(), Data::Tensor(t))
-                    }
-                    "value_float" => (DType::FLOAT32, vec![], Data::Inline(vec![attr.f()])),
-                    "value_floats" => (
-                        DType::FLOAT32,
-                        vec![attr.floats.len() as i64],
-                        Data::Inline(attr.floats.clone()),
-                    ),
-                    _ => return None,
-                }
-            }
-        };
-        Some(Const {
-            name,
-            dtype,
-            dims,
-            data,
-        })
-    }
-
-    fn consumers_of(&self, name: &str) -> &[(usize, usize)] {
-        self.consumers.get(name).map_or(&[], Vec::as_slice)
-    }
-
-    /// Whether `name` is read only by input `slot` of `node` (so it can be rewritten in place).
-    fn private(&self, name: &str, node: usize, slot: usize) -> bool {
-        self.consumers_of(name) == [(node, slot)]
-            && !self.outputs.contains(name)
-            && !self.captured.contains(name)
-    }
-}
-
-fn collect_reads<'a>(graph: &'a GraphProto, names: &mut HashSet<&'a str>) {
-    for node in &graph.node {
-        names.extend(node.input.iter().map(String::as_str));
-        for attr in &node.attribute {
-            for g in attr.g.iter().chain(&attr.graphs) {
-                collect_reads(g, names);
-            }
-        }
-    }
-    names.extend(graph.output.iter().map(|o| o.name()));
-}
-
-fn is_op(node: &NodeProto, op: &str) -> bool {
-    node.op_type() == op && (node.domain().is_empty() || node.domain() == "ai.onnx")
-}
-
-fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
-    node.attribute.iter().find(|a| a.name() == name)
-}
-
-fn attr_int(node: &NodeProto, name: &str, default: i64) -> i64 {
-    attr(node, name).map_or(default, |a| a.i())
-}
-
-fn attr_float(node: &NodeProto, name: &str, default: f32) -> f32 {
-    attr(node, name).map_or(default, |a| a.f())
-}
-
-fn label(node: &NodeProto, i: usize) -> String {
-    if node.name().is_empty() {
-        format!("{}#{i}", node.op_type())
-    } else {
-        node.name().to_owned()
-    }
+    Some(Const {
+        name,
+        dtype: data.dtype(),
+        dims: data.dims().to_vec(),
+        data,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,7 +209,7 @@ fn float_const<'a>(
 ) -> Result<Const<'a>, Refusal> {
     let node = ix.node(n);
     let name = node.input.get(slot).map_or("", String::as_str);
-    let c = ix.constant(name).ok_or_else(|| {
+    let c = constant(ix, name).ok_or_else(|| {
         format!(
             "`{name}` (read by {} `{}`) is not a stored constant",
             node.op_type(),
@@ -676,11 +546,7 @@ fn apply(
             }
             Some(Stored::ConstantNode(i)) => {
                 let name = graph.node[i].output.first().cloned().unwrap_or_default();
-                let mut a = AttributeProto::new();
-                a.set_name("value".to_owned());
-                a.set_type(attribute_proto::AttributeType::TENSOR);
-                a.t = Some(float_tensor(&name, &e.dims, &e.values)).into();
-                graph.node[i].attribute = vec![a];
+                graph.node[i].attribute = vec![value_attr(float_tensor(&name, &e.dims, &e.values))];
             }
             None => {
                 let name = unique(names, &e.wanted);
@@ -758,674 +624,5 @@ fn remove_unread(
     });
 }
 
-fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.set_name(name.to_owned());
-    t.set_data_type(DType::FLOAT32.0);
-    t.dims = dims.to_vec();
-    t.set_raw_data(values.iter().flat_map(|v| v.to_le_bytes()).collect());
-    t
-}
-
-fn all_names(graph: &GraphProto) -> HashSet<String> {
-    let mut names: HashSet<String> = graph
-        .initializer
-        .iter()
-        .map(|t| t.name().to_owned())
-        .collect();
-    for n in &graph.node {
-        names.insert(n.name().to_owned());
-        names.extend(n.output.iter().cloned());
-        names.extend(n.input.iter().cloned());
-        let mut sub = HashSet::new();
-        for attr in &n.attribute {
-            for g in attr.g.iter().chain(&attr.graphs) {
-                collect_reads(g, &mut sub);
-            }
-        }
-        names.extend(sub.into_iter().map(str::to_owned));
-    }
-    names.extend(graph.input.iter().map(|i| i.name().to_owned()));
-    names.extend(graph.output.iter().map(|o| o.name().to_owned()));
-    names.extend(graph.value_info.iter().map(|v| v.name().to_owned()));
-    names
-}
-
-fn unique(names: &mut HashSet<String>, wanted: &str) -> String {
-    let mut candidate = wanted.to_owned();
-    let mut i = 1;
-    while names.contains(&candidate) {
-        candidate = format!("{wanted}_{i}");
-        i += 1;
-    }
-    names.insert(candidate.clone());
-    candidate
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::path::{Path, PathBuf};
-
-    use super::*;
-    use crate::proto::{
-        OperatorSetIdProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
-    };
-    use crate::runtime::TractModel;
-    use crate::{CancelToken, NoProgress};
-
-    /// xorshift values in [-0.5, 0.5).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> f32 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-            bits as f32 / (1u64 << 24) as f32 - 0.5
-        }
-
-        fn values(&mut self, n: usize) -> Vec<f32> {
-            (0..n).map(|_| self.next()).collect()
-        }
-    }
-
-    /// Builds small test models.
-    struct Builder {
-        graph: GraphProto,
-        rng: Rng,
-    }
-
-    impl Builder {
-        fn new() -> Self {
-            Self {
-                graph: GraphProto::new(),
-                rng: Rng(0x2545_F491_4F6C_DD1D),
-            }
-        }
-
-        fn random(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-            let values = self.rng.values(dims.iter().product::<i64>() as usize);
-            self.init(name, dims, &values)
-        }
-
-        /// Random values in [0.5, 1.5) (variances, scales).
-        fn positive(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-            let n = dims.iter().product::<i64>() as usize;
-            let values: Vec<f32> = self.rng.values(n).iter().map(|v| v + 1.0).collect();
-            self.init(name, dims, &values)
-        }
-
-        fn init(&mut self, name: &str, dims: &[i64], values: &[f32]) -> &mut Self {
-            self.graph
-                .initializer
-                .push(float_tensor(name, dims, values));
-            self
-        }
-
-        /// A `Constant` node holding random values: as a tensor, or as `value_floats`.
-        fn constant(
-            &mut self,
-            name: &str,
-            dims: &[i64],
-            positive: bool,
-            floats: bool,
-        ) -> &mut Self {
-            let n = dims.iter().product::<i64>() as usize;
-            let offset = if positive { 1.0 } else { 0.0 };
-            let values: Vec<f32> = self.rng.values(n).iter().map(|v| v + offset).collect();
-            let mut a = AttributeProto::new();
-            if floats {
-                a.set_name("value_floats".to_owned());
-                a.set_type(attribute_proto::AttributeType::FLOATS);
-                a.floats = values;
-            } else {
-                a.set_name("value".to_owned());
-                a.set_type(attribute_proto::AttributeType::TENSOR);
-                a.t = Some(float_tensor(name, dims, &values)).into();
-            }
-            self.node("Constant", &format!("{name}_const"), &[], &[name], vec![a])
-        }
-
-        fn node(
-            &mut self,
-            op: &str,
-            name: &str,
-            inputs: &[&str],
-            outputs: &[&str],
-            attributes: Vec<AttributeProto>,
-        ) -> &mut Self {
-            let mut n = NodeProto::new();
-            n.set_op_type(op.to_owned());
-            n.set_name(name.to_owned());
-            n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
-            n.output = outputs.iter().map(|s| (*s).to_owned()).collect();
-            n.attribute = attributes;
-            self.graph.node.push(n);
-            self
-        }
-
-        /// `node` with one output named like the node.
-        fn op(
-            &mut self,
-            op: &str,
-            name: &str,
-            inputs: &[&str],
-            attrs: Vec<AttributeProto>,
-        ) -> &mut Self {
-            self.node(op, name, inputs, &[name], attrs)
-        }
-
-        /// A batch norm `name` over `input` with initializer parameters `name.scale` etc.
-        fn bn(&mut self, name: &str, input: &str, channels: i64, output: &str) -> &mut Self {
-            let p = |s: &str| format!("{name}.{s}");
-            self.positive(&p("scale"), &[channels])
-                .random(&p("bias"), &[channels])
-                .random(&p("mean"), &[channels])
-                .positive(&p("var"), &[channels]);
-            let (scale, bias, mean, var) = (p("scale"), p("bias"), p("mean"), p("var"));
-            self.node(
-                "BatchNormalization",
-                name,
-                &[input, &scale, &bias, &mean, &var],
-                &[output],
-                vec![float("epsilon", 1e-3)],
-            )
-        }
-
-        fn input(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-            self.graph.input.push(value_info(name, dims));
-            self
-        }
-
-        fn output(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-            self.graph.output.push(value_info(name, dims));
-            self
-        }
-
-        fn declare(&mut self, name: &str, dims: &[i64]) -> &mut Self {
-            self.graph.value_info.push(value_info(name, dims));
-            self
-        }
-
-        fn model(&self) -> ModelProto {
-            let mut model = ModelProto::new();
-            model.set_ir_version(8);
-            let mut opset = OperatorSetIdProto::new();
-            opset.set_domain(String::new());
-            opset.set_version(13);
-            model.opset_import.push(opset);
-            let mut graph = self.graph.clone();
-            graph.set_name("test".to_owned());
-            model.graph = Some(graph).into();
-            model
-        }
-    }
-
-    fn ints(name: &str, values: &[i64]) -> AttributeProto {
-        let mut a = AttributeProto::new();
-        a.set_name(name.to_owned());
-        a.set_type(attribute_proto::AttributeType::INTS);
-        a.ints = values.to_vec();
-        a
-    }
-
-    fn int(name: &str, value: i64) -> AttributeProto {
-        let mut a = AttributeProto::new();
-        a.set_name(name.to_owned());
-        a.set_type(attribute_proto::AttributeType::INT);
-        a.set_i(value);
-        a
-    }
-
-    fn float(name: &str, value: f32) -> AttributeProto {
-        let mut a = AttributeProto::new();
-        a.set_name(name.to_owned());
-        a.set_type(attribute_proto::AttributeType::FLOAT);
-        a.set_f(value);
-        a
-    }
-
-    fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-        let mut shape = crate::proto::TensorShapeProto::new();
-        for &d in dims {
-            let mut dim = tensor_shape_proto::Dimension::new();
-            dim.set_dim_value(d);
-            shape.dim.push(dim);
-        }
-        let mut tensor = type_proto::Tensor::new();
-        tensor.set_elem_type(1);
-        tensor.shape = Some(shape).into();
-        let mut t = TypeProto::new();
-        t.set_tensor_type(tensor);
-        let mut info = ValueInfoProto::new();
-        info.set_name(name.to_owned());
-        info.type_ = Some(t).into();
-        info
-    }
-
-    fn load(proto: ModelProto) -> LoadedModel {
-        crate::load::from_proto(proto, PathBuf::from("test.onnx"), 0, &NoProgress).unwrap()
-    }
-
-    fn fold(proto: &ModelProto) -> (ModelProto, FoldReport) {
-        fold_batchnorm(&load(proto.clone())).unwrap()
-    }
-
-    fn pairs(entries: &[(&str, &str)]) -> Vec<(String, String)> {
-        entries
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
-    }
-
-    fn ops(proto: &ModelProto) -> Vec<&str> {
-        proto.graph.node.iter().map(|n| n.op_type()).collect()
-    }
-
-    fn node<'p>(proto: &'p ModelProto, name: &str) -> &'p NodeProto {
-        proto.graph.node.iter().find(|n| n.name() == name).unwrap()
-    }
-
-    fn initializers(proto: &ModelProto) -> Vec<&str> {
-        let mut names: Vec<&str> = proto.graph.initializer.iter().map(|t| t.name()).collect();
-        names.sort_unstable();
-        names
-    }
-
-    /// Runs both models on a few random inputs of `shape`; returns the largest difference
-    /// relative to `1 + |original|`, after checking that it is within 1e-4.
-    fn assert_same_outputs(original: &ModelProto, folded: &ModelProto, shape: &[usize]) -> f32 {
-        let a = TractModel::build(original, None, shape, &[]).unwrap();
-        let b = TractModel::build(folded, None, shape, &[]).unwrap();
-        let n: usize = shape.iter().product();
-        let mut worst = 0f32;
-        for seed in 1..=4u64 {
-            let input: Vec<f32> = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                .values(n)
-                .iter()
-                .map(|v| v * 4.0)
-                .collect();
-            let x = a.run(&input).unwrap().remove(0);
-            let y = b.run(&input).unwrap().remove(0);
-            assert_eq!(x.len(), y.len());
-            for (p, q) in x.iter().zip(&y) {
-                assert!(p.is_finite() && q.is_finite());
-                worst = worst.max((p - q).abs() / (1.0 + p.abs()));
-            }
-        }
-        assert!(worst <= 1e-4, "outputs differ by {worst} (relative)");
-        worst
-    }
-
-    #[test]
-    fn fold_conv_bn_relu() {
-        let mut b = Builder::new();
-        b.input("input", &[1, 3, 8, 8])
-            .random("conv.w", &[6, 3, 3, 3])
-            .random("conv.b", &[6])
-            .op(
-                "Conv",
-                "conv",
-                &["input", "conv.w", "conv.b"],
-                vec![ints("pads", &[1, 1, 1, 1])],
-            )
-            .bn("bn", "conv", 6, "bn")
-            .node("Relu", "relu", &["bn"], &["out"], vec![])
-            .output("out", &[1, 6, 8, 8])
-            .declare("conv", &[1, 6, 8, 8])
-            .declare("bn", &[1, 6, 8, 8]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(report.folded, pairs(&[("bn", "conv")]));
-        assert!(report.kept.is_empty());
-        assert_eq!(ops(&folded), ["Conv", "Relu"]);
-        let conv = node(&folded, "conv");
-        // Weights rewritten in place; the conv takes over the batch norm's output.
-        assert_eq!(conv.input, ["input", "conv.w", "conv.b"]);
-        assert_eq!(conv.output, ["bn"]);
-        assert_eq!(initializers(&folded), ["conv.b", "conv.w"]);
-        let declared: Vec<&str> = folded.graph.value_info.iter().map(|v| v.name()).collect();
-        assert_eq!(declared, ["bn"]);
-        assert_ne!(
-            folded.graph.initializer[0].raw_data(),
-            original.graph.initializer[0].raw_data()
-        );
-        assert_same_outputs(&original, &folded, &[1, 3, 8, 8]);
-        // Folding again finds nothing to do.
-        let (again, report) = fold(&folded);
-        assert_eq!(
-            report,
-            FoldReport {
-                folded: vec![],
-                kept: vec![]
-            }
-        );
-        assert_eq!(again, folded);
-    }
-
-    #[test]
-    fn fold_depthwise_and_grouped_convs_with_constant_node_params() {
-        let mut b = Builder::new();
-        b.input("input", &[1, 4, 6, 6])
-            .random("dw.weight", &[4, 1, 3, 3])
-            .op(
-                "Conv",
-                "dw",
-                &["input", "dw.weight"],
-                vec![int("group", 4), ints("pads", &[1, 1, 1, 1])],
-            )
-            .constant("dw.bn.scale", &[4], true, false)
-            .constant("dw.bn.bias", &[4], false, true)
-            .constant("dw.bn.mean", &[4], false, false)
-            .constant("dw.bn.var", &[4], true, true)
-            .op(
-                "BatchNormalization",
-                "dw.bn",
-                &["dw", "dw.bn.scale", "dw.bn.bias", "dw.bn.mean", "dw.bn.var"],
-                vec![],
-            )
-            .op("Relu", "relu", &["dw.bn"], vec![])
-            .random("g.w", &[6, 2, 1, 1])
-            .random("g.b", &[6])
-            .op("Conv", "g", &["relu", "g.w", "g.b"], vec![int("group", 2)])
-            .bn("g.bn", "g", 6, "out")
-            .output("out", &[1, 6, 6, 6]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(report.folded, pairs(&[("dw.bn", "dw"), ("g.bn", "g")]));
-        assert!(report.kept.is_empty(), "{:?}", report.kept);
-        // The Constant nodes of the parameters went with the batch norm.
-        assert_eq!(ops(&folded), ["Conv", "Relu", "Conv"]);
-        assert_eq!(node(&folded, "dw").input, ["input", "dw.weight", "dw.bias"]);
-        assert_eq!(node(&folded, "g").output, ["out"]);
-        assert_eq!(
-            initializers(&folded),
-            ["dw.bias", "dw.weight", "g.b", "g.w"]
-        );
-        assert_same_outputs(&original, &folded, &[1, 4, 6, 6]);
-    }
-
-    #[test]
-    fn fold_conv_without_bias_adds_one() {
-        let mut b = Builder::new();
-        b.input("x", &[1, 3, 10])
-            .random("c.w", &[5, 3, 3])
-            .node("Conv", "c", &["x", "c.w"], &["c.out"], vec![])
-            .bn("c.bn", "c.out", 5, "y")
-            .output("y", &[1, 5, 8]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(report.folded, pairs(&[("c.bn", "c")]));
-        assert_eq!(node(&folded, "c").input, ["x", "c.w", "c.w_bias"]);
-        assert_eq!(node(&folded, "c").output, ["y"]);
-        assert_eq!(initializers(&folded), ["c.w", "c.w_bias"]);
-        assert_same_outputs(&original, &folded, &[1, 3, 10]);
-    }
-
-    #[test]
-    fn fold_gemm_rows_columns_and_beta() {
-        let mut b = Builder::new();
-        b.input("x", &[2, 8])
-            // transB = 1: B[6, 8], scaled by rows.
-            .random("g1.w", &[6, 8])
-            .random("g1.b", &[6])
-            .op("Gemm", "g1", &["x", "g1.w", "g1.b"], vec![int("transB", 1)])
-            .bn("bn1", "g1", 6, "bn1")
-            .op("Relu", "r1", &["bn1"], vec![])
-            // transB = 0: B[6, 5], scaled by columns; alpha, beta and a [1, 5] bias.
-            .random("g2.w", &[6, 5])
-            .random("g2.c", &[1, 5])
-            .op(
-                "Gemm",
-                "g2",
-                &["r1", "g2.w", "g2.c"],
-                vec![float("alpha", 1.5), float("beta", 0.5)],
-            )
-            .bn("bn2", "g2", 5, "bn2")
-            .op("Relu", "r2", &["bn2"], vec![])
-            // No bias, and a scalar one broadcast over the columns.
-            .random("g3.w", &[5, 4])
-            .op("Gemm", "g3", &["r2", "g3.w"], vec![])
-            .bn("bn3", "g3", 4, "bn3")
-            .random("g4.w", &[3, 4])
-            .init("g4.c", &[], &[0.25])
-            .op(
-                "Gemm",
-                "g4",
-                &["bn3", "g4.w", "g4.c"],
-                vec![int("transB", 1), float("beta", 2.0)],
-            )
-            .bn("bn4", "g4", 3, "out")
-            .output("out", &[2, 3]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(
-            report.folded,
-            pairs(&[("bn1", "g1"), ("bn2", "g2"), ("bn3", "g3"), ("bn4", "g4")])
-        );
-        assert_eq!(
-            ops(&folded),
-            ["Gemm", "Relu", "Gemm", "Relu", "Gemm", "Gemm"]
-        );
-        // beta went into the new bias.
-        assert_eq!(attr_float(node(&folded, "g2"), "beta", 1.0), 1.0);
-        assert_eq!(attr_float(node(&folded, "g2"), "alpha", 1.0), 1.5);
-        assert_eq!(node(&folded, "g3").input, ["r2", "g3.w", "g3.w_bias"]);
-        // The scalar bias changed shape, so it was replaced under a new name.
-        assert_eq!(node(&folded, "g4").input, ["bn3", "g4.w", "g4.c_folded"]);
-        assert_eq!(
-            initializers(&folded),
-            [
-                "g1.b",
-                "g1.w",
-                "g2.c",
-                "g2.w",
-                "g3.w",
-                "g3.w_bias",
-                "g4.c_folded",
-                "g4.w"
-            ]
-        );
-        assert_same_outputs(&original, &folded, &[2, 8]);
-    }
-
-    #[test]
-    fn fold_grouped_conv_transpose() {
-        let mut b = Builder::new();
-        b.input("x", &[1, 4, 5, 5])
-            // Cin 4, group 2, Cout/g 3: 6 output channels.
-            .random("ct.w", &[4, 3, 3, 3])
-            .random("ct.b", &[6])
-            .op(
-                "ConvTranspose",
-                "ct",
-                &["x", "ct.w", "ct.b"],
-                vec![int("group", 2), ints("strides", &[2, 2])],
-            )
-            .bn("bn", "ct", 6, "out")
-            .output("out", &[1, 6, 11, 11]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(report.folded, pairs(&[("bn", "ct")]));
-        assert_eq!(ops(&folded), ["ConvTranspose"]);
-        assert_same_outputs(&original, &folded, &[1, 4, 5, 5]);
-    }
-
-    #[test]
-    fn shared_weights_are_copied_and_chains_fold_completely() {
-        let mut b = Builder::new();
-        b.input("x", &[1, 4, 5, 5])
-            .random("w", &[4, 4, 1, 1])
-            .random("b", &[4])
-            .op("Conv", "c1", &["x", "w", "b"], vec![])
-            .bn("bn1", "c1", 4, "bn1")
-            .op("Relu", "relu", &["bn1"], vec![])
-            .op("Conv", "c2", &["relu", "w"], vec![])
-            .bn("bnA", "c2", 4, "bnA")
-            .bn("bnB", "bnA", 4, "out")
-            .output("out", &[1, 4, 5, 5]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert_eq!(
-            report.folded,
-            pairs(&[("bn1", "c1"), ("bnA", "c2"), ("bnB", "c2")])
-        );
-        assert!(report.kept.is_empty(), "{:?}", report.kept);
-        assert_eq!(ops(&folded), ["Conv", "Relu", "Conv"]);
-        assert_eq!(node(&folded, "c1").input, ["x", "w_folded", "b"]);
-        assert_eq!(node(&folded, "c2").input, ["relu", "w_folded_1", "w_bias"]);
-        assert_eq!(node(&folded, "c2").output, ["out"]);
-        // `w` is read by nothing any more.
-        assert_eq!(
-            initializers(&folded),
-            ["b", "w_bias", "w_folded", "w_folded_1"]
-        );
-        assert_same_outputs(&original, &folded, &[1, 4, 5, 5]);
-    }
-
-    #[test]
-    fn batch_norms_that_cannot_fold_are_kept_with_the_reason() {
-        let mut b = Builder::new();
-        b.input("x", &[1, 3, 6, 6])
-            .random("c.w", &[4, 3, 3, 3])
-            .op(
-                "Conv",
-                "c",
-                &["x", "c.w"],
-                vec![ints("pads", &[1, 1, 1, 1])],
-            )
-            .bn("bn", "c", 4, "bn")
-            .op("Relu", "side", &["c"], vec![])
-            .op("Add", "add", &["bn", "side"], vec![])
-            .bn("after_add", "add", 4, "after_add")
-            .bn("on_input", "x", 3, "on_input")
-            .op("GlobalAveragePool", "pool", &["on_input"], vec![])
-            .op("Flatten", "flat", &["pool"], vec![])
-            .op("Flatten", "flat2", &["after_add"], vec![])
-            .op("Concat", "out", &["flat", "flat2"], vec![int("axis", 1)])
-            .output("out", &[1, 147]);
-        let original = b.model();
-        let (folded, report) = fold(&original);
-        assert!(report.folded.is_empty());
-        let reason = |bn: &str| {
-            report
-                .kept
-                .iter()
-                .find(|(n, _)| n == bn)
-                .map(|(_, r)| r.clone())
-                .unwrap()
-        };
-        assert_eq!(
-            reason("bn"),
-            "`c` (the output of Conv `c`) is also read by Relu `side`"
-        );
-        assert!(reason("after_add").contains("comes from Add `add`"));
-        assert!(reason("on_input").contains("not produced by a node"));
-        assert_eq!(report.kept.len(), 3);
-        assert_eq!(folded, original);
-        assert_same_outputs(&original, &folded, &[1, 3, 6, 6]);
-
-        // Training mode, a graph output in between, a non-float weight: kept too.
-        let mut b = Builder::new();
-        b.input("x", &[1, 3, 6, 6])
-            .random("c1.w", &[4, 3, 1, 1])
-            .op("Conv", "c1", &["x", "c1.w"], vec![])
-            .bn("train", "c1", 4, "train")
-            .random("c2.w", &[4, 4, 1, 1])
-            .op("Conv", "c2", &["train", "c2.w"], vec![])
-            .bn("shown", "c2", 4, "shown")
-            .node("Conv", "c3", &["shown", "c2.w", "c3.b"], &["c3"], vec![])
-            .bn("int_bias", "c3", 4, "out")
-            .output("out", &[1, 4, 6, 6])
-            .output("c2", &[1, 4, 6, 6]);
-        let mut original = b.model();
-        let graph = original.graph.as_mut().unwrap();
-        let mut bias = float_tensor("c3.b", &[4], &[0.0; 4]);
-        bias.set_data_type(DType::INT32.0);
-        bias.set_raw_data(vec![0; 16]);
-        graph.initializer.push(bias);
-        graph.node[1].attribute.push(int("training_mode", 1));
-        let (folded, report) = fold(&original);
-        assert!(report.folded.is_empty(), "{:?}", report.folded);
-        assert!(
-            report.kept[0].1.contains("training_mode=1"),
-            "{:?}",
-            report.kept
-        );
-        assert!(
-            report.kept[1].1.contains("is a graph output"),
-            "{:?}",
-            report.kept
-        );
-        assert!(report.kept[2].1.contains("int32"), "{:?}", report.kept);
-        assert_eq!(folded, original);
-    }
-
-    fn mnist_dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../sample-models/mnist-cnn")
-    }
-
-    #[test]
-    fn mnist_cnn_folds_every_batch_norm() {
-        let model = crate::load::load_model(
-            &mnist_dir().join("model.onnx"),
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
-        let (folded, report) = fold_batchnorm(&model).unwrap();
-        assert_eq!(report.folded.len(), 10, "{report:?}");
-        assert!(report.kept.is_empty(), "{:?}", report.kept);
-        assert!(
-            report
-                .folded
-                .iter()
-                .all(|(bn, layer)| bn.strip_suffix(".bn") == layer.strip_suffix(".conv")),
-            "{report:?}"
-        );
-        assert!(!ops(&folded).contains(&"BatchNormalization"));
-        let before = model.proto.graph.node.len();
-        let after = folded.graph.node.len();
-        assert_eq!(before - after, 10);
-
-        let data = crate::dataset::load_dataset(&mnist_dir(), None).unwrap();
-        let shape = [1, 1, 28, 28];
-        let a = TractModel::build(&model.proto, None, &shape, &[]).unwrap();
-        let b = TractModel::build(&folded, None, &shape, &[]).unwrap();
-        let mut max_diff = 0f32;
-        let mut max_logit = 0f32;
-        let samples = 20.min(data.len());
-        assert_eq!(samples, 20);
-        for i in 0..samples {
-            let x = a.run(data.sample(i)).unwrap().remove(0);
-            let y = b.run(data.sample(i)).unwrap().remove(0);
-            assert_eq!(x.len(), 10);
-            for (p, q) in x.iter().zip(&y) {
-                max_diff = max_diff.max((p - q).abs());
-                max_logit = max_logit.max(p.abs());
-            }
-        }
-        println!(
-            "mnist-cnn: nodes {before} -> {after}, initializers {} -> {}, max |logit difference| {max_diff:e} on {samples} samples (max |logit| {max_logit})",
-            model.proto.graph.initializer.len(),
-            folded.graph.initializer.len()
-        );
-        assert!(max_diff <= 1e-4, "{max_diff}");
-
-        let reloaded =
-            crate::load::from_proto(folded, mnist_dir().join("folded.onnx"), 0, &NoProgress)
-                .unwrap();
-        assert!(reloaded.warnings.is_empty(), "{:?}", reloaded.warnings);
-        let analysis = crate::analyse(
-            &reloaded,
-            &Default::default(),
-            &NoProgress,
-            &CancelToken::new(),
-        )
-        .unwrap();
-        assert!(analysis.macs_complete);
-        assert_eq!(analysis.nodes, after);
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod export;
 pub mod fold;
 pub mod graph;
+mod graph_edit;
 pub mod job;
 pub mod load;
 pub mod macs;

@@ -1,9 +1,8 @@
 //! Synthetic models for benchmarks and tests: large, deterministic, and valid ONNX.
 
-use crate::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto,
-    tensor_shape_proto, type_proto,
-};
+use crate::dtype::DType;
+use crate::graph_edit::{node, tensor, value_info};
+use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 
 /// A chain of `MatMul → Add → Relu` blocks of width `width`, `blocks` long: about
 /// `blocks × (width² + width)` parameters and `3 × blocks` nodes. Weights are pseudo-random
@@ -38,18 +37,21 @@ pub fn mlp_chain(width: usize, blocks: usize) -> ModelProto {
             &format!("block{b}.fc"),
             &[&previous, &weight],
             &matmul_out,
+            &[],
         ));
         graph.node.push(node(
             "Add",
             &format!("block{b}.bias_add"),
             &[&matmul_out, &bias],
             &add_out,
+            &[],
         ));
         graph.node.push(node(
             "Relu",
             &format!("block{b}.act"),
             &[&add_out],
             &relu_out,
+            &[],
         ));
         previous = relu_out;
     }
@@ -73,37 +75,6 @@ fn float_tensor(name: &str, dims: &[usize], next: &mut impl FnMut() -> f32) -> T
     for _ in 0..count {
         raw.extend_from_slice(&next().to_le_bytes());
     }
-    let mut t = TensorProto::new();
-    t.set_name(name.to_owned());
-    t.set_data_type(1);
-    t.dims = dims.iter().map(|&d| d as i64).collect();
-    t.set_raw_data(raw);
-    t
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> NodeProto {
-    let mut n = NodeProto::new();
-    n.set_op_type(op.to_owned());
-    n.set_name(name.to_owned());
-    n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
-    n.output = vec![output.to_owned()];
-    n
-}
-
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let mut shape = crate::proto::TensorShapeProto::new();
-    for &d in dims {
-        let mut dim = tensor_shape_proto::Dimension::new();
-        dim.set_dim_value(d);
-        shape.dim.push(dim);
-    }
-    let mut tensor = type_proto::Tensor::new();
-    tensor.set_elem_type(1);
-    tensor.shape = Some(shape).into();
-    let mut t = TypeProto::new();
-    t.set_tensor_type(tensor);
-    let mut info = ValueInfoProto::new();
-    info.set_name(name.to_owned());
-    info.type_ = Some(t).into();
-    info
+    let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    tensor(name, DType::FLOAT32, &dims, raw)
 }
