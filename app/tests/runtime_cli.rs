@@ -224,6 +224,31 @@ fn bench_both_prints_both_latencies_and_their_ratio() {
     assert_eq!(json["latency_ms"][1]["runtime"], "onnxruntime");
     assert_eq!(json["latency_ms"][1]["threads"], 2);
     assert!(json["tract_over_onnxruntime"].as_f64().unwrap() > 0.0);
+    // eval in both runtimes: the same accuracy, onnxruntime's outputs against tract's.
+    let o = edgefit(
+        &[
+            "eval",
+            sample("digits-mlp").to_str().unwrap(),
+            "--runtime",
+            "both",
+            "--json",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        json["tract"]["accuracy"]["top1"],
+        json["onnxruntime"]["accuracy"]["top1"]
+    );
+    assert_eq!(json["onnxruntime_vs_tract"]["agreement"], 1.0);
+    assert!(
+        json["onnxruntime_vs_tract"]["max_abs_err"]
+            .as_f64()
+            .unwrap()
+            < 1e-4
+    );
 }
 
 #[test]

@@ -117,8 +117,9 @@ pub fn resolve_input_shape(
             .zip(dims)
             .enumerate()
             .find_map(|(i, (d, &v))| {
+                // Exporters write -1 (or 0) for a dynamic dim: only positive dims are fixed.
                 d.known()
-                    .filter(|&k| k != v as i64)
+                    .filter(|&k| k > 0 && k != v as i64)
                     .map(|k| format!("dim {i} is {v} but the model fixes it to {k}"))
             })
     };
@@ -134,7 +135,11 @@ pub fn resolve_input_shape(
     if let Some(dims) = &declared {
         let known: Option<Vec<usize>> = dims
             .iter()
-            .map(|d| d.known().and_then(|v| usize::try_from(v).ok()))
+            .map(|d| {
+                d.known()
+                    .filter(|&v| v > 0)
+                    .and_then(|v| usize::try_from(v).ok())
+            })
             .collect();
         if let Some(known) = known {
             return Ok(known);
@@ -162,7 +167,11 @@ pub fn resolve_input_shape(
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .map(|d| d.known().map_or("N".to_owned(), |v| v.to_string()))
+        .map(|d| {
+            d.known()
+                .filter(|&v| v > 0)
+                .map_or("N".to_owned(), |v| v.to_string())
+        })
         .collect();
     Err(bad(format!(
         "input `{}` has shape {shown} with unknown dimensions; give data of a fixed shape or a concrete shape (--input-shape {}={})",

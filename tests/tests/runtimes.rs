@@ -163,6 +163,7 @@ fn symbolic_dims_run_at_two_concrete_shapes_in_both_runtimes() {
     for (file, per_sample) in [
         ("symbolic_dims.onnx", None),
         ("runtimes/symbolic_chain.onnx", Some(5)),
+        ("runtimes/minus_one_dims.onnx", Some(4)),
     ] {
         let model = open(&fixture(file));
         // Nothing to take a shape from: a clear error naming the input and the option.
@@ -410,4 +411,27 @@ fn a_bad_explicit_library_is_a_clean_error_or_the_loaded_one_is_kept() {
             assert!(message.contains("EDGEFIT_ONNXRUNTIME_LIB"), "{message}");
         }
     }
+}
+
+#[test]
+fn a_real_paddle_export_with_dynamic_dims_runs_in_both_runtimes() {
+    // PaddleOCR's text-direction classifier: input x [-1, 3, -1, -1] (dim_value -1).
+    let model = open(&fixture("real/ch_ppocr_mobile_v2.0_cls_infer.onnx"));
+    let shape =
+        resolve_input_shape(&model, None, &[("x".to_owned(), vec![1, 3, 48, 192])]).unwrap();
+    let data = generated_inputs(&shape[1..], 4, 5);
+    assert_eq!(
+        resolve_input_shape(&model, Some(&data), &[]).unwrap(),
+        [1, 3, 48, 192]
+    );
+    let tract = build(RuntimeKind::Tract, &model, &shape);
+    let t = run_dataset(&tract, &data, &NoProgress, &CancelToken::new()).unwrap();
+    assert!(t.iter().all(|o| o.len() == 2));
+    if !onnxruntime() {
+        return;
+    }
+    let ort = build(RuntimeKind::OnnxRuntime, &model, &shape);
+    let o = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
+    let diff = max_abs_diff(&t, &o);
+    assert!(diff < 1e-4, "tract and onnxruntime differ by {diff}");
 }

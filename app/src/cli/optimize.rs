@@ -352,8 +352,9 @@ pub struct EvalArgs {
     /// Latency runs (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
-    /// Runtime to evaluate in.
-    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
+    /// Runtime to evaluate in; `both` evaluates in tract and onnxruntime and compares their
+    /// outputs.
+    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
     pub runtime: String,
     /// Threads per inference for the latency measurement (onnxruntime's intra-op threads;
     /// tract runs on one). Accuracy runs samples in parallel, one thread each.
@@ -429,6 +430,17 @@ fn evaluate(
     runs: usize,
     settings: &RunSettings,
 ) -> Result<EvalOutput> {
+    evaluate_with_outputs(path, data_args, reference, runs, settings).map(|(e, _)| e)
+}
+
+/// [`evaluate`], also returning the model's outputs on every sample.
+fn evaluate_with_outputs(
+    path: &Path,
+    data_args: &DataArgs,
+    reference: Option<&Path>,
+    runs: usize,
+    settings: &RunSettings,
+) -> Result<(EvalOutput, Vec<Vec<f32>>)> {
     let bar = progress_bar();
     let cancel = CancelToken::new();
     let model = load_model(path, &sink(&bar), &cancel)?;
@@ -457,7 +469,7 @@ fn evaluate(
         None
     };
     bar.finish_and_clear();
-    Ok(EvalOutput {
+    let out = EvalOutput {
         model: model.path.display().to_string(),
         runtime: runtime.name(),
         input_shape: shape,
@@ -467,7 +479,8 @@ fn evaluate(
         fidelity,
         latency_ms,
         size_bytes: model.file_size_bytes,
-    })
+    };
+    Ok((out, outputs))
 }
 
 fn latency_line(l: &Latency) -> String {
@@ -513,6 +526,9 @@ fn print_eval(e: &EvalOutput) {
 }
 
 pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
+    if args.runtime == "both" {
+        return eval_both(args);
+    }
     let settings = RunSettings {
         runtime: runtime_of(&args.runtime)?,
         shapes: args.runtime_args.shapes()?,
@@ -530,6 +546,51 @@ pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_eval(&out);
+    }
+    Ok(())
+}
+
+/// `eval --runtime both`: the model in tract and in onnxruntime on the same samples, and how
+/// closely onnxruntime's outputs follow tract's.
+fn eval_both(args: &EvalArgs) -> Result<()> {
+    let shapes = args.runtime_args.shapes()?;
+    args.runtime_args.prepare(&RuntimeKind::ALL)?;
+    let mut results = Vec::new();
+    for runtime in RuntimeKind::ALL {
+        let settings = RunSettings {
+            runtime,
+            shapes: shapes.clone(),
+            threads: usize::from(args.threads),
+        };
+        results.push(evaluate_with_outputs(
+            &args.model,
+            &args.data,
+            args.reference.as_deref(),
+            args.runs,
+            &settings,
+        )?);
+    }
+    let agreement = fidelity(&results[0].1, &results[1].1);
+    if args.json {
+        let json = serde_json::json!({
+            "tract": results[0].0,
+            "onnxruntime": results[1].0,
+            "onnxruntime_vs_tract": agreement,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        for (out, _) in &results {
+            print_eval(out);
+        }
+        println!(
+            "onnxruntime vs tract: top-1 agreement {:.2}%, output SQNR {}, max abs difference {:.3e} over {} samples",
+            agreement.agreement * 100.0,
+            agreement
+                .sqnr_db
+                .map_or("∞".to_owned(), |s| format!("{s:.1} dB")),
+            agreement.max_abs_err,
+            agreement.samples
+        );
     }
     Ok(())
 }
@@ -674,7 +735,9 @@ pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let data = DataArgs {
         data: args.data.data.clone().or_else(|| {
             let dir = args.a.parent()?;
-            dir.join("dataset.json").is_file().then(|| dir.to_path_buf())
+            dir.join("dataset.json")
+                .is_file()
+                .then(|| dir.to_path_buf())
         }),
         samples: args.data.samples,
     };

@@ -240,6 +240,25 @@ pub(crate) fn graph_inputs(model: &ModelProto) -> Vec<String> {
         .collect()
 }
 
+/// The message for a model without exactly one (non-initializer) input.
+pub(crate) fn one_input_only(view: &GraphView) -> String {
+    let names: Vec<String> = view
+        .inputs
+        .iter()
+        .map(|i| format!("`{}`", i.name))
+        .collect();
+    if names.is_empty() {
+        "the model has no input; only models with exactly one input are evaluated for now"
+            .to_owned()
+    } else {
+        format!(
+            "the model has {} inputs ({}); only models with exactly one input are evaluated for now",
+            names.len(),
+            names.join(", ")
+        )
+    }
+}
+
 /// Whether the declared shape of the main graph's first input (in `view`) is exactly `shape`.
 pub(crate) fn declares_shape(view: &GraphView, shape: &[usize]) -> bool {
     let Some(input) = view.inputs.first() else {

@@ -388,11 +388,10 @@ impl OrtModel {
     ) -> Result<Self> {
         load(None)?;
         let threads = threads.max(1);
-        let inputs = super::graph_inputs(model);
+        let view = crate::graph::GraphView::new(model);
+        let inputs: Vec<String> = view.inputs.iter().map(|i| i.name.clone()).collect();
         if inputs.len() != 1 {
-            return Err(runtime_error(
-                "only models with exactly one input are evaluated for now",
-            ));
+            return Err(runtime_error(super::one_input_only(&view)));
         }
         let first_output = model
             .graph

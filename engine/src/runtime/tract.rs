@@ -200,9 +200,7 @@ impl TractModel {
         drop(pb);
         let mut inference = parsed.model;
         if inference.input_outlets().map_or(0, <[_]>::len) != 1 {
-            return Err(runtime_error(
-                "only models with exactly one input are evaluated for now",
-            ));
+            return Err(runtime_error(super::one_input_only(view)));
         }
         inference
             .set_input_fact(0, f32::fact(input_shape).into())
