@@ -40,6 +40,8 @@ enum Command {
     Compare(cli::optimize::CompareArgs),
     /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
     BenchApply(cli::BenchApplyArgs),
+    /// Per-layer time profile of one inference (tract, one thread).
+    Profile(cli::ProfileArgs),
     /// Time load + full analysis of a large synthetic model (~25M parameters, ~1,000 nodes).
     BenchAnalysis(cli::BenchAnalysisArgs),
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),
         Some(Command::BenchAnalysis(a)) => cli::bench_analysis(&a),
+        Some(Command::Profile(a)) => cli::profile(&a),
         Some(Command::BenchApply(a)) => cli::bench_apply(&a),
         Some(Command::Optimize(a)) => cli::optimize::optimize_cmd(&a),
         Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),

@@ -19,6 +19,7 @@ pub mod load;
 pub mod macs;
 pub mod pipeline;
 pub mod plan;
+pub mod profile;
 pub mod proto;
 pub mod quant;
 pub mod report;

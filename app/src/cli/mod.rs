@@ -369,3 +369,48 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `edgefit profile`.
+#[derive(Debug, clap::Args)]
+pub struct ProfileArgs {
+    /// The ONNX model to profile.
+    pub model: PathBuf,
+    /// Inferences to average over.
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where one inference spends its time, per ONNX node, in tract (one thread). tract fuses
+/// ops while optimizing (Conv + BatchNormalization + Relu become one step); fused work is
+/// credited to the node whose name tract keeps, often the activation.
+pub fn profile(args: &ProfileArgs) -> Result<()> {
+    let cancel = CancelToken::new();
+    let model = load_model(&args.model, &NoProgress, &cancel)?;
+    let shape = edgefit_engine::pipeline::concrete_input_shape(&model, None)
+        .context("the profile needs a model whose input dimensions are all known")?;
+    let sample = vec![0.5f32; shape.iter().product()];
+    let runnable = edgefit_engine::runtime::TractModel::build(&model.proto, model.path.parent(), &shape, &[])?;
+    let times = edgefit_engine::profile::layer_times(&runnable, &model.graph, &sample, args.runs)?;
+    let total_ms: f64 = times.iter().map(|t| t.ms).sum();
+    if args.json {
+        let json = serde_json::json!({
+            "model": model.path.display().to_string(),
+            "runtime": "tract",
+            "threads": 1,
+            "runs": args.runs.max(1),
+            "total_ms": total_ms,
+            "layers": times,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    println!("{} — tract, 1 thread, mean of {} runs: {total_ms:.3} ms", model.path.display(), args.runs.max(1));
+    println!("{:<40} {:<20} {:>10} {:>7}", "node", "op", "ms", "share");
+    for t in &times {
+        println!("{:<40} {:<20} {:>10.4} {:>6.1}%", t.name, t.op, t.ms, t.fraction * 100.0);
+    }
+    Ok(())
+}

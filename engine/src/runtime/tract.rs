@@ -241,6 +241,31 @@ impl TractModel {
         })
     }
 
+    /// Runs `sample` `runs` times and returns the time spent in each of tract's (optimized)
+    /// nodes, in milliseconds summed over the runs, with the node's name and op.
+    pub fn profile(&self, sample: &[f32], runs: usize) -> Result<Vec<(String, String, f64)>> {
+        let model = self.plan.model();
+        let mut total_ms = vec![0f64; model.nodes().len()];
+        for _ in 0..runs.max(1) {
+            let input = Tensor::from_shape(&self.input_shape, sample)
+                .map_err(|e| tract_error("shaping the input", &e))?;
+            let mut state = self.plan.spawn().map_err(|e| tract_error("running", &e))?;
+            state
+                .run_plan_with_eval(tvec!(input.into()), |ctx, op_state, node, inputs| {
+                    let start = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    total_ms[node.id] += start.elapsed().as_secs_f64() * 1e3;
+                    out
+                })
+                .map_err(|e| tract_error("profiling", &e))?;
+        }
+        Ok(model
+            .nodes()
+            .iter()
+            .map(|n| (n.name.clone(), n.op().name().to_string(), total_ms[n.id]))
+            .collect())
+    }
+
     /// Runs one sample (its values in C order, `input_shape` elements) and returns every
     /// output flattened.
     pub fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
