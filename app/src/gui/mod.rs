@@ -507,7 +507,7 @@ impl eframe::App for StudioApp {
             Some(session) => {
                 egui::Panel::left("controls")
                     .resizable(true)
-                    .default_size(300.0)
+                    .default_size(270.0)
                     .show(ui, |ui| {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             panels::controls_ui(ui, session, commands);
@@ -521,7 +521,7 @@ impl eframe::App for StudioApp {
                     });
                 egui::Panel::right("plots")
                     .resizable(true)
-                    .default_size(460.0)
+                    .default_size(390.0)
                     .show(ui, |ui| {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             ui.heading("Weights");

@@ -226,6 +226,7 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                         "Op",
                         "Params",
                         "MACs",
+                        "Prune",
                         "Precision",
                         "Sparsity",
                         "SQNR (dB)",
