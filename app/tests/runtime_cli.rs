@@ -299,3 +299,41 @@ fn optimize_and_compare_in_onnxruntime() {
     assert_eq!(json["b"]["runtime"], "onnxruntime");
     assert!(json["fidelity"]["agreement"].as_f64().unwrap() > 0.9);
 }
+
+#[test]
+fn input_values_for_the_inputs_the_data_does_not_feed() {
+    let model = fixture("runtimes/three_inputs.onnx");
+    let model = model.to_str().unwrap();
+    let o = edgefit(&["eval", model], &[]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("--input-value"),
+        "{err}"
+    );
+    let mut runtimes = vec!["tract"];
+    if onnxruntime() {
+        runtimes.push("onnxruntime");
+    }
+    for runtime in runtimes {
+        let o = edgefit(
+            &[
+                "eval",
+                model,
+                "--runtime",
+                runtime,
+                "--input-value",
+                "h=0.5",
+                "--input-value",
+                "k=2",
+                "--json",
+            ],
+            &[],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{runtime}: {err}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["input_shape"], serde_json::json!([1, 8]));
+        assert_eq!(json["fixed_inputs"][1]["name"], "k");
+        assert_eq!(json["fixed_inputs"][1]["value"], 2.0);
+    }
+}

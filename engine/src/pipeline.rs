@@ -18,40 +18,121 @@ use crate::load::{LoadedModel, load_model};
 use crate::plan::{ActivationCalibration, BatchNormRecalibration, Recipe};
 use crate::proto::{Message, ModelProto};
 use crate::quant::quantile;
-use crate::runtime::{Runnable, RunnableModel, RuntimeKind};
+use crate::runtime::{BuildOptions, FixedInput, Runnable, RunnableModel, RuntimeKind};
 use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
 use crate::write::{write_bytes_atomic, write_model_atomic};
 
-/// Concrete shapes chosen for model inputs: input name → dims, batch included (from the
-/// command line's `--input-shape name=1,3,224,224`, or a form in the studio).
-pub type InputShapes = [(String, Vec<usize>)];
+/// What is given for one model input: a concrete shape (batch included), a value to hold it
+/// at for every sample, or both (from the command line's `--input-shape name=1,3,224,224` and
+/// `--input-value name=0`, or a form in the studio).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct InputSetting {
+    pub name: String,
+    pub shape: Option<Vec<usize>>,
+    pub value: Option<f64>,
+}
 
-/// Parses `name=1,3,224,224` (dims separated by `,` or `x`; every dim at least 1).
-pub fn parse_input_shape(text: &str) -> Result<(String, Vec<usize>)> {
+impl InputSetting {
+    /// A concrete shape for input `name`.
+    pub fn shape(name: &str, dims: Vec<usize>) -> Self {
+        Self {
+            name: name.to_owned(),
+            shape: Some(dims),
+            value: None,
+        }
+    }
+
+    /// A constant value for input `name`.
+    pub fn value(name: &str, value: f64) -> Self {
+        Self {
+            name: name.to_owned(),
+            shape: None,
+            value: Some(value),
+        }
+    }
+}
+
+/// Settings of model inputs (shapes for symbolic dims, values for inputs the data does not
+/// feed); empty when the model's one input is fully described by the model or the data.
+pub type InputShapes = [InputSetting];
+
+fn split_setting<'t>(text: &'t str, example: &str) -> Result<(&'t str, &'t str)> {
     let bad = |reason: String| Error::InvalidArgument {
-        what: "input shape",
+        what: "input setting",
         reason,
     };
-    let (name, dims) = text.split_once('=').ok_or_else(|| {
-        bad(format!(
-            "`{text}` is not NAME=DIMS (e.g. input=1,3,224,224)"
-        ))
-    })?;
+    let (name, rest) = text
+        .split_once('=')
+        .ok_or_else(|| bad(format!("`{text}` is not NAME=… (e.g. {example})")))?;
     let name = name.trim();
     if name.is_empty() {
         return Err(bad(format!("`{text}` has no input name before `=`")));
+    }
+    Ok((name, rest.trim()))
+}
+
+/// Parses `name=1,3,224,224` (dims separated by `,` or `x`; every dim at least 1; `name=`
+/// alone is a scalar).
+pub fn parse_input_shape(text: &str) -> Result<InputSetting> {
+    let (name, dims) = split_setting(text, "input=1,3,224,224")?;
+    if dims.is_empty() {
+        return Ok(InputSetting::shape(name, Vec::new()));
     }
     let dims: Vec<usize> = dims
         .split([',', 'x'])
         .map(|d| match d.trim().parse::<usize>() {
             Ok(v) if v > 0 => Ok(v),
-            _ => Err(bad(format!(
-                "`{text}`: `{}` is not a dimension (a whole number of at least 1)",
-                d.trim()
-            ))),
+            _ => Err(Error::InvalidArgument {
+                what: "input shape",
+                reason: format!(
+                    "`{text}`: `{}` is not a dimension (a whole number of at least 1)",
+                    d.trim()
+                ),
+            }),
         })
         .collect::<Result<_>>()?;
-    Ok((name.to_owned(), dims))
+    Ok(InputSetting::shape(name, dims))
+}
+
+/// Parses `name=16000` (a number; `true`/`false` for booleans).
+pub fn parse_input_value(text: &str) -> Result<InputSetting> {
+    let (name, value) = split_setting(text, "sr=16000")?;
+    let value = match value {
+        "true" => 1.0,
+        "false" => 0.0,
+        v => v
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "input value",
+                reason: format!("`{text}`: `{v}` is not a number"),
+            })?,
+    };
+    Ok(InputSetting::value(name, value))
+}
+
+/// Combines settings of the same input (a shape and a value); giving either twice is an error.
+pub fn merge_input_settings(settings: Vec<InputSetting>) -> Result<Vec<InputSetting>> {
+    let mut merged: Vec<InputSetting> = Vec::new();
+    for s in settings {
+        match merged.iter_mut().find(|m| m.name == s.name) {
+            None => merged.push(s),
+            Some(m) => {
+                if (m.shape.is_some() && s.shape.is_some())
+                    || (m.value.is_some() && s.value.is_some())
+                {
+                    return Err(Error::InvalidArgument {
+                        what: "input setting",
+                        reason: format!("input `{}` is given twice", s.name),
+                    });
+                }
+                m.shape = m.shape.take().or(s.shape);
+                m.value = m.value.take().or(s.value);
+            }
+        }
+    }
+    Ok(merged)
 }
 
 /// The model's input shape with every dimension concrete (batch 1), from the analysis, else
@@ -60,54 +141,101 @@ pub fn concrete_input_shape(model: &LoadedModel, data: Option<&Dataset>) -> Resu
     resolve_input_shape(model, data, &[])
 }
 
-/// The concrete shape to run the model's (first) input at:
-/// 1. the shape given for it in `explicit`, when there is one (it must agree with the known
-///    dims of the declared shape);
+/// How a model's inputs are fed in a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResolvedInputs {
+    /// The input the data feeds.
+    pub input: String,
+    /// Its concrete shape, batch included.
+    pub shape: Vec<usize>,
+    /// The other inputs, held at a value.
+    pub fixed: Vec<FixedInput>,
+}
+
+/// [`resolve_inputs`]' shape of the input the data feeds.
+pub fn resolve_input_shape(
+    model: &LoadedModel,
+    data: Option<&Dataset>,
+    settings: &InputShapes,
+) -> Result<Vec<usize>> {
+    resolve_inputs(model, data, settings).map(|r| r.shape)
+}
+
+/// Which input the data feeds and at what shape, and the values of the others.
+///
+/// The data feeds the one input without a value in `settings` (a one-input model: its input).
+/// Its shape is
+/// 1. the shape given for it in `settings` (it must agree with the known declared dims);
 /// 2. the declared shape, when every dim is known;
 /// 3. batch 1 followed by the shape of a sample of `data`, filling the symbolic dims (known
 ///    dims must agree).
 ///
+/// Every other input needs a value, and a shape unless its declared one is fully known.
 /// Otherwise an [`Error::InvalidArgument`] naming the input, its declared shape, and how to
-/// give one (`--input-shape NAME=DIMS`).
-pub fn resolve_input_shape(
+/// give what is missing (`--input-shape NAME=DIMS`, `--input-value NAME=V`).
+pub fn resolve_inputs(
     model: &LoadedModel,
     data: Option<&Dataset>,
-    explicit: &InputShapes,
-) -> Result<Vec<usize>> {
+    settings: &InputShapes,
+) -> Result<ResolvedInputs> {
     let bad = |reason: String| Error::InvalidArgument {
         what: "input shape",
         reason,
     };
-    let input = model
-        .graph
-        .inputs
-        .first()
-        .ok_or_else(|| Error::InvalidArgument {
+    let inputs = &model.graph.inputs;
+    if inputs.is_empty() {
+        return Err(Error::InvalidArgument {
             what: "model",
             reason: "it has no input".to_owned(),
-        })?;
-    for (name, _) in explicit {
-        if !model.graph.inputs.iter().any(|i| i.name == *name) {
-            let names: Vec<String> = model
-                .graph
-                .inputs
-                .iter()
-                .map(|i| format!("`{}`", i.name))
-                .collect();
+        });
+    }
+    let listed = || {
+        inputs
+            .iter()
+            .map(|i| format!("`{}`", i.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for s in settings {
+        if !inputs.iter().any(|i| i.name == s.name) {
             return Err(bad(format!(
-                "the model has no input `{name}` (its inputs: {})",
-                names.join(", ")
+                "the model has no input `{}` (its inputs: {})",
+                s.name,
+                listed()
             )));
         }
     }
-    let declared = model
-        .shapes
-        .get(&input.name)
-        .and_then(|f| f.shape.clone())
-        .or_else(|| input.shape.clone());
-    let shown = crate::graph::format_shape(declared.as_deref());
+    let setting = |name: &str| settings.iter().find(|s| s.name == name);
+    let fed: Vec<&crate::graph::ValueDesc> = inputs
+        .iter()
+        .filter(|i| setting(&i.name).is_none_or(|s| s.value.is_none()))
+        .collect();
+    let input = match fed.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(bad(format!(
+                "every input ({}) has a value; one must be left for the data",
+                listed()
+            )));
+        }
+        several => {
+            let names: Vec<String> = several.iter().map(|i| format!("`{}`", i.name)).collect();
+            return Err(bad(format!(
+                "the model has {} inputs without a value ({}); the data feeds one: give the others a value (--input-value NAME=V, and --input-shape NAME=DIMS where their shape is not fixed)",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+    };
+    let declared_of = |i: &crate::graph::ValueDesc| {
+        model
+            .shapes
+            .get(&i.name)
+            .and_then(|f| f.shape.clone())
+            .or_else(|| i.shape.clone())
+    };
     // Where `dims` disagrees with a known declared dim, which one.
-    let clash = |dims: &[usize]| -> Option<String> {
+    let clash = |declared: &Option<Vec<crate::graph::Dim>>, dims: &[usize]| -> Option<String> {
         let declared = declared.as_ref()?;
         if declared.len() != dims.len() {
             return Some(format!("rank {} instead of {}", dims.len(), declared.len()));
@@ -123,27 +251,86 @@ pub fn resolve_input_shape(
                     .map(|k| format!("dim {i} is {v} but the model fixes it to {k}"))
             })
     };
-    if let Some((_, dims)) = explicit.iter().find(|(n, _)| *n == input.name) {
-        if let Some(problem) = clash(dims) {
-            return Err(bad(format!(
-                "input `{}` is declared {shown}; the shape given, {dims:?}, does not fit it: {problem}",
-                input.name
-            )));
-        }
-        return Ok(dims.clone());
-    }
-    if let Some(dims) = &declared {
-        let known: Option<Vec<usize>> = dims
+    let fully_known = |declared: &Option<Vec<crate::graph::Dim>>| -> Option<Vec<usize>> {
+        declared
+            .as_ref()?
             .iter()
             .map(|d| {
                 d.known()
                     .filter(|&v| v > 0)
                     .and_then(|v| usize::try_from(v).ok())
             })
+            .collect()
+    };
+    let example = |declared: &Option<Vec<crate::graph::Dim>>| -> String {
+        let dims: Vec<String> = declared
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|d| {
+                d.known()
+                    .filter(|&v| v > 0)
+                    .map_or("N".to_owned(), |v| v.to_string())
+            })
             .collect();
-        if let Some(known) = known {
-            return Ok(known);
+        if dims.is_empty() {
+            "1,3,224,224".to_owned()
+        } else {
+            dims.join(",")
         }
+    };
+
+    let mut fixed = Vec::new();
+    for i in inputs.iter().filter(|i| i.name != input.name) {
+        let Some(s) = setting(&i.name) else { continue };
+        let Some(value) = s.value else { continue };
+        let declared = declared_of(i);
+        let shape = match &s.shape {
+            Some(dims) => {
+                if let Some(problem) = clash(&declared, dims) {
+                    return Err(bad(format!(
+                        "input `{}` is declared {}; the shape given, {dims:?}, does not fit it: {problem}",
+                        i.name,
+                        crate::graph::format_shape(declared.as_deref())
+                    )));
+                }
+                dims.clone()
+            }
+            None => fully_known(&declared).ok_or_else(|| {
+                bad(format!(
+                    "input `{}` has shape {}; give the shape to hold it at (--input-shape {}={})",
+                    i.name,
+                    crate::graph::format_shape(declared.as_deref()),
+                    i.name,
+                    example(&declared)
+                ))
+            })?,
+        };
+        fixed.push(FixedInput {
+            name: i.name.clone(),
+            shape,
+            value,
+        });
+    }
+
+    let declared = declared_of(input);
+    let shown = crate::graph::format_shape(declared.as_deref());
+    let done = |shape: Vec<usize>| ResolvedInputs {
+        input: input.name.clone(),
+        shape,
+        fixed: fixed.clone(),
+    };
+    if let Some(dims) = setting(&input.name).and_then(|s| s.shape.as_ref()) {
+        if let Some(problem) = clash(&declared, dims) {
+            return Err(bad(format!(
+                "input `{}` is declared {shown}; the shape given, {dims:?}, does not fit it: {problem}",
+                input.name
+            )));
+        }
+        return Ok(done(dims.clone()));
+    }
+    if let Some(known) = fully_known(&declared) {
+        return Ok(done(known));
     }
     if let Some(data) = data {
         let mut shape = vec![1];
@@ -155,43 +342,31 @@ pub fn resolve_input_shape(
         {
             shape.remove(0);
         }
-        if let Some(problem) = clash(&shape) {
+        if let Some(problem) = clash(&declared, &shape) {
             return Err(bad(format!(
                 "input `{}` is declared {shown} but the data's samples are {:?} ({problem}); give its shape with --input-shape {}=DIMS",
                 input.name, data.sample_shape, input.name
             )));
         }
-        return Ok(shape);
+        return Ok(done(shape));
     }
-    let example: Vec<String> = declared
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|d| {
-            d.known()
-                .filter(|&v| v > 0)
-                .map_or("N".to_owned(), |v| v.to_string())
-        })
-        .collect();
     Err(bad(format!(
         "input `{}` has shape {shown} with unknown dimensions; give data of a fixed shape or a concrete shape (--input-shape {}={})",
         input.name,
         input.name,
-        if example.is_empty() {
-            "1,3,224,224".to_owned()
-        } else {
-            example.join(",")
-        }
+        example(&declared)
     )))
 }
 
-/// Runs `proto` in `runtime` on every sample of `data` with the extra outputs `tensors` and
-/// hands each sample's extra outputs to `observe` (tensor index, values).
+/// Runs `proto` in `runtime` on every sample of `data` (the inputs of `fixed` held at their
+/// values) with the extra outputs `tensors` and hands each sample's extra outputs to
+/// `observe` (tensor index, values).
 #[allow(clippy::too_many_arguments)]
 pub fn observe_tensors(
     runtime: RuntimeKind,
     proto: &ModelProto,
     input_shape: &[usize],
+    fixed: &[FixedInput],
     tensors: &[String],
     data: &Dataset,
     stage: &str,
@@ -199,7 +374,17 @@ pub fn observe_tensors(
     cancel: &CancelToken,
     mut observe: impl FnMut(usize, &[f32]),
 ) -> Result<()> {
-    let runnable = RunnableModel::build(runtime, proto, None, input_shape, tensors)?;
+    let runnable = RunnableModel::build_with(
+        runtime,
+        proto,
+        None,
+        input_shape,
+        tensors,
+        &BuildOptions {
+            fixed_inputs: fixed.to_vec(),
+            ..BuildOptions::default()
+        },
+    )?;
     for i in 0..data.len() {
         cancel.check()?;
         report(progress, stage, i as u64, data.len() as u64);
@@ -217,6 +402,7 @@ pub fn calibrate(
     runtime: RuntimeKind,
     proto: &ModelProto,
     input_shape: &[usize],
+    fixed: &[FixedInput],
     tensors: &[String],
     data: &Dataset,
     calibration: ActivationCalibration,
@@ -235,6 +421,7 @@ pub fn calibrate(
         runtime,
         proto,
         input_shape,
+        fixed,
         &unique,
         data,
         "calibrating activations",
@@ -284,18 +471,22 @@ pub fn batchnorm_statistics(
         model,
         build,
         input_shape,
+        &[],
         data,
         progress,
         cancel,
     )
 }
 
-/// [`batchnorm_statistics`] with the activations observed in `runtime`.
+/// [`batchnorm_statistics`] with the activations observed in `runtime`, the inputs of
+/// `fixed` held at their values.
+#[allow(clippy::too_many_arguments)]
 pub fn batchnorm_statistics_in(
     runtime: RuntimeKind,
     model: &LoadedModel,
     build: impl Fn(&BatchNormStats) -> Result<ModelProto>,
     input_shape: &[usize],
+    fixed: &[FixedInput],
     data: &Dataset,
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
@@ -322,6 +513,7 @@ pub fn batchnorm_statistics_in(
             runtime,
             &proto,
             input_shape,
+            fixed,
             std::slice::from_ref(&x),
             data,
             "re-estimating batch norm",
@@ -390,6 +582,8 @@ pub struct OptimizeReport {
     pub runtime: RuntimeKind,
     /// The input shape the models were run at (batch included).
     pub input_shape: Vec<usize>,
+    /// Inputs held at a value (several-input models).
+    pub fixed_inputs: Vec<FixedInput>,
     pub original: Measured,
     pub compressed: Measured,
     /// The compressed model's outputs against the original's on the same samples.
@@ -419,7 +613,8 @@ pub struct OptimizeOptions<'a> {
     pub latency_runs: usize,
     /// The runtime of the preview (accuracy, fidelity, calibration), latency and verification.
     pub runtime: RuntimeKind,
-    /// Concrete shapes for inputs with symbolic dims (default: from the data, batch 1).
+    /// Concrete shapes for inputs with symbolic dims (default: from the data, batch 1), and
+    /// values for the inputs the data does not feed.
     pub input_shapes: &'a InputShapes,
 }
 
@@ -430,6 +625,8 @@ pub struct Preview {
     pub original_outputs: Vec<Vec<f32>>,
     pub outputs: Vec<Vec<f32>>,
     pub input_shape: Vec<usize>,
+    /// Inputs held at a value.
+    pub fixed_inputs: Vec<FixedInput>,
 }
 
 /// The model after structured pruning, with the recipe that finishes the job on it.
@@ -494,8 +691,13 @@ pub fn preview(
     cancel: &CancelToken,
 ) -> Result<Preview> {
     let compression = compressor.apply(options.recipe, cancel)?;
-    let input_shape = resolve_input_shape(model, Some(options.data), options.input_shapes)?;
+    let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
+    let (input_shape, fixed) = (inputs.shape, inputs.fixed);
     let runtime = options.runtime;
+    let build_options = BuildOptions {
+        fixed_inputs: fixed.clone(),
+        ..BuildOptions::default()
+    };
     let calibration_data = options.calibration.unwrap_or(options.data);
     let changed = |pruned_only: bool| {
         compression.layers.iter().any(|l| {
@@ -532,6 +734,7 @@ pub fn preview(
             model,
             build,
             &input_shape,
+            &fixed,
             calibration_data,
             progress,
             cancel,
@@ -558,6 +761,7 @@ pub fn preview(
             runtime,
             &float.proto,
             &input_shape,
+            &fixed,
             &tensors,
             calibration_data,
             options.recipe.activations.calibration,
@@ -576,14 +780,22 @@ pub fn preview(
         batchnorm.as_ref(),
     )?;
     let dir = original.path.parent().map(Path::to_path_buf);
-    let original = RunnableModel::build(
+    let original = RunnableModel::build_with(
         runtime,
         &original.self_contained_proto()?,
         dir.as_deref(),
         &input_shape,
         &[],
+        &build_options,
     )?;
-    let compressed = RunnableModel::build(runtime, &built.proto, None, &input_shape, &[])?;
+    let compressed = RunnableModel::build_with(
+        runtime,
+        &built.proto,
+        None,
+        &input_shape,
+        &[],
+        &build_options,
+    )?;
     let original_outputs = run_dataset(&original, options.data, progress, cancel)?;
     let outputs = run_dataset(&compressed, options.data, progress, cancel)?;
     Ok(Preview {
@@ -592,6 +804,7 @@ pub fn preview(
         original_outputs,
         outputs,
         input_shape,
+        fixed_inputs: fixed,
     })
 }
 
@@ -610,18 +823,20 @@ pub fn verify_written(
         data,
         expected,
         input_shape,
+        &[],
         cancel,
     )
 }
 
 /// [`verify_written`] in `runtime` (the preview's runtime: outputs are compared with
-/// outputs of the same runtime).
+/// outputs of the same runtime), the inputs of `fixed` held at their values.
 pub fn verify_written_in(
     runtime: RuntimeKind,
     path: &Path,
     data: &Dataset,
     expected: &[Vec<f32>],
     input_shape: &[usize],
+    fixed: &[FixedInput],
     cancel: &CancelToken,
 ) -> Verification {
     const SAMPLES: usize = 64;
@@ -638,11 +853,21 @@ pub fn verify_written_in(
         Ok(m) => m,
         Err(e) => return fail(format!("the written file does not load: {e}")),
     };
-    let runnable =
-        match RunnableModel::build(runtime, &reloaded.proto, path.parent(), input_shape, &[]) {
-            Ok(r) => r,
-            Err(e) => return fail(format!("the written file does not run: {e}")),
-        };
+    let options = BuildOptions {
+        fixed_inputs: fixed.to_vec(),
+        ..BuildOptions::default()
+    };
+    let runnable = match RunnableModel::build_with(
+        runtime,
+        &reloaded.proto,
+        path.parent(),
+        input_shape,
+        &[],
+        &options,
+    ) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("the written file does not run: {e}")),
+    };
     let n = SAMPLES.min(data.len()).min(expected.len());
     let mut max_abs = 0f64;
     for (i, want) in expected.iter().enumerate().take(n) {
@@ -737,8 +962,17 @@ pub fn optimize(
         |proto: &ModelProto, outputs: &[Vec<f32>], dir: Option<&Path>| -> Result<Measured> {
             let size_bytes = Message::compute_size(proto);
             let latency_ms = if options.latency_runs > 0 && !options.data.is_empty() {
-                let runnable =
-                    RunnableModel::build(options.runtime, proto, dir, &preview.input_shape, &[])?;
+                let runnable = RunnableModel::build_with(
+                    options.runtime,
+                    proto,
+                    dir,
+                    &preview.input_shape,
+                    &[],
+                    &BuildOptions {
+                        fixed_inputs: preview.fixed_inputs.clone(),
+                        ..BuildOptions::default()
+                    },
+                )?;
                 Some(latency(
                     &runnable,
                     options.data.sample(0),
@@ -776,6 +1010,7 @@ pub fn optimize(
         options.data,
         &preview.outputs,
         &preview.input_shape,
+        &preview.fixed_inputs,
         cancel,
     );
 
@@ -822,6 +1057,7 @@ pub fn optimize(
         data: options.data.description.clone(),
         runtime: options.runtime,
         input_shape: preview.input_shape.clone(),
+        fixed_inputs: preview.fixed_inputs.clone(),
         fidelity: fidelity(&preview.original_outputs, &preview.outputs),
         original,
         compressed: Measured {

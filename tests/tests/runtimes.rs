@@ -10,7 +10,8 @@ use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_
 use edgefit_engine::eval::{accuracy, latency, run_dataset};
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{
-    OptimizeOptions, optimize, parse_input_shape, resolve_input_shape, verify_written_in,
+    InputSetting, OptimizeOptions, merge_input_settings, optimize, parse_input_shape,
+    parse_input_value, resolve_input_shape, resolve_inputs, verify_written_in,
 };
 use edgefit_engine::plan::{Precision, Recipe};
 use edgefit_engine::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
@@ -173,7 +174,7 @@ fn symbolic_dims_run_at_two_concrete_shapes_in_both_runtimes() {
             "{e}"
         );
         for shape in [vec![1, 3, 16, 16], vec![2, 3, 12, 20]] {
-            let explicit = [("x".to_owned(), shape.clone())];
+            let explicit = [InputSetting::shape("x", shape.clone())];
             assert_eq!(resolve_input_shape(&model, None, &explicit).unwrap(), shape);
             let data = generated_inputs(&shape, 4, 11);
             let tract = build(RuntimeKind::Tract, &model, &shape);
@@ -203,10 +204,10 @@ fn symbolic_dims_run_at_two_concrete_shapes_in_both_runtimes() {
             [1, 3, 8, 10]
         );
         // A shape that contradicts the model's fixed dims is refused, naming the dim.
-        let wrong = [("x".to_owned(), vec![1, 4, 8, 8])];
+        let wrong = [InputSetting::shape("x", vec![1, 4, 8, 8])];
         let e = resolve_input_shape(&model, None, &wrong).unwrap_err();
         assert!(e.to_string().contains("dim 1"), "{e}");
-        let unknown = [("image".to_owned(), vec![1, 3, 8, 8])];
+        let unknown = [InputSetting::shape("image", vec![1, 3, 8, 8])];
         let e = resolve_input_shape(&model, None, &unknown).unwrap_err();
         assert!(e.to_string().contains("no input `image`"), "{e}");
     }
@@ -216,11 +217,50 @@ fn symbolic_dims_run_at_two_concrete_shapes_in_both_runtimes() {
 fn input_shapes_parse() {
     assert_eq!(
         parse_input_shape("x=1,3,224,224").unwrap(),
-        ("x".to_owned(), vec![1, 3, 224, 224])
+        InputSetting::shape("x", vec![1, 3, 224, 224])
     );
     assert_eq!(
         parse_input_shape("input.1=1x3x8x8").unwrap(),
-        ("input.1".to_owned(), vec![1, 3, 8, 8])
+        InputSetting::shape("input.1", vec![1, 3, 8, 8])
+    );
+    assert_eq!(
+        parse_input_shape("sr=").unwrap(),
+        InputSetting::shape("sr", vec![])
+    );
+    assert_eq!(
+        parse_input_value("sr=16000").unwrap(),
+        InputSetting::value("sr", 16000.0)
+    );
+    assert_eq!(
+        parse_input_value("mask=true").unwrap(),
+        InputSetting::value("mask", 1.0)
+    );
+    for bad in ["sr", "=1", "sr=abc", "sr=nan"] {
+        assert!(parse_input_value(bad).is_err(), "{bad}");
+    }
+    let merged = merge_input_settings(vec![
+        parse_input_shape("state=2,1,128").unwrap(),
+        parse_input_value("sr=16000").unwrap(),
+        parse_input_value("state=0").unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(
+        merged,
+        [
+            InputSetting {
+                name: "state".to_owned(),
+                shape: Some(vec![2, 1, 128]),
+                value: Some(0.0)
+            },
+            InputSetting::value("sr", 16000.0)
+        ]
+    );
+    assert!(
+        merge_input_settings(vec![
+            InputSetting::value("sr", 1.0),
+            InputSetting::value("sr", 2.0)
+        ])
+        .is_err()
     );
     for bad in ["x", "=1,2", "x=1,,2", "x=1,0", "x=-1,3", "x=a"] {
         assert!(parse_input_shape(bad).is_err(), "{bad}");
@@ -283,7 +323,10 @@ fn latency_reports_the_runtime_and_its_threads() {
         None,
         &shape,
         &[],
-        BuildOptions { threads: 2 },
+        &BuildOptions {
+            threads: 2,
+            ..BuildOptions::default()
+        },
     )
     .unwrap();
     assert_eq!((ort.name(), ort.threads()), ("onnxruntime", 2));
@@ -390,6 +433,7 @@ fn optimize_previews_calibrates_and_verifies_in_onnxruntime() {
                 &data,
                 &ort_outputs,
                 &shape,
+                &[],
                 &CancelToken::new(),
             );
             assert!(v.max_abs_diff < 1e-3, "{}", v.message);
@@ -417,8 +461,12 @@ fn a_bad_explicit_library_is_a_clean_error_or_the_loaded_one_is_kept() {
 fn a_real_paddle_export_with_dynamic_dims_runs_in_both_runtimes() {
     // PaddleOCR's text-direction classifier: input x [-1, 3, -1, -1] (dim_value -1).
     let model = open(&fixture("real/ch_ppocr_mobile_v2.0_cls_infer.onnx"));
-    let shape =
-        resolve_input_shape(&model, None, &[("x".to_owned(), vec![1, 3, 48, 192])]).unwrap();
+    let shape = resolve_input_shape(
+        &model,
+        None,
+        &[InputSetting::shape("x", vec![1, 3, 48, 192])],
+    )
+    .unwrap();
     let data = generated_inputs(&shape[1..], 4, 5);
     assert_eq!(
         resolve_input_shape(&model, Some(&data), &[]).unwrap(),
@@ -434,4 +482,99 @@ fn a_real_paddle_export_with_dynamic_dims_runs_in_both_runtimes() {
     let o = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
     let diff = max_abs_diff(&t, &o);
     assert!(diff < 1e-4, "tract and onnxruntime differ by {diff}");
+}
+
+#[test]
+fn inputs_the_data_does_not_feed_are_held_at_a_value() {
+    let model = open(&fixture("runtimes/three_inputs.onnx"));
+    // Without values: which inputs, and how to give them.
+    let e = resolve_inputs(&model, None, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("`x`, `h`, `k`") && e.contains("--input-value"),
+        "{e}"
+    );
+    let settings = [InputSetting::value("h", 0.5), InputSetting::value("k", 2.0)];
+    let inputs = resolve_inputs(&model, None, &settings).unwrap();
+    assert_eq!(
+        (inputs.input.as_str(), inputs.shape.as_slice()),
+        ("x", &[1, 8][..])
+    );
+    assert_eq!(inputs.fixed.len(), 2);
+    assert_eq!(inputs.fixed[1].shape, Vec::<usize>::new());
+    // A value for every input leaves nothing for the data.
+    let all = [
+        InputSetting::value("x", 1.0),
+        InputSetting::value("h", 0.5),
+        InputSetting::value("k", 2.0),
+    ];
+    assert!(resolve_inputs(&model, None, &all).is_err());
+
+    let w = model.weight("w").unwrap().values.clone().unwrap();
+    let data = generated_inputs(&[8], 6, 9);
+    let expected: Vec<Vec<f32>> = (0..data.len())
+        .map(|i| {
+            let x = data.sample(i);
+            (0..4)
+                .map(|c| 2.0 * (0..8).map(|k| (x[k] + 0.5) * w[k * 4 + c]).sum::<f32>())
+                .collect()
+        })
+        .collect();
+    let options = BuildOptions {
+        fixed_inputs: inputs.fixed.clone(),
+        ..BuildOptions::default()
+    };
+    let mut runtimes = vec![RuntimeKind::Tract];
+    if onnxruntime() {
+        runtimes.push(RuntimeKind::OnnxRuntime);
+    }
+    for runtime in runtimes {
+        let runnable =
+            RunnableModel::build_with(runtime, &model.proto, None, &inputs.shape, &[], &options)
+                .unwrap();
+        let out = run_dataset(&runnable, &data, &NoProgress, &CancelToken::new()).unwrap();
+        let diff = max_abs_diff(&out, &expected);
+        assert!(diff < 1e-5, "{runtime}: {diff}");
+    }
+    // Without the values, each runtime says which inputs the model has.
+    let e = RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 8], &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("3 inputs") && e.contains("--input-value"), "{e}");
+
+    // optimize keeps the inputs of the written model and verifies it with the same values.
+    let mut recipe = Recipe::default();
+    recipe.defaults.precision = Precision::Int { bits: 8 };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8.onnx");
+    let report = optimize(
+        &model,
+        &OptimizeOptions {
+            recipe: &recipe,
+            format: ExportFormat::WeightsInt8,
+            data: &data,
+            calibration: None,
+            latency_runs: 2,
+            runtime: RuntimeKind::Tract,
+            input_shapes: &settings,
+        },
+        &out,
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert!(
+        report.verification.passed,
+        "{}",
+        report.verification.message
+    );
+    assert_eq!(report.fixed_inputs, inputs.fixed);
+    let written = open(&out);
+    let names: Vec<&str> = written
+        .graph
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    assert_eq!(names, ["x", "h", "k"]);
 }

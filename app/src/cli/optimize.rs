@@ -7,10 +7,11 @@ use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_
 use edgefit_engine::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{
-    OptimizeOptions, OptimizeReport, optimize, parse_input_shape, resolve_input_shape,
+    InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, merge_input_settings, optimize,
+    parse_input_shape, parse_input_value, resolve_input_shape, resolve_inputs,
 };
 use edgefit_engine::plan::{BatchNormRecalibration, Clipping, Precision, PruneMethod, Recipe};
-use edgefit_engine::runtime::{BuildOptions, RunnableModel, RuntimeKind};
+use edgefit_engine::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
 
@@ -37,6 +38,11 @@ pub struct RuntimeArgs {
     /// NAME=1,3,224,224 (repeatable). Default: batch 1 and the data's sample shape.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     pub input_shape: Vec<String>,
+    /// Hold a model input at this value for every sample (each element): the inputs of a
+    /// several-input model that the data does not feed, e.g. a recurrent state or a sample
+    /// rate: NAME=0 (repeatable; its shape from the model or --input-shape).
+    #[arg(long = "input-value", value_name = "NAME=V")]
+    pub input_value: Vec<String>,
     /// The ONNX Runtime shared library to load for `--runtime onnxruntime` (a file, or a folder
     /// holding libonnxruntime.so*). Default: $EDGEFIT_ONNXRUNTIME_LIB, $ORT_DYLIB_PATH, a
     /// pip-installed onnxruntime wheel, system library folders.
@@ -45,17 +51,16 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// The `--input-shape` values, parsed.
-    pub fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
-        let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+    /// The `--input-shape` and `--input-value` settings, parsed and merged by input.
+    pub fn shapes(&self) -> Result<Vec<InputSetting>> {
+        let mut settings = Vec::new();
         for text in &self.input_shape {
-            let (name, dims) = parse_input_shape(text)?;
-            if shapes.iter().any(|(n, _)| *n == name) {
-                bail!("--input-shape gives input `{name}` twice");
-            }
-            shapes.push((name, dims));
+            settings.push(parse_input_shape(text)?);
         }
-        Ok(shapes)
+        for text in &self.input_value {
+            settings.push(parse_input_value(text)?);
+        }
+        Ok(merge_input_settings(settings)?)
     }
 
     /// Loads onnxruntime when `runtimes` need it (from --onnxruntime-lib when given), so a
@@ -83,7 +88,7 @@ impl DataArgs {
     pub fn load(
         &self,
         model: &LoadedModel,
-        shapes: &[(String, Vec<usize>)],
+        shapes: &[InputSetting],
     ) -> Result<(Dataset, Option<Dataset>)> {
         let beside = model
             .path
@@ -276,10 +281,7 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
 fn print_optimize(r: &OptimizeReport) {
     let acc =
         |m: &Option<Accuracy>| m.map_or("–".to_owned(), |a| format!("{:.2}%", a.top1 * 100.0));
-    let lat = |l: &Option<Latency>| {
-        l.as_ref()
-            .map_or("–".to_owned(), |l| format!("{:.3} ms", l.median))
-    };
+    let lat = |l: &Option<Latency>| l.as_ref().map_or("–".to_owned(), |l| ms(l.median));
     println!("wrote {} ({})", r.output, r.format.name());
     println!("data: {}", r.data);
     println!(
@@ -374,6 +376,9 @@ pub struct EvalOutput {
     pub runtime: &'static str,
     /// The input shape the model ran at (batch included).
     pub input_shape: Vec<usize>,
+    /// Inputs held at a value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fixed_inputs: Vec<FixedInput>,
     pub data: String,
     pub samples: usize,
     pub accuracy: Option<Accuracy>,
@@ -385,7 +390,7 @@ pub struct EvalOutput {
 /// How to run models for `eval`, `bench` and `compare`.
 struct RunSettings {
     runtime: RuntimeKind,
-    shapes: Vec<(String, Vec<usize>)>,
+    shapes: Vec<InputSetting>,
     /// Threads per inference for latency.
     threads: usize,
 }
@@ -393,7 +398,7 @@ struct RunSettings {
 fn build(
     model: &LoadedModel,
     runtime: RuntimeKind,
-    shape: &[usize],
+    inputs: &ResolvedInputs,
     threads: usize,
 ) -> Result<RunnableModel> {
     // onnxruntime reads the model from memory: external data goes inline.
@@ -405,21 +410,24 @@ fn build(
         runtime,
         &proto,
         model.path.parent(),
-        shape,
+        &inputs.shape,
         &[],
-        BuildOptions { threads },
+        &BuildOptions {
+            threads,
+            fixed_inputs: inputs.fixed.clone(),
+        },
     )?)
 }
 
 fn outputs_of(
     model: &LoadedModel,
     data: &Dataset,
-    shape: &[usize],
+    inputs: &ResolvedInputs,
     runtime: RuntimeKind,
     bar: &indicatif::ProgressBar,
     cancel: &CancelToken,
 ) -> Result<Vec<Vec<f32>>> {
-    let runnable = build(model, runtime, shape, 1)?;
+    let runnable = build(model, runtime, inputs, 1)?;
     Ok(run_dataset(&runnable, data, &sink(bar), cancel)?)
 }
 
@@ -445,19 +453,19 @@ fn evaluate_with_outputs(
     let cancel = CancelToken::new();
     let model = load_model(path, &sink(&bar), &cancel)?;
     let (data, _) = data_args.load(&model, &settings.shapes)?;
-    let shape = resolve_input_shape(&model, Some(&data), &settings.shapes)?;
+    let inputs = resolve_inputs(&model, Some(&data), &settings.shapes)?;
     let runtime = settings.runtime;
-    let outputs = outputs_of(&model, &data, &shape, runtime, &bar, &cancel)?;
+    let outputs = outputs_of(&model, &data, &inputs, runtime, &bar, &cancel)?;
     let fidelity = match reference {
         Some(r) => {
             let reference = load_model(r, &sink(&bar), &cancel)?;
-            let expected = outputs_of(&reference, &data, &shape, runtime, &bar, &cancel)?;
+            let expected = outputs_of(&reference, &data, &inputs, runtime, &bar, &cancel)?;
             Some(fidelity(&expected, &outputs))
         }
         None => None,
     };
     let latency_ms = if runs > 0 && !data.is_empty() {
-        let runnable = build(&model, runtime, &shape, settings.threads)?;
+        let runnable = build(&model, runtime, &inputs, settings.threads)?;
         Some(latency(
             &runnable,
             data.sample(0),
@@ -472,7 +480,8 @@ fn evaluate_with_outputs(
     let out = EvalOutput {
         model: model.path.display().to_string(),
         runtime: runtime.name(),
-        input_shape: shape,
+        input_shape: inputs.shape.clone(),
+        fixed_inputs: inputs.fixed,
         data: data.description.clone(),
         samples: data.len(),
         accuracy: data.labels.as_deref().map(|l| accuracy(&outputs, l)),
@@ -483,14 +492,23 @@ fn evaluate_with_outputs(
     Ok((out, outputs))
 }
 
+/// Milliseconds with enough decimals for sub-0.1 ms times.
+fn ms(v: f64) -> String {
+    if v < 0.1 {
+        format!("{v:.4} ms")
+    } else {
+        format!("{v:.3} ms")
+    }
+}
+
 fn latency_line(l: &Latency) -> String {
     format!(
-        "latency ({}, {} thread{}): median {:.3} ms, p90 {:.3} ms over {} runs",
+        "latency ({}, {} thread{}): median {}, p90 {} over {} runs",
         l.runtime,
         l.threads,
         if l.threads == 1 { "" } else { "s" },
-        l.median,
-        l.p90,
+        ms(l.median),
+        ms(l.p90),
         l.runs
     )
 }
@@ -505,6 +523,9 @@ fn print_eval(e: &EvalOutput) {
         e.runtime,
         e.input_shape
     );
+    for f in &e.fixed_inputs {
+        println!("held: {} {:?} = {}", f.name, f.shape, f.value);
+    }
     if let Some(a) = e.accuracy {
         println!(
             "accuracy: top-1 {:.2}%, top-5 {:.2}%",
@@ -635,11 +656,12 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
     if data.is_empty() {
         bail!("no sample to time the model on");
     }
-    let shape = resolve_input_shape(&model, Some(&data), &shapes)?;
+    let inputs = resolve_inputs(&model, Some(&data), &shapes)?;
+    let shape = inputs.shape.clone();
     let runs = args.runs.max(1);
     let mut results: Vec<Latency> = Vec::new();
     for &runtime in &runtimes {
-        let runnable = build(&model, runtime, &shape, threads)?;
+        let runnable = build(&model, runtime, &inputs, threads)?;
         results.push(latency(
             &runnable,
             data.sample(0),
@@ -688,9 +710,9 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
         }
         if let (Some(ratio), [tract, ort]) = (ratio, results.as_slice()) {
             println!(
-                "tract / onnxruntime: {ratio:.2}× (median {:.3} ms / {:.3} ms){}",
-                tract.median,
-                ort.median,
+                "tract / onnxruntime: {ratio:.2}× (median {} / {}){}",
+                ms(tract.median),
+                ms(ort.median),
                 if ratio >= 1.0 {
                     format!("; onnxruntime is {ratio:.2}× faster")
                 } else {

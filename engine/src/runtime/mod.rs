@@ -90,16 +90,32 @@ pub trait Runnable: Sync {
     }
 }
 
+/// A model input held at one value for every sample: a recurrent state, a sample rate, a
+/// mask — the inputs of a several-input model that the evaluation data does not feed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FixedInput {
+    pub name: String,
+    /// Its shape (`[]` for a scalar).
+    pub shape: Vec<usize>,
+    /// Every element's value, converted to the input's declared element type.
+    pub value: f64,
+}
+
 /// Options of [`RunnableModel::build_with`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BuildOptions {
     /// Threads for one inference (onnxruntime's intra-op thread count; tract always uses 1).
     pub threads: usize,
+    /// Inputs held at a constant value; the remaining input is fed the samples.
+    pub fixed_inputs: Vec<FixedInput>,
 }
 
 impl Default for BuildOptions {
     fn default() -> Self {
-        Self { threads: 1 }
+        Self {
+            threads: 1,
+            fixed_inputs: Vec::new(),
+        }
     }
 }
 
@@ -126,19 +142,28 @@ impl RunnableModel {
             model_dir,
             input_shape,
             extra_outputs,
-            BuildOptions::default(),
+            &BuildOptions::default(),
         )
     }
 
-    /// [`build`](Self::build) with explicit options (thread count).
+    /// [`build`](Self::build) with explicit options: the thread count, and inputs held at a
+    /// constant value (made constants of the copy the runtime is given: the model itself keeps
+    /// its inputs).
     pub fn build_with(
         runtime: RuntimeKind,
         model: &ModelProto,
         model_dir: Option<&Path>,
         input_shape: &[usize],
         extra_outputs: &[String],
-        options: BuildOptions,
+        options: &BuildOptions,
     ) -> Result<Self> {
+        let fixed;
+        let model = if options.fixed_inputs.is_empty() {
+            model
+        } else {
+            fixed = with_fixed_inputs(model, &options.fixed_inputs)?;
+            &fixed
+        };
         Ok(match runtime {
             RuntimeKind::Tract => RunnableModel::Tract(TractModel::build(
                 model,
@@ -240,6 +265,65 @@ pub(crate) fn graph_inputs(model: &ModelProto) -> Vec<String> {
         .collect()
 }
 
+/// A copy of `model` in which each input of `fixed` is a constant (an initializer of its
+/// declared element type, shape and value) instead of a graph input.
+pub fn with_fixed_inputs(model: &ModelProto, fixed: &[FixedInput]) -> Result<ModelProto> {
+    use crate::dtype::DType;
+    use crate::proto::TensorProto;
+    let bad = |reason: String| crate::error::Error::InvalidArgument {
+        what: "input value",
+        reason,
+    };
+    let mut model = model.clone();
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| bad("the model has no graph".to_owned()))?;
+    for input in fixed {
+        let position = graph
+            .input
+            .iter()
+            .position(|i| i.name() == input.name)
+            .ok_or_else(|| bad(format!("the model has no input `{}`", input.name)))?;
+        let info = graph.input.remove(position);
+        let dtype = match info.type_.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(type_proto::Value::TensorType(t)) => DType(t.elem_type()),
+            _ => return Err(bad(format!("input `{}` is not a tensor", input.name))),
+        };
+        let count: usize = input.shape.iter().product();
+        let v = input.value;
+        let one: Vec<u8> = match dtype {
+            DType::FLOAT32 => (v as f32).to_le_bytes().to_vec(),
+            DType::FLOAT64 => v.to_le_bytes().to_vec(),
+            DType::FLOAT16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+            DType::BFLOAT16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+            DType::INT64 => (v as i64).to_le_bytes().to_vec(),
+            DType::INT32 => (v as i32).to_le_bytes().to_vec(),
+            DType::INT16 => (v as i16).to_le_bytes().to_vec(),
+            DType::INT8 => (v as i8).to_le_bytes().to_vec(),
+            DType::UINT64 => (v as u64).to_le_bytes().to_vec(),
+            DType::UINT32 => (v as u32).to_le_bytes().to_vec(),
+            DType::UINT16 => (v as u16).to_le_bytes().to_vec(),
+            DType::UINT8 => (v as u8).to_le_bytes().to_vec(),
+            DType::BOOL => vec![u8::from(v != 0.0)],
+            other => {
+                return Err(bad(format!(
+                    "input `{}` is {}; only numeric inputs can be held at a value",
+                    input.name,
+                    other.name()
+                )));
+            }
+        };
+        let mut tensor = TensorProto::new();
+        tensor.set_name(input.name.clone());
+        tensor.set_data_type(dtype.0);
+        tensor.dims = input.shape.iter().map(|&d| d as i64).collect();
+        tensor.set_raw_data(one.repeat(count));
+        graph.initializer.push(tensor);
+    }
+    Ok(model)
+}
+
 /// The message for a model without exactly one (non-initializer) input.
 pub(crate) fn one_input_only(view: &GraphView) -> String {
     let names: Vec<String> = view
@@ -252,7 +336,7 @@ pub(crate) fn one_input_only(view: &GraphView) -> String {
             .to_owned()
     } else {
         format!(
-            "the model has {} inputs ({}); only models with exactly one input are evaluated for now",
+            "the model has {} inputs ({}); the data feeds one: give the others a value (--input-value NAME=V, with --input-shape NAME=DIMS where its shape is not fixed)",
             names.len(),
             names.join(", ")
         )
