@@ -578,3 +578,85 @@ fn inputs_the_data_does_not_feed_are_held_at_a_value() {
         .collect();
     assert_eq!(names, ["x", "h", "k"]);
 }
+
+#[test]
+fn a_zipmap_classifier_runs_in_onnxruntime_with_its_probabilities_read_in_class_order() {
+    let model = open(&fixture("runtimes/zipmap_classifier.onnx"));
+    let e = RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 4], &[])
+        .err()
+        .unwrap();
+    let message = runtime_message(&e);
+    assert_readable(&message);
+    assert!(
+        message.contains("`ai.onnx.ml:ZipMap` (node `zipmap`)"),
+        "{message}"
+    );
+    if !onnxruntime() {
+        return;
+    }
+    let data = generated_inputs(&[4], 8, 21);
+    let run = |output: Option<&str>| {
+        let options = BuildOptions {
+            output: output.map(str::to_owned),
+            ..BuildOptions::default()
+        };
+        let ort = RunnableModel::build_with(
+            RuntimeKind::OnnxRuntime,
+            &model.proto,
+            None,
+            &[1, 4],
+            &[],
+            &options,
+        )
+        .unwrap();
+        run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap()
+    };
+    // softmax(x W^T + b) from the node's attributes.
+    let node = model.proto.graph.node.first().unwrap();
+    let floats = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .unwrap()
+            .floats
+            .clone()
+    };
+    let (w, b) = (floats("coefficients"), floats("intercepts"));
+    let expected: Vec<Vec<f32>> = (0..data.len())
+        .map(|i| {
+            let x = data.sample(i);
+            let z: Vec<f32> = (0..3)
+                .map(|c| (0..4).map(|k| x[k] * w[c * 4 + k]).sum::<f32>() + b[c])
+                .collect();
+            let m = z.iter().copied().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+            let total: f32 = e.iter().sum();
+            e.iter().map(|v| v / total).collect()
+        })
+        .collect();
+    for output in ["output_probability", "probabilities"] {
+        let got = run(Some(output));
+        let diff = max_abs_diff(&got, &expected);
+        assert!(diff < 1e-5, "{output}: {diff}");
+    }
+    // The default first output is the label: the most probable class.
+    let labels = run(None);
+    for (label, p) in labels.iter().zip(&expected) {
+        assert_eq!(label.len(), 1);
+        assert_eq!(label[0] as usize, edgefit_engine::eval::top_k(p, 1)[0]);
+    }
+    let e = RunnableModel::build_with(
+        RuntimeKind::OnnxRuntime,
+        &model.proto,
+        None,
+        &[1, 4],
+        &[],
+        &BuildOptions {
+            output: Some("nope".to_owned()),
+            ..BuildOptions::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("no tensor `nope`"), "{e}");
+}

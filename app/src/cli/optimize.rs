@@ -354,6 +354,10 @@ pub struct EvalArgs {
     /// Latency runs (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
+    /// The output to evaluate instead of the model's first (a graph output or an intermediate
+    /// tensor), e.g. a classifier's probabilities rather than its label.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
     /// Runtime to evaluate in; `both` evaluates in tract and onnxruntime and compares their
     /// outputs.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
@@ -391,6 +395,7 @@ pub struct EvalOutput {
 struct RunSettings {
     runtime: RuntimeKind,
     shapes: Vec<InputSetting>,
+    output: Option<String>,
     /// Threads per inference for latency.
     threads: usize,
 }
@@ -399,6 +404,7 @@ fn build(
     model: &LoadedModel,
     runtime: RuntimeKind,
     inputs: &ResolvedInputs,
+    output: Option<&str>,
     threads: usize,
 ) -> Result<RunnableModel> {
     // onnxruntime reads the model from memory: external data goes inline.
@@ -415,6 +421,7 @@ fn build(
         &BuildOptions {
             threads,
             fixed_inputs: inputs.fixed.clone(),
+            output: output.map(str::to_owned),
         },
     )?)
 }
@@ -423,11 +430,12 @@ fn outputs_of(
     model: &LoadedModel,
     data: &Dataset,
     inputs: &ResolvedInputs,
+    output: Option<&str>,
     runtime: RuntimeKind,
     bar: &indicatif::ProgressBar,
     cancel: &CancelToken,
 ) -> Result<Vec<Vec<f32>>> {
-    let runnable = build(model, runtime, inputs, 1)?;
+    let runnable = build(model, runtime, inputs, output, 1)?;
     Ok(run_dataset(&runnable, data, &sink(bar), cancel)?)
 }
 
@@ -455,17 +463,18 @@ fn evaluate_with_outputs(
     let (data, _) = data_args.load(&model, &settings.shapes)?;
     let inputs = resolve_inputs(&model, Some(&data), &settings.shapes)?;
     let runtime = settings.runtime;
-    let outputs = outputs_of(&model, &data, &inputs, runtime, &bar, &cancel)?;
+    let output = settings.output.as_deref();
+    let outputs = outputs_of(&model, &data, &inputs, output, runtime, &bar, &cancel)?;
     let fidelity = match reference {
         Some(r) => {
             let reference = load_model(r, &sink(&bar), &cancel)?;
-            let expected = outputs_of(&reference, &data, &inputs, runtime, &bar, &cancel)?;
+            let expected = outputs_of(&reference, &data, &inputs, output, runtime, &bar, &cancel)?;
             Some(fidelity(&expected, &outputs))
         }
         None => None,
     };
     let latency_ms = if runs > 0 && !data.is_empty() {
-        let runnable = build(&model, runtime, &inputs, settings.threads)?;
+        let runnable = build(&model, runtime, &inputs, output, settings.threads)?;
         Some(latency(
             &runnable,
             data.sample(0),
@@ -553,6 +562,7 @@ pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
     let settings = RunSettings {
         runtime: runtime_of(&args.runtime)?,
         shapes: args.runtime_args.shapes()?,
+        output: args.output.clone(),
         threads: usize::from(args.threads),
     };
     args.runtime_args.prepare(&[settings.runtime])?;
@@ -581,6 +591,7 @@ fn eval_both(args: &EvalArgs) -> Result<()> {
         let settings = RunSettings {
             runtime,
             shapes: shapes.clone(),
+            output: args.output.clone(),
             threads: usize::from(args.threads),
         };
         results.push(evaluate_with_outputs(
@@ -624,6 +635,10 @@ pub struct BenchArgs {
     /// Timed runs.
     #[arg(long, default_value_t = 100)]
     pub runs: usize,
+    /// The output to compute instead of the model's first (a graph output or an intermediate
+    /// tensor), e.g. a classifier's probabilities rather than its label.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
     /// Runtime to time in; `both` times tract and onnxruntime in one run and prints the ratio.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
     pub runtime: String,
@@ -661,7 +676,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let runs = args.runs.max(1);
     let mut results: Vec<Latency> = Vec::new();
     for &runtime in &runtimes {
-        let runnable = build(&model, runtime, &inputs, threads)?;
+        let runnable = build(&model, runtime, &inputs, args.output.as_deref(), threads)?;
         results.push(latency(
             &runnable,
             data.sample(0),
@@ -736,6 +751,10 @@ pub struct CompareArgs {
     /// Latency runs per model (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
+    /// The output to evaluate instead of the model's first (a graph output or an intermediate
+    /// tensor), e.g. a classifier's probabilities rather than its label.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
     /// Runtime both models run in.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
     pub runtime: String,
@@ -750,6 +769,7 @@ pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let settings = RunSettings {
         runtime: runtime_of(&args.runtime)?,
         shapes: args.runtime_args.shapes()?,
+        output: args.output.clone(),
         threads: 1,
     };
     args.runtime_args.prepare(&[settings.runtime])?;

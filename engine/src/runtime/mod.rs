@@ -108,6 +108,9 @@ pub struct BuildOptions {
     pub threads: usize,
     /// Inputs held at a constant value; the remaining input is fed the samples.
     pub fixed_inputs: Vec<FixedInput>,
+    /// The output to read (a graph output or any intermediate tensor) instead of the model's
+    /// first output (e.g. a classifier's probabilities rather than its label).
+    pub output: Option<String>,
 }
 
 impl Default for BuildOptions {
@@ -115,6 +118,7 @@ impl Default for BuildOptions {
         Self {
             threads: 1,
             fixed_inputs: Vec::new(),
+            output: None,
         }
     }
 }
@@ -157,13 +161,14 @@ impl RunnableModel {
         extra_outputs: &[String],
         options: &BuildOptions,
     ) -> Result<Self> {
-        let fixed;
-        let model = if options.fixed_inputs.is_empty() {
-            model
-        } else {
-            fixed = with_fixed_inputs(model, &options.fixed_inputs)?;
-            &fixed
-        };
+        let mut copy: Option<ModelProto> = None;
+        if !options.fixed_inputs.is_empty() {
+            copy = Some(with_fixed_inputs(model, &options.fixed_inputs)?);
+        }
+        if let Some(output) = &options.output {
+            copy = Some(with_first_output(copy.as_ref().unwrap_or(model), output)?);
+        }
+        let model = copy.as_ref().unwrap_or(model);
         Ok(match runtime {
             RuntimeKind::Tract => RunnableModel::Tract(TractModel::build(
                 model,
@@ -320,6 +325,45 @@ pub fn with_fixed_inputs(model: &ModelProto, fixed: &[FixedInput]) -> Result<Mod
         tensor.dims = input.shape.iter().map(|&d| d as i64).collect();
         tensor.set_raw_data(one.repeat(count));
         graph.initializer.push(tensor);
+    }
+    Ok(model)
+}
+
+/// A copy of `model` whose first graph output is `name`: moved to the front when it is a
+/// graph output, added when it is an intermediate tensor.
+pub fn with_first_output(model: &ModelProto, name: &str) -> Result<ModelProto> {
+    let mut model = model.clone();
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| crate::error::Error::InvalidArgument {
+            what: "output",
+            reason: "the model has no graph".to_owned(),
+        })?;
+    if let Some(position) = graph.output.iter().position(|o| o.name() == name) {
+        let output = graph.output.remove(position);
+        graph.output.insert(0, output);
+    } else if graph
+        .node
+        .iter()
+        .any(|n| n.output.iter().any(|o| o == name))
+    {
+        let mut info = crate::proto::ValueInfoProto::new();
+        info.set_name(name.to_owned());
+        graph.output.insert(0, info);
+    } else {
+        let outputs: Vec<String> = graph
+            .output
+            .iter()
+            .map(|o| format!("`{}`", o.name()))
+            .collect();
+        return Err(crate::error::Error::InvalidArgument {
+            what: "output",
+            reason: format!(
+                "the model has no tensor `{name}` (its outputs: {})",
+                outputs.join(", ")
+            ),
+        });
     }
     Ok(model)
 }

@@ -19,7 +19,9 @@ use ort::environment::Environment;
 use ort::logging::LogLevel;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynValue, TensorElementType, TensorRef};
+use ort::value::{
+    DynMapValueType, DynSequenceValueType, DynValue, TensorElementType, TensorRef, ValueType,
+};
 
 use crate::error::{Error, Result};
 use crate::proto::{Message, ModelProto, ValueInfoProto};
@@ -532,8 +534,52 @@ impl OrtModel {
     }
 }
 
-/// An output tensor's values as f32.
+/// A sequence of maps (a scikit-learn classifier's ZipMap probabilities): each map's values
+/// in key order, maps one after the other.
+fn sequence_of_maps(name: &str, value: &DynValue) -> Result<Vec<f32>> {
+    let read = |e: ort::Error| ort_error(&format!("reading output `{name}`"), e);
+    let maps = value
+        .view()
+        .downcast::<DynSequenceValueType>()
+        .map_err(read)?
+        .try_extract_sequence::<DynMapValueType>()
+        .map_err(read)?;
+    let mut values = Vec::new();
+    for map in &maps {
+        match map.dtype() {
+            ValueType::Map {
+                key: TensorElementType::Int64,
+                ..
+            } => {
+                let mut pairs = map.try_extract_key_values::<i64, f32>().map_err(read)?;
+                pairs.sort_by_key(|(k, _)| *k);
+                values.extend(pairs.into_iter().map(|(_, v)| v));
+            }
+            ValueType::Map {
+                key: TensorElementType::String,
+                ..
+            } => {
+                let mut pairs = map.try_extract_key_values::<String, f32>().map_err(read)?;
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                values.extend(pairs.into_iter().map(|(_, v)| v));
+            }
+            other => {
+                return Err(runtime_error(format!(
+                    "output `{name}` holds {other}; only maps of int64 or string keys to float are read"
+                )));
+            }
+        }
+    }
+    Ok(values)
+}
+
+/// An output tensor's values as f32 (a sequence of maps: see [`sequence_of_maps`]).
 fn to_f32(name: &str, value: &DynValue) -> Result<Vec<f32>> {
+    if let ValueType::Sequence(inner) = value.dtype()
+        && matches!(**inner, ValueType::Map { .. })
+    {
+        return sequence_of_maps(name, value);
+    }
     let read = |e| ort_error(&format!("reading output `{name}`"), e);
     let ty = value.dtype().tensor_type();
     Ok(match ty {
