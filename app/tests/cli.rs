@@ -128,12 +128,26 @@ fn bench_analysis_prints_its_figures() {
 
 #[test]
 fn profile_reports_per_layer_times() {
-    let out = edgefit(&["profile", "sample-models/mnist-cnn/model.onnx", "--runs", "5", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = edgefit(&[
+        "profile",
+        "sample-models/mnist-cnn/model.onnx",
+        "--runs",
+        "5",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layers = v["layers"].as_array().unwrap();
     assert!(layers.len() > 10);
     let share: f64 = layers.iter().map(|l| l["fraction"].as_f64().unwrap()).sum();
     assert!((share - 1.0).abs() < 1e-6, "{share}");
-    assert!(layers.iter().any(|l| l["name"] == "stem.conv" && l["ms"].as_f64().unwrap() > 0.0));
+    assert!(
+        layers
+            .iter()
+            .any(|l| l["name"] == "stem.conv" && l["ms"].as_f64().unwrap() > 0.0)
+    );
 }

@@ -21,10 +21,18 @@ pub struct LayerTime {
 /// renames and fuses nodes while optimizing (`conv.bias_add`, `relu.low`…); each of its nodes
 /// is credited to the ONNX node whose name is the longest prefix of its name, and the rest
 /// (inputs, reshapes tract adds) to "(other)".
-pub fn layer_times(model: &TractModel, graph: &GraphView, sample: &[f32], runs: usize) -> Result<Vec<LayerTime>> {
+pub fn layer_times(
+    model: &TractModel,
+    graph: &GraphView,
+    sample: &[f32],
+    runs: usize,
+) -> Result<Vec<LayerTime>> {
     let nodes = model.profile(sample, runs)?;
     let runs = runs.max(1) as f64;
-    let mut onnx: Vec<(&str, &str)> = graph.main_nodes().map(|n| (n.name.as_str(), n.op_type.as_str())).collect();
+    let mut onnx: Vec<(&str, &str)> = graph
+        .main_nodes()
+        .map(|n| (n.name.as_str(), n.op_type.as_str()))
+        .collect();
     // Longest names first, so `block1.dw.conv` wins over `block1.dw`.
     onnx.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
     let mut by_name: std::collections::BTreeMap<(String, String), f64> = Default::default();
@@ -39,7 +47,12 @@ pub fn layer_times(model: &TractModel, graph: &GraphView, sample: &[f32], runs: 
     let total: f64 = by_name.values().sum();
     let mut times: Vec<LayerTime> = by_name
         .into_iter()
-        .map(|((name, op), ms)| LayerTime { name, op, ms, fraction: if total > 0.0 { ms / total } else { 0.0 } })
+        .map(|((name, op), ms)| LayerTime {
+            name,
+            op,
+            ms,
+            fraction: if total > 0.0 { ms / total } else { 0.0 },
+        })
         .collect();
     times.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     Ok(times)

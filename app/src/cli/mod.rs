@@ -392,7 +392,8 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
     let shape = edgefit_engine::pipeline::concrete_input_shape(&model, None)
         .context("the profile needs a model whose input dimensions are all known")?;
     let sample = vec![0.5f32; shape.iter().product()];
-    let runnable = edgefit_engine::runtime::TractModel::build(&model.proto, model.path.parent(), &shape, &[])?;
+    let runnable =
+        edgefit_engine::runtime::TractModel::build(&model.proto, model.path.parent(), &shape, &[])?;
     let times = edgefit_engine::profile::layer_times(&runnable, &model.graph, &sample, args.runs)?;
     let total_ms: f64 = times.iter().map(|t| t.ms).sum();
     if args.json {
@@ -407,10 +408,20 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
-    println!("{} — tract, 1 thread, mean of {} runs: {total_ms:.3} ms", model.path.display(), args.runs.max(1));
+    println!(
+        "{} — tract, 1 thread, mean of {} runs: {total_ms:.3} ms",
+        model.path.display(),
+        args.runs.max(1)
+    );
     println!("{:<40} {:<20} {:>10} {:>7}", "node", "op", "ms", "share");
     for t in &times {
-        println!("{:<40} {:<20} {:>10.4} {:>6.1}%", t.name, t.op, t.ms, t.fraction * 100.0);
+        println!(
+            "{:<40} {:<20} {:>10.4} {:>6.1}%",
+            t.name,
+            t.op,
+            t.ms,
+            t.fraction * 100.0
+        );
     }
     Ok(())
 }
