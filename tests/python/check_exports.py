@@ -38,8 +38,10 @@ Tolerances for max |tract - onnxruntime| (logits of these models reach |21.7| / 
   1e-4 for exports computed in float in both runtimes (fp32, fp16 stored weights cast to
        float, weights-int8 DequantizeLinear weights, pruned, 4-bit): only operation order
        differs (observed <= 1.6e-5).
-  0.25 (about 1% of the largest logit) and SQNR >= 50 dB for qdq-int8 (observed at commits
-       6a801de and e1e9cda: 0.088-0.17, SQNR 63-70 dB). Two known causes,
+  0.5 (about 2% of the largest logit) and SQNR >= 40 dB for qdq-int8 (observed at commits
+       6a801de and e1e9cda: 0.088-0.17, SQNR 63-70 dB; after BatchNorm folding (55c3997),
+       which lets onnxruntime run every Conv+Relu as one integer kernel: 0.26, SQNR 44 dB,
+       top-1 still identical in tract, onnxruntime and the preview). Two known causes,
        each moving a few activations by one quantization step:
        - with graph optimizations onnxruntime fuses DequantizeLinear -> Conv/Gemm ->
          QuantizeLinear into integer QLinearConv/QGemm kernels, whose requantization rounds
@@ -88,8 +90,8 @@ VARIANTS = [
 
 ACC_TOL = 0.002  # 0.2 percentage points, as a fraction
 FLOAT_LOGIT_TOL = 1e-4
-QDQ_LOGIT_TOL = 0.25
-QDQ_MIN_SQNR_DB = 50.0
+QDQ_LOGIT_TOL = 0.5
+QDQ_MIN_SQNR_DB = 40.0
 
 
 class Fail(Exception):
