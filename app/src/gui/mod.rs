@@ -156,7 +156,7 @@ impl StudioApp {
                 }
                 Command::SelectLayer(i) => {
                     if let Some(s) = &mut self.session {
-                        s.selected = Some(i);
+                        s.select(i);
                     }
                 }
                 Command::SetFormat(f) => {

@@ -357,25 +357,20 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
         });
 }
 
-const HISTOGRAM_BINS: usize = 80;
-
 /// Histogram of the selected layer's weight before and after, with the quantization levels.
 pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
-    let (Some(i), Some(c)) = (session.selected, &session.compression) else {
+    let (Some(view), Some(c)) = (&session.weights_view, &session.compression) else {
         ui.label("Select a layer to see its weights.");
         return;
     };
+    let i = view.layer;
     let layer = &session.compressor.layers[i];
     let result = &c.layers[i];
     ui.label(format!(
         "{} - {} {:?}",
         layer.name, layer.weight, layer.dims
     ));
-    let original = session.compressor.original(i);
-    let stats = edgefit_engine::stats::tensor_stats(original);
-    let before = edgefit_engine::stats::histogram(original, stats.min, stats.max, HISTOGRAM_BINS);
-    let after =
-        edgefit_engine::stats::histogram(&result.values, stats.min, stats.max, HISTOGRAM_BINS);
+    let (before, after) = (&view.before, &view.after);
     let width = f64::from(before.bin_width());
     let bars = |h: &edgefit_engine::stats::Histogram| -> Vec<Bar> {
         h.counts
@@ -393,10 +388,10 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
         .y_axis_label("count")
         .show(ui, |plot| {
             plot.bar_chart(
-                BarChart::new("original", bars(&before)).color(Color32::from_rgb(90, 140, 220)),
+                BarChart::new("original", bars(before)).color(Color32::from_rgb(90, 140, 220)),
             );
             plot.bar_chart(
-                BarChart::new("compressed", bars(&after))
+                BarChart::new("compressed", bars(after))
                     .color(Color32::from_rgba_unmultiplied(230, 140, 60, 150)),
             );
             if let Some(q) = &result.quantized {
@@ -416,15 +411,7 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
                     }
                 }
             }
-            if result.report.settings.prune_ratio > 0.0
-                && !result.report.settings.prune_method.is_structured()
-            {
-                let threshold = original
-                    .iter()
-                    .zip(&result.values)
-                    .filter(|(o, v)| **v == 0.0 && **o != 0.0)
-                    .map(|(o, _)| o.abs())
-                    .fold(0f32, f32::max);
+            if let Some(threshold) = view.prune_threshold {
                 for x in [-threshold, threshold] {
                     plot.vline(
                         VLine::new("pruning threshold", f64::from(x))

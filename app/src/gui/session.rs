@@ -31,6 +31,21 @@ pub struct EvalPoint {
     pub verified: bool,
 }
 
+/// Histograms of the selected layer's weight, computed when the plan or the selection
+/// changes (never per frame: a layer can hold millions of values).
+#[derive(Clone, Debug)]
+pub struct WeightsView {
+    /// Index into `compressor.layers`.
+    pub layer: usize,
+    pub before: edgefit_engine::stats::Histogram,
+    pub after: edgefit_engine::stats::Histogram,
+    /// Largest magnitude that magnitude pruning zeroed, when it pruned anything.
+    pub prune_threshold: Option<f32>,
+}
+
+/// Bins of the weight histograms.
+const HISTOGRAM_BINS: usize = 80;
+
 /// The plan being edited for one open model.
 pub struct Session {
     pub open: Arc<OpenModel>,
@@ -44,6 +59,8 @@ pub struct Session {
     redo: Vec<Recipe>,
     /// Index into `compressor.layers`.
     pub selected: Option<usize>,
+    /// Histograms of the selected layer for the current plan.
+    pub weights_view: Option<WeightsView>,
     /// The original model as measured, then every evaluated configuration.
     pub baseline: Option<EvalPoint>,
     pub points: Vec<EvalPoint>,
@@ -106,6 +123,7 @@ impl Session {
             undo: Vec::new(),
             redo: Vec::new(),
             selected,
+            weights_view: None,
             baseline: None,
             points: Vec::new(),
             dirty: true,
@@ -164,6 +182,44 @@ impl Session {
             }
             Err(e) => self.compression_error = Some(e.to_string()),
         }
+        self.update_weights_view();
+    }
+
+    /// Selects layer `i` (an index into `compressor.layers`).
+    pub fn select(&mut self, i: usize) {
+        if self.selected != Some(i) {
+            self.selected = Some(i);
+            self.update_weights_view();
+        }
+    }
+
+    fn update_weights_view(&mut self) {
+        use edgefit_engine::stats::{histogram, tensor_stats};
+        self.weights_view = None;
+        let (Some(i), Some(c)) = (self.selected, &self.compression) else {
+            return;
+        };
+        let Some(result) = c.layers.get(i) else {
+            return;
+        };
+        let original = self.compressor.original(i);
+        let stats = tensor_stats(original);
+        let settings = result.report.settings;
+        let prune_threshold =
+            (settings.prune_ratio > 0.0 && !settings.prune_method.is_structured()).then(|| {
+                original
+                    .iter()
+                    .zip(&result.values)
+                    .filter(|(o, v)| **v == 0.0 && **o != 0.0)
+                    .map(|(o, _)| o.abs())
+                    .fold(0f32, f32::max)
+            });
+        self.weights_view = Some(WeightsView {
+            layer: i,
+            before: histogram(original, stats.min, stats.max, HISTOGRAM_BINS),
+            after: histogram(&result.values, stats.min, stats.max, HISTOGRAM_BINS),
+            prune_threshold,
+        });
     }
 
     /// Indices of the points on the accuracy-vs-size Pareto front, by size.
