@@ -103,6 +103,13 @@ pub struct Compression {
 }
 
 impl Compression {
+    /// Whether some layer that is not excluded is pruned.
+    pub fn prunes_any(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| !l.report.settings.exclude && l.report.settings.prune_ratio > 0.0)
+    }
+
     /// Totals over the compressed layers: (bytes before, bytes after).
     pub fn weight_bytes(&self) -> (u64, u64) {
         self.layers.iter().fold((0, 0), |(b, a), l| {

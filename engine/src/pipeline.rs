@@ -478,6 +478,52 @@ pub fn batchnorm_statistics(
     )
 }
 
+/// Batch-norm statistics re-estimated for `compression` of `model` (built as its float
+/// export), or `None` when `mode` does not ask for them or the model has no batch norm.
+#[allow(clippy::too_many_arguments)]
+pub fn recalibrate_batchnorm(
+    runtime: RuntimeKind,
+    model: &LoadedModel,
+    compressor: &Compressor,
+    compression: &Compression,
+    mode: BatchNormRecalibration,
+    input_shape: &[usize],
+    fixed: &[FixedInput],
+    data: &Dataset,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<Option<BatchNormStats>> {
+    let has_batchnorm = model
+        .graph
+        .main_nodes()
+        .any(|n| n.op_type == "BatchNormalization");
+    if !has_batchnorm || !mode.applies(compression.prunes_any()) {
+        return Ok(None);
+    }
+    let build = |stats: &BatchNormStats| {
+        build_export(
+            model,
+            compressor,
+            compression,
+            ExportFormat::Fp32,
+            None,
+            Some(stats),
+        )
+        .map(|b| b.proto)
+    };
+    batchnorm_statistics_in(
+        runtime,
+        model,
+        build,
+        input_shape,
+        fixed,
+        data,
+        progress,
+        cancel,
+    )
+    .map(Some)
+}
+
 /// [`batchnorm_statistics`] with the activations observed in `runtime`, the inputs of
 /// `fixed` held at their values.
 #[allow(clippy::too_many_arguments)]
@@ -699,49 +745,18 @@ pub fn preview(
         ..BuildOptions::default()
     };
     let calibration_data = options.calibration.unwrap_or(options.data);
-    let changed = |pruned_only: bool| {
-        compression.layers.iter().any(|l| {
-            let s = l.report.settings;
-            !s.exclude
-                && (s.prune_ratio > 0.0
-                    || (!pruned_only && s.precision != crate::plan::Precision::Float32))
-        })
-    };
-    let recalibrate = match options.recipe.recalibrate_batchnorm {
-        BatchNormRecalibration::WhenPruned => changed(true),
-        BatchNormRecalibration::Always => true,
-        BatchNormRecalibration::Never => false,
-    };
-    let batchnorm = if recalibrate
-        && model
-            .graph
-            .main_nodes()
-            .any(|n| n.op_type == "BatchNormalization")
-    {
-        let build = |stats: &BatchNormStats| {
-            build_export(
-                model,
-                compressor,
-                &compression,
-                ExportFormat::Fp32,
-                None,
-                Some(stats),
-            )
-            .map(|b| b.proto)
-        };
-        Some(batchnorm_statistics_in(
-            runtime,
-            model,
-            build,
-            &input_shape,
-            &fixed,
-            calibration_data,
-            progress,
-            cancel,
-        )?)
-    } else {
-        None
-    };
+    let batchnorm = recalibrate_batchnorm(
+        runtime,
+        model,
+        compressor,
+        &compression,
+        options.recipe.recalibrate_batchnorm,
+        &input_shape,
+        &fixed,
+        calibration_data,
+        progress,
+        cancel,
+    )?;
     let ranges = if options.format == ExportFormat::QdqInt8 {
         let tensors: Vec<String> = activation_tensors(model, compressor, &compression)
             .iter()

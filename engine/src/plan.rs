@@ -152,6 +152,17 @@ pub enum BatchNormRecalibration {
     Never,
 }
 
+impl BatchNormRecalibration {
+    /// Whether statistics are re-estimated for a compression that does (or does not) prune.
+    pub fn applies(self, prunes: bool) -> bool {
+        match self {
+            Self::WhenPruned => prunes,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
 impl Default for Recipe {
     fn default() -> Self {
         Self {

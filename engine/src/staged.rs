@@ -6,7 +6,7 @@
 use crate::compress::Compressor;
 use crate::dataset::Dataset;
 use crate::error::Result;
-use crate::export::{BatchNormStats, ExportFormat, build_export};
+use crate::export::{ExportFormat, build_export};
 use crate::fold::{FoldReport, fold_batchnorm};
 use crate::job::{CancelToken, ProgressSink};
 use crate::load::{LoadedModel, from_proto};
@@ -49,39 +49,20 @@ pub fn fold_stage(
     let analysis = crate::analysis::analyse(model, &Default::default(), progress, cancel)?;
     let mut compressor = Compressor::new(model, &analysis);
     let pruned_compression = compressor.apply(&pruning, cancel)?;
-    let pruned_any = pruned_compression
-        .layers
-        .iter()
-        .any(|l| !l.report.settings.exclude && l.report.settings.prune_ratio > 0.0);
-    let recalibrate = match recipe.recalibrate_batchnorm {
-        BatchNormRecalibration::WhenPruned => pruned_any,
-        BatchNormRecalibration::Always => true,
-        BatchNormRecalibration::Never => false,
-    };
-    let pruned_model = if pruned_any || recalibrate {
-        let stats = if recalibrate {
-            let build = |stats: &BatchNormStats| {
-                build_export(
-                    model,
-                    &compressor,
-                    &pruned_compression,
-                    ExportFormat::Fp32,
-                    None,
-                    Some(stats),
-                )
-                .map(|b| b.proto)
-            };
-            Some(crate::pipeline::batchnorm_statistics(
-                model,
-                build,
-                input_shape,
-                calibration,
-                progress,
-                cancel,
-            )?)
-        } else {
-            None
-        };
+    let pruned_any = pruned_compression.prunes_any();
+    let stats = crate::pipeline::recalibrate_batchnorm(
+        crate::runtime::RuntimeKind::Tract,
+        model,
+        &compressor,
+        &pruned_compression,
+        recipe.recalibrate_batchnorm,
+        input_shape,
+        &[],
+        calibration,
+        progress,
+        cancel,
+    )?;
+    let pruned_model = if pruned_any || stats.is_some() {
         let built = build_export(
             model,
             &compressor,
