@@ -941,14 +941,16 @@ pub fn optimize(
         Some(pass) => (&pass.model, &pass.recipe),
         None => (model, options.recipe),
     };
-    let input_shape = resolve_input_shape(model, Some(options.data), options.input_shapes)?;
+    let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
     let calibration_data = options.calibration.unwrap_or(options.data);
     let folded = crate::staged::fold_stage(
         working,
         recipe,
         options.format,
         calibration_data,
-        &input_shape,
+        options.runtime,
+        &inputs.shape,
+        &inputs.fixed,
         progress,
         cancel,
     )?;

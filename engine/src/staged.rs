@@ -12,6 +12,7 @@ use crate::job::{CancelToken, ProgressSink};
 use crate::load::{LoadedModel, from_proto};
 use crate::plan::{BatchNormRecalibration, Precision, Recipe};
 use crate::proto::Message;
+use crate::runtime::{FixedInput, RuntimeKind};
 
 /// The model after pruning and batch-norm folding, with the recipe that finishes the job.
 pub struct FoldedStage {
@@ -22,14 +23,17 @@ pub struct FoldedStage {
 }
 
 /// For `qdq-int8` with `recipe.fold_batchnorm`: prunes in float (with batch-norm
-/// re-estimation as the recipe asks), folds every foldable batch norm, and returns the folded
-/// model. `None` when there is nothing to fold.
+/// re-estimation as the recipe asks, observed in `runtime` with the inputs of `fixed` held at
+/// their values), folds every foldable batch norm, and returns the folded model. `None` when
+/// there is nothing to fold.
 pub fn fold_stage(
     model: &LoadedModel,
     recipe: &Recipe,
     format: ExportFormat,
     calibration: &Dataset,
+    runtime: RuntimeKind,
     input_shape: &[usize],
+    fixed: &[FixedInput],
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Option<FoldedStage>> {
@@ -51,13 +55,13 @@ pub fn fold_stage(
     let pruned_compression = compressor.apply(&pruning, cancel)?;
     let pruned_any = pruned_compression.prunes_any();
     let stats = crate::pipeline::recalibrate_batchnorm(
-        crate::runtime::RuntimeKind::Tract,
+        runtime,
         model,
         &compressor,
         &pruned_compression,
         recipe.recalibrate_batchnorm,
         input_shape,
-        &[],
+        fixed,
         calibration,
         progress,
         cancel,

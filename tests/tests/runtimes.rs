@@ -660,3 +660,55 @@ fn a_zipmap_classifier_runs_in_onnxruntime_with_its_probabilities_read_in_class_
     .unwrap();
     assert!(e.to_string().contains("no tensor `nope`"), "{e}");
 }
+
+#[test]
+fn qdq_int8_folds_batch_norm_in_onnxruntime_for_a_model_tract_cannot_run() {
+    // The staged path prunes, re-estimates batch norm on the calibration data, folds it, then
+    // quantizes: every run of it must happen in the user's runtime, not in tract.
+    if !onnxruntime() {
+        return;
+    }
+    let model = open(&fixture("runtimes/loop_batchnorm.onnx"));
+    let data = generated_inputs(&[16], 40, 11);
+    let mut recipe = int8();
+    recipe.defaults.prune_ratio = 0.25;
+    recipe.activations.int8 = true;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let options = OptimizeOptions {
+        recipe: &recipe,
+        format: ExportFormat::QdqInt8,
+        data: &data,
+        calibration: None,
+        latency_runs: 0,
+        runtime: RuntimeKind::OnnxRuntime,
+        input_shapes: &[],
+    };
+    let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("folded 1 BatchNormalization")),
+        "{:?}",
+        report.notes
+    );
+    assert!(
+        report.verification.passed,
+        "{}",
+        report.verification.message
+    );
+    let written = open(&out);
+    let ops: Vec<&str> = written
+        .graph
+        .main_nodes()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert!(!ops.contains(&"BatchNormalization"), "{ops:?}");
+    assert!(
+        ops.contains(&"Loop") && ops.contains(&"QuantizeLinear"),
+        "{ops:?}"
+    );
+    assert!(report.fidelity.agreement > 0.5, "{:?}", report.fidelity);
+}
