@@ -337,3 +337,58 @@ fn input_values_for_the_inputs_the_data_does_not_feed() {
         assert_eq!(json["fixed_inputs"][1]["value"], 2.0);
     }
 }
+
+#[test]
+fn optimize_reads_the_output_asked_for() {
+    if !onnxruntime() {
+        return;
+    }
+    // The classifier's first output is its label; its probabilities come through ZipMap.
+    let model = fixture("runtimes/zipmap_classifier.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fp16.onnx");
+    let run = |output: Option<&str>| {
+        let mut args = vec![
+            "optimize",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "fp16",
+            "--runtime",
+            "onnxruntime",
+            "--runs",
+            "0",
+            "--json",
+        ];
+        if let Some(o) = output {
+            args.extend(["--output", o]);
+        }
+        let o = edgefit(&args, &[]);
+        let (stdout, err) = text(&o);
+        assert!(o.status.success(), "{stdout}\n{err}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let probabilities = run(Some("output_probability"));
+    assert_eq!(probabilities["evaluated_output"], "output_probability");
+    assert_eq!(probabilities["verification"]["passed"], true);
+    let label = run(None);
+    assert!(label.get("evaluated_output").is_none(), "{label}");
+    // The flag reaches the runtime: a tensor the model does not have is a clear error.
+    let o = edgefit(
+        &[
+            "optimize",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--runtime",
+            "onnxruntime",
+            "--output",
+            "no_such_tensor",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&o);
+    assert!(!o.status.success(), "{stdout}");
+    assert!(err.contains("no_such_tensor"), "{err}");
+}

@@ -630,6 +630,9 @@ pub struct OptimizeReport {
     pub input_shape: Vec<usize>,
     /// Inputs held at a value (several-input models).
     pub fixed_inputs: Vec<FixedInput>,
+    /// The output evaluated when it is not the model's first (`--output`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluated_output: Option<String>,
     pub original: Measured,
     pub compressed: Measured,
     /// The compressed model's outputs against the original's on the same samples.
@@ -662,6 +665,9 @@ pub struct OptimizeOptions<'a> {
     /// Concrete shapes for inputs with symbolic dims (default: from the data, batch 1), and
     /// values for the inputs the data does not feed.
     pub input_shapes: &'a InputShapes,
+    /// The output whose values are evaluated and verified (a graph output or an intermediate
+    /// tensor) instead of the model's first.
+    pub output: Option<&'a str>,
 }
 
 /// The compression as previewed: built model plus its outputs on the evaluation samples.
@@ -742,6 +748,7 @@ pub fn preview(
     let runtime = options.runtime;
     let build_options = BuildOptions {
         fixed_inputs: fixed.clone(),
+        output: options.output.map(str::to_owned),
         ..BuildOptions::default()
     };
     let calibration_data = options.calibration.unwrap_or(options.data);
@@ -838,20 +845,21 @@ pub fn verify_written(
         data,
         expected,
         input_shape,
-        &[],
+        &BuildOptions::default(),
         cancel,
     )
 }
 
 /// [`verify_written`] in `runtime` (the preview's runtime: outputs are compared with
-/// outputs of the same runtime), the inputs of `fixed` held at their values.
+/// outputs of the same runtime), built as `build` says (inputs held at a value, the output
+/// read).
 pub fn verify_written_in(
     runtime: RuntimeKind,
     path: &Path,
     data: &Dataset,
     expected: &[Vec<f32>],
     input_shape: &[usize],
-    fixed: &[FixedInput],
+    build: &BuildOptions,
     cancel: &CancelToken,
 ) -> Verification {
     const SAMPLES: usize = 64;
@@ -868,17 +876,13 @@ pub fn verify_written_in(
         Ok(m) => m,
         Err(e) => return fail(format!("the written file does not load: {e}")),
     };
-    let options = BuildOptions {
-        fixed_inputs: fixed.to_vec(),
-        ..BuildOptions::default()
-    };
     let runnable = match RunnableModel::build_with(
         runtime,
         &reloaded.proto,
         path.parent(),
         input_shape,
         &[],
-        &options,
+        build,
     ) {
         Ok(r) => r,
         Err(e) => return fail(format!("the written file does not run: {e}")),
@@ -987,6 +991,7 @@ pub fn optimize(
                     &[],
                     &BuildOptions {
                         fixed_inputs: preview.fixed_inputs.clone(),
+                        output: options.output.map(str::to_owned),
                         ..BuildOptions::default()
                     },
                 )?;
@@ -1027,7 +1032,11 @@ pub fn optimize(
         options.data,
         &preview.outputs,
         &preview.input_shape,
-        &preview.fixed_inputs,
+        &BuildOptions {
+            fixed_inputs: preview.fixed_inputs.clone(),
+            output: options.output.map(str::to_owned),
+            ..BuildOptions::default()
+        },
         cancel,
     );
 
@@ -1075,6 +1084,7 @@ pub fn optimize(
         runtime: options.runtime,
         input_shape: preview.input_shape.clone(),
         fixed_inputs: preview.fixed_inputs.clone(),
+        evaluated_output: options.output.map(str::to_owned),
         fidelity: fidelity(&preview.original_outputs, &preview.outputs),
         original,
         compressed: Measured {

@@ -188,6 +188,7 @@ fn run_optimize(
         latency_runs: 3,
         runtime: RuntimeKind::Tract,
         input_shapes: &[],
+        output: None,
     };
     let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new()).unwrap();
     let (recipe_path, json, md) = sidecar_paths(&out);
@@ -302,6 +303,7 @@ fn cancelled_optimize_writes_nothing() {
         latency_runs: 0,
         runtime: RuntimeKind::Tract,
         input_shapes: &[],
+        output: None,
     };
     let e = optimize(&model, &options, &out, &NoProgress, &cancel).unwrap_err();
     assert!(matches!(e, Error::Cancelled));
@@ -327,6 +329,7 @@ fn the_opened_model_is_never_overwritten() {
         latency_runs: 0,
         runtime: RuntimeKind::Tract,
         input_shapes: &[],
+        output: None,
     };
     let e = optimize(&model, &options, &path, &NoProgress, &CancelToken::new()).unwrap_err();
     assert!(matches!(e, Error::WouldOverwriteSource { .. }), "{e}");
@@ -414,4 +417,70 @@ fn qdq_export_folds_batchnorm_first_and_keeps_accuracy() {
     let unfolded = run_optimize("mnist-cnn", &recipe, ExportFormat::QdqInt8);
     assert!(!unfolded.notes.iter().any(|n| n.contains("folded")));
     assert!(unfolded.compressed.size_bytes > report.compressed.size_bytes);
+}
+
+#[test]
+fn optimize_evaluates_and_verifies_the_output_asked_for() {
+    use edgefit_engine::eval::{fidelity, run_dataset};
+    use edgefit_engine::runtime::{BuildOptions, RunnableModel};
+    let (model, data) = open("mnist-cnn");
+    let data = data.first(50);
+    // An intermediate tensor: the head convolution's output (64 channels × 7 × 7 here).
+    let tensor = model
+        .graph
+        .main_nodes()
+        .find(|n| n.name == "head.conv")
+        .map(|n| n.outputs[0].clone())
+        .unwrap();
+    let mut recipe = Recipe::default();
+    recipe.defaults.prune_ratio = 0.4;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let options = OptimizeOptions {
+        recipe: &recipe,
+        format: ExportFormat::Fp32,
+        data: &data,
+        calibration: None,
+        latency_runs: 0,
+        runtime: RuntimeKind::Tract,
+        input_shapes: &[],
+        output: Some(&tensor),
+    };
+    let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new()).unwrap();
+    assert!(
+        report.verification.passed,
+        "{}",
+        report.verification.message
+    );
+    assert_eq!(report.evaluated_output.as_deref(), Some(tensor.as_str()));
+    // The report's fidelity is that of the intermediate tensor, as run from the files.
+    let outputs_of = |proto: &edgefit_engine::proto::ModelProto| {
+        let build = BuildOptions {
+            output: Some(tensor.clone()),
+            ..BuildOptions::default()
+        };
+        let runnable = RunnableModel::build_with(
+            RuntimeKind::Tract,
+            proto,
+            None,
+            &[1, 1, 28, 28],
+            &[],
+            &build,
+        )
+        .unwrap();
+        run_dataset(&runnable, &data, &NoProgress, &CancelToken::new()).unwrap()
+    };
+    let original = outputs_of(&model.proto);
+    let written = load_model(&out, &NoProgress, &CancelToken::new()).unwrap();
+    let compressed = outputs_of(&written.proto);
+    assert!(original[0].len() > 10, "an intermediate, not the logits");
+    let expected = fidelity(&original, &compressed);
+    assert_eq!(report.fidelity.samples, expected.samples);
+    assert!(
+        (report.fidelity.max_abs_err - expected.max_abs_err).abs() < 1e-6,
+        "{:?} vs {expected:?}",
+        report.fidelity
+    );
+    let json = std::fs::read_to_string(dir.path().join("out.report.json")).unwrap();
+    assert!(json.contains("\"evaluated_output\""), "{json}");
 }

@@ -404,6 +404,7 @@ fn optimize_previews_calibrates_and_verifies_in_onnxruntime() {
             latency_runs: 3,
             runtime: RuntimeKind::OnnxRuntime,
             input_shapes: &[],
+            output: None,
         };
         let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new()).unwrap();
         let v = &report.verification;
@@ -433,7 +434,7 @@ fn optimize_previews_calibrates_and_verifies_in_onnxruntime() {
                 &data,
                 &ort_outputs,
                 &shape,
-                &[],
+                &BuildOptions::default(),
                 &CancelToken::new(),
             );
             assert!(v.max_abs_diff < 1e-3, "{}", v.message);
@@ -557,6 +558,7 @@ fn inputs_the_data_does_not_feed_are_held_at_a_value() {
             latency_runs: 2,
             runtime: RuntimeKind::Tract,
             input_shapes: &settings,
+            output: None,
         },
         &out,
         &NoProgress,
@@ -683,6 +685,7 @@ fn qdq_int8_folds_batch_norm_in_onnxruntime_for_a_model_tract_cannot_run() {
         latency_runs: 0,
         runtime: RuntimeKind::OnnxRuntime,
         input_shapes: &[],
+        output: None,
     };
     let report = optimize(&model, &options, &out, &NoProgress, &CancelToken::new())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -48,6 +48,10 @@ pub struct RuntimeArgs {
     /// pip-installed onnxruntime wheel, system library folders.
     #[arg(long, value_name = "PATH")]
     pub onnxruntime_lib: Option<PathBuf>,
+    /// The output to evaluate instead of the model's first (a graph output or an intermediate
+    /// tensor), e.g. a classifier's probabilities rather than its label.
+    #[arg(long, value_name = "NAME")]
+    pub output: Option<String>,
 }
 
 impl RuntimeArgs {
@@ -264,6 +268,7 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
         latency_runs: args.runs,
         runtime,
         input_shapes: &shapes,
+        output: args.runtime_args.output.as_deref(),
     };
     let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel)?;
     bar.finish_and_clear();
@@ -354,10 +359,6 @@ pub struct EvalArgs {
     /// Latency runs (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
-    /// The output to evaluate instead of the model's first (a graph output or an intermediate
-    /// tensor), e.g. a classifier's probabilities rather than its label.
-    #[arg(long, value_name = "NAME")]
-    pub output: Option<String>,
     /// Runtime to evaluate in; `both` evaluates in tract and onnxruntime and compares their
     /// outputs.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
@@ -562,7 +563,7 @@ pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
     let settings = RunSettings {
         runtime: runtime_of(&args.runtime)?,
         shapes: args.runtime_args.shapes()?,
-        output: args.output.clone(),
+        output: args.runtime_args.output.clone(),
         threads: usize::from(args.threads),
     };
     args.runtime_args.prepare(&[settings.runtime])?;
@@ -591,7 +592,7 @@ fn eval_both(args: &EvalArgs) -> Result<()> {
         let settings = RunSettings {
             runtime,
             shapes: shapes.clone(),
-            output: args.output.clone(),
+            output: args.runtime_args.output.clone(),
             threads: usize::from(args.threads),
         };
         results.push(evaluate_with_outputs(
@@ -635,10 +636,6 @@ pub struct BenchArgs {
     /// Timed runs.
     #[arg(long, default_value_t = 100)]
     pub runs: usize,
-    /// The output to compute instead of the model's first (a graph output or an intermediate
-    /// tensor), e.g. a classifier's probabilities rather than its label.
-    #[arg(long, value_name = "NAME")]
-    pub output: Option<String>,
     /// Runtime to time in; `both` times tract and onnxruntime in one run and prints the ratio.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime", "both"])]
     pub runtime: String,
@@ -676,7 +673,13 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let runs = args.runs.max(1);
     let mut results: Vec<Latency> = Vec::new();
     for &runtime in &runtimes {
-        let runnable = build(&model, runtime, &inputs, args.output.as_deref(), threads)?;
+        let runnable = build(
+            &model,
+            runtime,
+            &inputs,
+            args.runtime_args.output.as_deref(),
+            threads,
+        )?;
         results.push(latency(
             &runnable,
             data.sample(0),
@@ -751,10 +754,6 @@ pub struct CompareArgs {
     /// Latency runs per model (0 skips latency).
     #[arg(long, default_value_t = 0)]
     pub runs: usize,
-    /// The output to evaluate instead of the model's first (a graph output or an intermediate
-    /// tensor), e.g. a classifier's probabilities rather than its label.
-    #[arg(long, value_name = "NAME")]
-    pub output: Option<String>,
     /// Runtime both models run in.
     #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
     pub runtime: String,
@@ -769,7 +768,7 @@ pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let settings = RunSettings {
         runtime: runtime_of(&args.runtime)?,
         shapes: args.runtime_args.shapes()?,
-        output: args.output.clone(),
+        output: args.runtime_args.output.clone(),
         threads: 1,
     };
     args.runtime_args.prepare(&[settings.runtime])?;

@@ -121,6 +121,7 @@ impl Job {
                 latency_runs: 30,
                 runtime: edgefit_engine::runtime::RuntimeKind::Tract,
                 input_shapes: &[],
+                output: None,
             };
             let report =
                 optimize(&open.loaded, &options, &out, sink, cancel).map_err(|e| e.to_string())?;
