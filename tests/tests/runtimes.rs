@@ -715,3 +715,27 @@ fn qdq_int8_folds_batch_norm_in_onnxruntime_for_a_model_tract_cannot_run() {
     );
     assert!(report.fidelity.agreement > 0.5, "{:?}", report.fidelity);
 }
+
+#[test]
+fn integer_token_ids_feed_an_int64_input_in_both_runtimes() {
+    let model = open(&fixture("runtimes/token_ids.onnx"));
+    let data = load_dataset(&fixture("runtimes/token_ids.npz"), None).unwrap();
+    assert_eq!(data.len(), 64);
+    let labels = data.labels.clone().unwrap();
+    let mut runtimes = vec![RuntimeKind::Tract];
+    if onnxruntime() {
+        runtimes.push(RuntimeKind::OnnxRuntime);
+    }
+    let mut all_outputs = Vec::new();
+    for runtime in runtimes {
+        let runnable = build(runtime, &model, &[1, 6]);
+        let outputs = run_dataset(&runnable, &data, &NoProgress, &CancelToken::new()).unwrap();
+        // The labels are the classes numpy computed from the same ids: every one is right
+        // only when the ids reach the Gather as the integers they are.
+        assert_eq!(accuracy(&outputs, &labels).top1, 1.0, "{runtime}");
+        all_outputs.push(outputs);
+    }
+    if let [tract, ort] = all_outputs.as_slice() {
+        assert!(max_abs_diff(tract, ort) < 1e-5);
+    }
+}

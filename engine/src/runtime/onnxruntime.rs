@@ -357,6 +357,12 @@ fn python_capi_dir() -> Option<PathBuf> {
 enum InputType {
     F32,
     F64,
+    /// Whole numbers (token ids, indices) in the f32 samples.
+    I64,
+    I32,
+    U8,
+    I8,
+    Bool,
 }
 
 /// A model ready to run in onnxruntime.
@@ -428,9 +434,14 @@ impl OrtModel {
         built.input_type = match input.dtype().tensor_type() {
             Some(TensorElementType::Float32) => InputType::F32,
             Some(TensorElementType::Float64) => InputType::F64,
+            Some(TensorElementType::Int64) => InputType::I64,
+            Some(TensorElementType::Int32) => InputType::I32,
+            Some(TensorElementType::Uint8) => InputType::U8,
+            Some(TensorElementType::Int8) => InputType::I8,
+            Some(TensorElementType::Bool) => InputType::Bool,
             other => {
                 return Err(runtime_error(format!(
-                    "input `{}` is {}; only float32 and float64 inputs are fed for now",
+                    "input `{}` is {}; data can feed float32, float64, int64, int32, uint8, int8 and bool inputs",
                     built.input_name,
                     other.map_or_else(|| "not a tensor".to_owned(), |t| format!("{t:?}"))
                 )));
@@ -498,6 +509,20 @@ impl OrtModel {
         result
     }
 
+    /// Runs `session` on `values` (the sample converted to the input's element type).
+    fn run_converted<'s, T>(
+        &self,
+        session: &'s mut Session,
+        shape: Vec<usize>,
+        values: Vec<T>,
+    ) -> ort::Result<ort::session::SessionOutputs<'s>>
+    where
+        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
+    {
+        let tensor = ort::value::Tensor::from_array((shape, values))?;
+        session.run(ort::inputs![self.input_name.as_str() => tensor])
+    }
+
     fn run_in(&self, session: &mut Session, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
         let expected: usize = self.input_shape.iter().product();
         if sample.len() != expected {
@@ -516,9 +541,23 @@ impl OrtModel {
             }
             InputType::F64 => {
                 let values: Vec<f64> = sample.iter().map(|&v| f64::from(v)).collect();
-                let tensor = ort::value::Tensor::from_array((shape, values))
-                    .map_err(|e| ort_error("shaping the input", e))?;
-                session.run(ort::inputs![self.input_name.as_str() => tensor])
+                self.run_converted(session, shape, values)
+            }
+            // `as` saturates; the samples of an integer input hold whole numbers.
+            InputType::I64 => {
+                self.run_converted(session, shape, sample.iter().map(|&v| v as i64).collect())
+            }
+            InputType::I32 => {
+                self.run_converted(session, shape, sample.iter().map(|&v| v as i32).collect())
+            }
+            InputType::U8 => {
+                self.run_converted(session, shape, sample.iter().map(|&v| v as u8).collect())
+            }
+            InputType::I8 => {
+                self.run_converted(session, shape, sample.iter().map(|&v| v as i8).collect())
+            }
+            InputType::Bool => {
+                self.run_converted(session, shape, sample.iter().map(|&v| v != 0.0).collect())
             }
         }
         .map_err(|e| ort_error("running", e))?;

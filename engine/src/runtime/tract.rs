@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::dtype::DType;
 use crate::graph::GraphView;
 use crate::proto::{Message, ModelProto};
 use crate::shapes::tract_supports_op;
@@ -145,6 +146,8 @@ pub struct TractModel {
     plan: Arc<TypedRunnableModel>,
     /// Shape of the input tensor, batch included (e.g. `[1, 1, 28, 28]`).
     pub input_shape: Vec<usize>,
+    /// Element type of the input: samples (f32) are converted to it.
+    input_type: DatumType,
     /// Names of the outputs, in order: the model's first output, then any extra tensors asked for.
     pub output_names: Vec<String>,
 }
@@ -202,8 +205,9 @@ impl TractModel {
         if inference.input_outlets().map_or(0, <[_]>::len) != 1 {
             return Err(runtime_error(super::one_input_only(view)));
         }
+        let input_type = input_datum_type(view)?;
         inference
-            .set_input_fact(0, f32::fact(input_shape).into())
+            .set_input_fact(0, input_type.fact(input_shape).into())
             .map_err(|e| tract_error("setting the input shape", &e))?;
         let first_output = *inference
             .output_outlets()
@@ -237,8 +241,23 @@ impl TractModel {
         Ok(Self {
             plan,
             input_shape: input_shape.to_vec(),
+            input_type,
             output_names,
         })
+    }
+
+    /// `sample` as the model's input tensor, in the input's element type (integer inputs such
+    /// as token ids come as whole numbers in the f32 samples).
+    fn input_tensor(&self, sample: &[f32]) -> Result<Tensor> {
+        let input = Tensor::from_shape(&self.input_shape, sample)
+            .map_err(|e| tract_error("shaping the input", &e))?;
+        if self.input_type == DatumType::F32 {
+            return Ok(input);
+        }
+        input
+            .cast_to_dt(self.input_type)
+            .map(std::borrow::Cow::into_owned)
+            .map_err(|e| tract_error("converting the input", &e))
     }
 
     /// Runs `sample` `runs` times and returns the time spent in each of tract's (optimized)
@@ -247,8 +266,7 @@ impl TractModel {
         let model = self.plan.model();
         let mut total_ms = vec![0f64; model.nodes().len()];
         for _ in 0..runs.max(1) {
-            let input = Tensor::from_shape(&self.input_shape, sample)
-                .map_err(|e| tract_error("shaping the input", &e))?;
+            let input = self.input_tensor(sample)?;
             let mut state = self.plan.spawn().map_err(|e| tract_error("running", &e))?;
             state
                 .run_plan_with_eval(tvec!(input.into()), |ctx, op_state, node, inputs| {
@@ -269,8 +287,7 @@ impl TractModel {
     /// Runs one sample (its values in C order, `input_shape` elements) and returns every
     /// output flattened.
     pub fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
-        let input = Tensor::from_shape(&self.input_shape, sample)
-            .map_err(|e| tract_error("shaping the input", &e))?;
+        let input = self.input_tensor(sample)?;
         let outputs = self
             .plan
             .run(tvec!(input.into()))
@@ -288,4 +305,28 @@ impl TractModel {
             })
             .collect()
     }
+}
+
+/// tract's element type for the model's data input (its first input), as declared.
+fn input_datum_type(view: &GraphView) -> Result<DatumType> {
+    let declared = view.inputs.first().and_then(|i| i.dtype);
+    Ok(match declared {
+        None | Some(DType::FLOAT32) => DatumType::F32,
+        Some(DType::FLOAT64) => DatumType::F64,
+        Some(DType::FLOAT16) => DatumType::F16,
+        Some(DType::INT64) => DatumType::I64,
+        Some(DType::INT32) => DatumType::I32,
+        Some(DType::INT16) => DatumType::I16,
+        Some(DType::INT8) => DatumType::I8,
+        Some(DType::UINT8) => DatumType::U8,
+        Some(DType::UINT16) => DatumType::U16,
+        Some(DType::BOOL) => DatumType::Bool,
+        Some(other) => {
+            return Err(runtime_error(format!(
+                "input `{}` is {}; data can feed float, integer and bool inputs",
+                view.inputs.first().map_or("", |i| i.name.as_str()),
+                other.name()
+            )));
+        }
+    })
 }
