@@ -145,3 +145,154 @@ fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
     );
     assert!(harness.query_all_by_label("fc1.gemm").count() >= 1);
 }
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
+}
+
+/// Whether onnxruntime loads here; a failure when CI requires it.
+fn onnxruntime_available() -> bool {
+    let available = edgefit_engine::runtime::RuntimeKind::OnnxRuntime
+        .available()
+        .is_ok();
+    assert!(
+        available || std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
+        "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load"
+    );
+    available
+}
+
+#[test]
+fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
+    use edgefit_engine::runtime::RuntimeKind;
+    use egui::accesskit::Role;
+    // Symbolic dims and no data beside the model: nothing to evaluate until a shape is given.
+    let mut harness = studio(&fixture("runtimes/symbolic_chain.onnx"));
+    let data_error =
+        |h: &Harness<'static, StudioApp>| h.state().session.as_ref().unwrap().data.clone().err();
+    let e = data_error(&harness).expect("no shape yet");
+    assert!(e.contains("--input-shape") || e.contains("x"), "{e}");
+    let field = harness.get_by_role_and_label(Role::TextInput, "Shape");
+    field.focus();
+    harness.run();
+    harness
+        .get_by_role_and_label(Role::TextInput, "Shape")
+        .type_text("1,3,12,20");
+    harness.run();
+    harness.get_by_label("Apply inputs").click();
+    harness.run();
+    assert_eq!(data_error(&harness), None, "{:?}", harness.state().error);
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(s.run.inputs[0].shape, Some(vec![1, 3, 12, 20]));
+    assert_eq!(s.data.as_ref().unwrap().sample_shape, vec![3, 12, 20]);
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(s.points.len(), 1, "{:?}", harness.state().error);
+    assert!(s.points[0].verified);
+    assert_eq!(s.points[0].runtime, RuntimeKind::Tract);
+
+    if onnxruntime_available() {
+        harness.get_by_label("Runtime").click();
+        harness.run();
+        harness.get_by_label("onnxruntime").click();
+        harness.run();
+        let s = harness.state().session.as_ref().unwrap();
+        assert_eq!(
+            s.run.runtime,
+            RuntimeKind::OnnxRuntime,
+            "{:?}",
+            harness.state().error
+        );
+        assert!(
+            s.baseline.is_none(),
+            "the original is measured again in onnxruntime"
+        );
+        harness.get_by_label("Evaluate now").click();
+        wait_idle(&mut harness);
+        let s = harness.state().session.as_ref().unwrap();
+        assert_eq!(s.points.len(), 2, "{:?}", harness.state().error);
+        assert_eq!(s.points[1].runtime, RuntimeKind::OnnxRuntime);
+        assert_eq!(
+            s.baseline.as_ref().unwrap().runtime,
+            RuntimeKind::OnnxRuntime
+        );
+    }
+
+    // The settings are part of the model's autosaved session: opening it again restores them.
+    harness.state_mut().remember_session();
+    let persisted = std::mem::take(&mut harness.state_mut().persisted);
+    let model = fixture("runtimes/symbolic_chain.onnx");
+    let mut again = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |_cc| {
+            let mut app = StudioApp::new(persisted, Some(model));
+            app.auto_evaluate = false;
+            app
+        });
+    wait_idle(&mut again);
+    let s = again.state().session.as_ref().unwrap();
+    assert_eq!(s.run.inputs[0].shape, Some(vec![1, 3, 12, 20]));
+    assert!(s.data.is_ok());
+}
+
+#[test]
+fn two_evaluated_points_compare_layer_by_layer() {
+    let mut harness = studio(&sample("digits-mlp"));
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 4 };
+    let first_layer = harness.state().session.as_ref().unwrap().compressor.layers[0]
+        .name
+        .clone();
+    recipe.layers.insert(
+        first_layer.clone(),
+        edgefit_engine::plan::LayerOverride {
+            prune_ratio: Some(0.5),
+            ..Default::default()
+        },
+    );
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    harness.run();
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    assert_eq!(
+        harness.state().session.as_ref().unwrap().points.len(),
+        2,
+        "{:?}",
+        harness.state().error
+    );
+    // Point 1 as A, point 2 as B, from the buttons of the points list.
+    harness.get_by_label("Compare point 1 as A").click();
+    harness.run();
+    harness.get_by_label("Compare point 2 as B").click();
+    harness.run();
+    let s = harness.state().session.as_ref().unwrap();
+    let ab = s.ab.as_ref().expect("a comparison");
+    assert_eq!((ab.a, ab.b), (0, 1));
+    assert_eq!(ab.rows.len(), s.compressor.layers.len());
+    assert!(
+        ab.rows.iter().all(|r| r.differs()),
+        "fp32 against int4 everywhere"
+    );
+    let first = ab.rows.iter().find(|r| r.layer == first_layer).unwrap();
+    assert!(first.b_settings.contains("prune 50%"), "{first:?}");
+    assert!(
+        first.a_sqnr_db.is_none() && first.b_sqnr_db.unwrap() < 30.0,
+        "{first:?}"
+    );
+    assert!(first.b_bytes < first.a_bytes);
+    harness.get_by_label("A/B: point 1 against point 2");
+    // The latency view draws the points measured in the current runtime.
+    harness.get_by_label("latency (tract)").click();
+    harness.run();
+    harness.get_by_label("Close").click();
+    harness.run();
+    assert!(harness.state().session.as_ref().unwrap().ab.is_none());
+}

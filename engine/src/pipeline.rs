@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
 use crate::dataset::Dataset;
@@ -25,7 +25,8 @@ use crate::write::{write_bytes_atomic, write_model_atomic};
 /// What is given for one model input: a concrete shape (batch included), a value to hold it
 /// at for every sample, or both (from the command line's `--input-shape name=1,3,224,224` and
 /// `--input-value name=0`, or a form in the studio).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InputSetting {
     pub name: String,
     pub shape: Option<Vec<usize>>,
@@ -947,17 +948,19 @@ pub fn optimize(
     };
     let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
     let calibration_data = options.calibration.unwrap_or(options.data);
-    let folded = crate::staged::fold_stage(
-        working,
-        recipe,
-        options.format,
-        calibration_data,
-        options.runtime,
-        &inputs.shape,
-        &inputs.fixed,
-        progress,
-        cancel,
-    )?;
+    let folded = if options.format == ExportFormat::QdqInt8 {
+        crate::staged::fold_stage(
+            working,
+            recipe,
+            calibration_data,
+            options.runtime,
+            &inputs,
+            progress,
+            cancel,
+        )?
+    } else {
+        None
+    };
     let (working, recipe) = match &folded {
         Some(stage) => (&stage.model, &stage.recipe),
         None => (working, recipe),

@@ -10,9 +10,10 @@ use crate::export::{ExportFormat, build_export};
 use crate::fold::{FoldReport, fold_batchnorm};
 use crate::job::{CancelToken, ProgressSink};
 use crate::load::{LoadedModel, from_proto};
+use crate::pipeline::ResolvedInputs;
 use crate::plan::{BatchNormRecalibration, Precision, Recipe};
 use crate::proto::Message;
-use crate::runtime::{FixedInput, RuntimeKind};
+use crate::runtime::RuntimeKind;
 
 /// The model after pruning and batch-norm folding, with the recipe that finishes the job.
 pub struct FoldedStage {
@@ -22,18 +23,16 @@ pub struct FoldedStage {
     pub report: FoldReport,
 }
 
-/// For `qdq-int8` with `recipe.fold_batchnorm`: prunes in float (with batch-norm
+/// For `qdq-int8` (the caller's check) with `recipe.fold_batchnorm`: prunes in float (with batch-norm
 /// re-estimation as the recipe asks, observed in `runtime` with the inputs of `fixed` held at
 /// their values), folds every foldable batch norm, and returns the folded model. `None` when
 /// there is nothing to fold.
 pub fn fold_stage(
     model: &LoadedModel,
     recipe: &Recipe,
-    format: ExportFormat,
     calibration: &Dataset,
     runtime: RuntimeKind,
-    input_shape: &[usize],
-    fixed: &[FixedInput],
+    inputs: &ResolvedInputs,
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Option<FoldedStage>> {
@@ -41,7 +40,7 @@ pub fn fold_stage(
         .graph
         .main_nodes()
         .any(|n| n.op_type == "BatchNormalization");
-    if format != ExportFormat::QdqInt8 || !recipe.fold_batchnorm || !has_batchnorm {
+    if !recipe.fold_batchnorm || !has_batchnorm {
         return Ok(None);
     }
     // Stage 1: pruning alone, in float.
@@ -60,8 +59,8 @@ pub fn fold_stage(
         &compressor,
         &pruned_compression,
         recipe.recalibrate_batchnorm,
-        input_shape,
-        fixed,
+        &inputs.shape,
+        &inputs.fixed,
         calibration,
         progress,
         cancel,

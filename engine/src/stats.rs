@@ -162,6 +162,39 @@ pub fn histogram(values: &[f32], min: f32, max: f32, bins: usize) -> Histogram {
     Histogram { min, max, counts }
 }
 
+/// Smallest and largest finite value of each slice along `axis` of a tensor of `dims`
+/// (C order): the per-channel ranges that per-channel quantization scales follow. A channel
+/// without a finite value gives `(0, 0)`. Empty when `axis` is out of range or `dims` do not
+/// match `values`.
+pub fn channel_ranges(values: &[f32], dims: &[i64], axis: usize) -> Vec<(f32, f32)> {
+    let Some(&channels) = dims.get(axis) else {
+        return Vec::new();
+    };
+    let channels = channels.max(0) as usize;
+    let inner: usize = dims[axis + 1..]
+        .iter()
+        .map(|&d| d.max(0) as usize)
+        .product();
+    let total: usize = dims.iter().map(|&d| d.max(0) as usize).product();
+    if channels == 0 || total != values.len() {
+        return Vec::new();
+    }
+    let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); channels];
+    for (run, chunk) in values.chunks(inner.max(1)).enumerate() {
+        let range = &mut ranges[run % channels];
+        for &v in chunk.iter().filter(|v| v.is_finite()) {
+            range.0 = range.0.min(v);
+            range.1 = range.1.max(v);
+        }
+    }
+    for r in &mut ranges {
+        if r.0 > r.1 {
+            *r = (0.0, 0.0);
+        }
+    }
+    ranges
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +234,36 @@ mod tests {
         assert_eq!(h.counts, vec![2, 0, 1, 2]);
         let constant = histogram(&[2.0; 10], 2.0, 2.0, 8);
         assert_eq!(constant.counts.iter().sum::<u64>(), 10);
+    }
+
+    #[test]
+    fn channel_ranges_follow_the_axis() {
+        // dims [2, 3]: rows are axis 0, columns axis 1.
+        let values = [1.0, -2.0, 3.0, 4.0, 5.0, f32::NAN];
+        assert_eq!(
+            channel_ranges(&values, &[2, 3], 0),
+            vec![(-2.0, 3.0), (4.0, 5.0)]
+        );
+        assert_eq!(
+            channel_ranges(&values, &[2, 3], 1),
+            vec![(1.0, 4.0), (-2.0, 5.0), (3.0, 3.0)]
+        );
+        // A conv weight [out 2, in 1, 1, 2]: each output channel is a contiguous run.
+        assert_eq!(
+            channel_ranges(&[0.5, -0.5, 7.0, 8.0], &[2, 1, 1, 2], 0),
+            vec![(-0.5, 0.5), (7.0, 8.0)]
+        );
+        assert!(
+            channel_ranges(&values, &[2, 2], 0).is_empty(),
+            "dims must match"
+        );
+        assert!(
+            channel_ranges(&values, &[2, 3], 2).is_empty(),
+            "axis in range"
+        );
+        assert_eq!(
+            channel_ranges(&[f32::NAN, 1.0], &[2, 1], 0),
+            vec![(0.0, 0.0), (1.0, 1.0)]
+        );
     }
 }

@@ -158,6 +158,7 @@ fn decode_little_endian(dtype: DType, raw: &[u8]) -> Vec<f32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
+use edgefit_engine::dataset::{Dataset, load_calibration, load_dataset};
 use edgefit_engine::export::ExportFormat;
-use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, concrete_input_shape, optimize};
+use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
 use edgefit_engine::plan::Recipe;
+use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, LoadedModel, Progress, ProgressSink, analyse, load_model,
 };
 use poll_promise::Promise;
 
-use super::session::OpenModel;
+use super::session::{OpenModel, RunSettings};
 
 /// What a job produces.
 pub enum JobOutput {
@@ -32,6 +33,19 @@ pub enum JobKind {
     Load(PathBuf),
     Evaluate,
     Export(PathBuf),
+}
+
+/// What an evaluation or an export measures, and in what.
+pub struct OptimizeRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub run: RunSettings,
+    /// The ONNX Runtime library chosen in the studio (else the usual places).
+    pub onnxruntime_library: Option<PathBuf>,
+    pub recipe: Recipe,
+    pub format: ExportFormat,
+    /// Where to export; `None` evaluates into a scratch file.
+    pub export: Option<PathBuf>,
 }
 
 /// A running background job.
@@ -85,24 +99,27 @@ impl Job {
             let loaded = load_model(&job_path, sink, cancel).map_err(|e| e.to_string())?;
             let analysis = analyse(&loaded, &AnalysisOptions::default(), sink, cancel)
                 .map_err(|e| e.to_string())?;
-            let (data, calibration) = default_data(&loaded).map_err(|e| e.to_string())?;
+            let (data, calibration) = data_beside(&loaded).map_err(|e| e.to_string())?;
             Ok(JobOutput::Loaded(Arc::new(OpenModel {
                 loaded,
                 analysis,
-                data: Arc::new(data),
+                data: data.map(Arc::new),
                 calibration: calibration.map(Arc::new),
             })))
         })
     }
 
     /// Runs the optimize pipeline for `recipe`: into a scratch file (evaluation) or `export`.
-    pub fn optimize(
-        open: Arc<OpenModel>,
-        recipe: Recipe,
-        format: ExportFormat,
-        export: Option<PathBuf>,
-        ctx: &egui::Context,
-    ) -> Self {
+    pub fn optimize(request: OptimizeRequest, ctx: &egui::Context) -> Self {
+        let OptimizeRequest {
+            open,
+            data,
+            run,
+            onnxruntime_library,
+            recipe,
+            format,
+            export,
+        } = request;
         let kind = match &export {
             Some(p) => JobKind::Export(p.clone()),
             None => JobKind::Evaluate,
@@ -113,14 +130,18 @@ impl Job {
                 Some(p) => p,
                 None => scratch_path()?,
             };
+            if run.runtime == RuntimeKind::OnnxRuntime {
+                edgefit_engine::runtime::onnxruntime::load(onnxruntime_library.as_deref())
+                    .map_err(|e| e.to_string())?;
+            }
             let options = OptimizeOptions {
                 recipe: &recipe,
                 format,
-                data: &open.data,
+                data: &data,
                 calibration: open.calibration.as_deref(),
                 latency_runs: 30,
-                runtime: edgefit_engine::runtime::RuntimeKind::Tract,
-                input_shapes: &[],
+                runtime: run.runtime,
+                input_shapes: &run.inputs,
                 output: None,
             };
             let report =
@@ -136,17 +157,19 @@ impl Job {
     }
 }
 
-/// The dataset.json beside the model (with its calibration split), else generated inputs.
-pub fn default_data(model: &LoadedModel) -> edgefit_engine::Result<(Dataset, Option<Dataset>)> {
+/// The dataset.json beside the model, with its calibration split (none: the session
+/// generates inputs).
+pub fn data_beside(
+    model: &LoadedModel,
+) -> edgefit_engine::Result<(Option<Dataset>, Option<Dataset>)> {
     if let Some(dir) = model
         .path
         .parent()
         .filter(|d| d.join("dataset.json").is_file())
     {
-        return Ok((load_dataset(dir, None)?, load_calibration(dir)?));
+        return Ok((Some(load_dataset(dir, None)?), load_calibration(dir)?));
     }
-    let shape = concrete_input_shape(model, None)?;
-    Ok((generated_inputs(&shape[1..], 64, 0), None))
+    Ok((None, None))
 }
 
 fn scratch_path() -> Result<PathBuf, String> {

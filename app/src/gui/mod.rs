@@ -4,8 +4,10 @@
 
 mod jobs;
 mod panels;
+mod run_panel;
 mod screenshot;
 pub mod session;
+mod tradeoffs;
 
 use std::path::PathBuf;
 
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use jobs::{Job, JobKind, JobOutput};
+use jobs::{Job, JobKind, JobOutput, OptimizeRequest};
 use screenshot::ScreenshotTask;
 use session::{EvalPoint, Session};
 
@@ -49,6 +51,17 @@ pub enum Command {
     OpenSession(PathBuf),
     PickSaveSession,
     PickOpenSession,
+    /// Change the runtime or the input settings of evaluations.
+    SetRun(session::RunSettings),
+    PickOnnxRuntimeLibrary,
+    /// Use this ONNX Runtime shared library (remembered).
+    SetOnnxRuntimeLibrary(PathBuf),
+    /// Compare evaluated points `a` and `b` layer by layer.
+    CompareAb {
+        a: usize,
+        b: usize,
+    },
+    CloseAb,
 }
 
 /// State persisted between sessions (eframe storage).
@@ -58,6 +71,8 @@ pub struct Persisted {
     pub recent_files: Vec<PathBuf>,
     /// The last session of each model (autosave), by canonical model path.
     pub sessions: Vec<session::SessionFile>,
+    /// The ONNX Runtime shared library chosen in the studio (else the usual places).
+    pub onnxruntime_library: Option<PathBuf>,
 }
 
 /// Sessions remembered in the app's storage.
@@ -86,6 +101,8 @@ pub struct StudioApp {
     /// A session file waiting for its model to load.
     pending_session: Option<session::SessionFile>,
     screenshot: Option<ScreenshotTask>,
+    input_form: run_panel::InputForm,
+    tradeoff_view: tradeoffs::TradeoffView,
 }
 
 impl StudioApp {
@@ -103,6 +120,8 @@ impl StudioApp {
             initial_recipe: None,
             pending_session: None,
             screenshot: None,
+            input_form: run_panel::InputForm::default(),
+            tradeoff_view: tradeoffs::TradeoffView::default(),
         };
         if let Some(path) = initial {
             app.commands.push(Command::Open(path));
@@ -121,7 +140,12 @@ impl StudioApp {
     }
 
     fn apply_commands(&mut self, ctx: &egui::Context) {
-        for command in std::mem::take(&mut self.commands) {
+        let commands = std::mem::take(&mut self.commands);
+        if !commands.is_empty() {
+            // The state changed after this frame was drawn: draw it again.
+            ctx.request_repaint();
+        }
+        for command in commands {
             match command {
                 Command::PickFile => {
                     if let Some(path) = rfd::FileDialog::new()
@@ -222,6 +246,26 @@ impl StudioApp {
                         }
                     }
                 }
+                Command::SetRun(run) => self.set_run(run),
+                Command::PickOnnxRuntimeLibrary => {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .set_title("ONNX Runtime shared library (libonnxruntime.so*)")
+                        .pick_file()
+                    {
+                        self.commands.push(Command::SetOnnxRuntimeLibrary(path));
+                    }
+                }
+                Command::SetOnnxRuntimeLibrary(path) => self.set_onnxruntime_library(path),
+                Command::CompareAb { a, b } => {
+                    if let Some(s) = &mut self.session {
+                        s.ab = Some(s.compare(a, b));
+                    }
+                }
+                Command::CloseAb => {
+                    if let Some(s) = &mut self.session {
+                        s.ab = None;
+                    }
+                }
                 Command::RestorePoint(i) => {
                     if let Some(s) = &mut self.session
                         && let Some(p) = s.points.get(i).cloned()
@@ -237,6 +281,48 @@ impl StudioApp {
         }
     }
 
+    /// Applies new run settings; onnxruntime is loaded first, and when it cannot be the
+    /// runtime stays what it was and the message says how to enable it.
+    fn set_run(&mut self, run: session::RunSettings) {
+        if run.runtime == edgefit_engine::runtime::RuntimeKind::OnnxRuntime
+            && let Err(e) = edgefit_engine::runtime::onnxruntime::load(
+                self.persisted.onnxruntime_library.as_deref(),
+            )
+        {
+            self.error = Some(format!(
+                "onnxruntime is not available: {e}. Install it (pip install onnxruntime) or \
+                 choose its library with \"ONNX Runtime library...\"; tract stays in use."
+            ));
+            return;
+        }
+        if let Some(s) = &mut self.session
+            && s.run != run
+        {
+            s.set_run(run);
+            self.error = None;
+            self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+        }
+    }
+
+    /// Remembers `path` as the ONNX Runtime library and loads it now if none is loaded.
+    fn set_onnxruntime_library(&mut self, path: PathBuf) {
+        use edgefit_engine::runtime::onnxruntime::{load, loaded_library};
+        self.persisted.onnxruntime_library = Some(path.clone());
+        match loaded_library() {
+            Some(loaded) if loaded != path => {
+                self.status = Some(format!(
+                    "onnxruntime is already loaded from {}; {} is used from the next start",
+                    loaded.display(),
+                    path.display()
+                ));
+            }
+            _ => match load(Some(&path)) {
+                Ok(p) => self.status = Some(format!("onnxruntime loaded from {}", p.display())),
+                Err(e) => self.error = Some(format!("Could not load onnxruntime: {e}")),
+            },
+        }
+    }
+
     fn start(&mut self, job: Job) {
         if let Some(old) = self.job.take() {
             old.cancel.cancel();
@@ -247,7 +333,27 @@ impl StudioApp {
     fn start_optimize(&mut self, export: Option<PathBuf>, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
         self.auto_evaluate_at = None;
-        let job = Job::optimize(s.open.clone(), s.recipe.clone(), s.format, export, ctx);
+        let data = match &s.data {
+            Ok(data) => data.clone(),
+            Err(e) => {
+                self.error = Some(format!(
+                    "Cannot evaluate yet: {e}. Set the input shape under Inputs and runtime."
+                ));
+                return;
+            }
+        };
+        let job = Job::optimize(
+            OptimizeRequest {
+                open: s.open.clone(),
+                data,
+                run: s.run.clone(),
+                onnxruntime_library: self.persisted.onnxruntime_library.clone(),
+                recipe: s.recipe.clone(),
+                format: s.format,
+                export,
+            },
+            ctx,
+        );
         self.start(job);
     }
 
@@ -309,6 +415,7 @@ impl StudioApp {
                             size_bytes: report.original.size_bytes,
                             latency_ms: report.original.latency_ms.as_ref().map(|l| l.median),
                             verified: true,
+                            runtime: report.runtime,
                         });
                     }
                     s.points.push(EvalPoint {
@@ -318,6 +425,7 @@ impl StudioApp {
                         size_bytes: report.compressed.size_bytes,
                         latency_ms: report.compressed.latency_ms.as_ref().map(|l| l.median),
                         verified: report.verification.passed,
+                        runtime: report.runtime,
                     });
                 }
                 if export {
@@ -512,6 +620,17 @@ impl eframe::App for StudioApp {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             panels::controls_ui(ui, session, commands);
                             ui.separator();
+                            egui::CollapsingHeader::new("Inputs and runtime")
+                                .default_open(session.data.is_err())
+                                .show(ui, |ui| {
+                                    run_panel::run_settings_ui(
+                                        ui,
+                                        session,
+                                        &mut self.input_form,
+                                        commands,
+                                    );
+                                });
+                            ui.separator();
                             egui::CollapsingHeader::new("Summary")
                                 .default_open(true)
                                 .show(ui, |ui| {
@@ -528,7 +647,7 @@ impl eframe::App for StudioApp {
                             panels::weights_ui(ui, session);
                             ui.separator();
                             ui.heading("Trade-offs");
-                            panels::tradeoff_ui(ui, session, commands);
+                            tradeoffs::tradeoff_ui(ui, session, &mut self.tradeoff_view, commands);
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {

@@ -3,9 +3,9 @@
 use edgefit_engine::ModelAnalysis;
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::graph::format_shape;
-use edgefit_engine::plan::{Clipping, LayerOverride, Precision, PruneMethod, Recipe};
+use edgefit_engine::plan::{Clipping, Precision, PruneMethod, Recipe};
 use egui::{Color32, RichText};
-use egui_plot::{Bar, BarChart, Legend, Line, Plot, PlotPoints, Points, VLine};
+use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
 
 use super::Command;
 use super::session::Session;
@@ -332,11 +332,8 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                             .changed()
                         {
                             let mut recipe = session.recipe.clone();
-                            recipe
-                                .layers
-                                .entry(layer.name.clone())
-                                .or_insert_with(LayerOverride::default)
-                                .exclude = Some(exclude);
+                            recipe.layers.entry(layer.name.clone()).or_default().exclude =
+                                Some(exclude);
                             commands.push(Command::SetRecipe {
                                 recipe,
                                 record: true,
@@ -420,6 +417,7 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
                 }
             }
         });
+    channel_ranges_ui(ui, view);
     ui.label(format!(
         "sparsity {:.1}%, SQNR {}, MSE {:.3e}",
         result.report.sparsity * 100.0,
@@ -431,79 +429,37 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
     ));
 }
 
-/// Accuracy against size of every evaluated configuration, the original and the Pareto front.
-pub fn tradeoff_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
-    let kb = |b: u64| b as f64 / 1024.0;
-    let points: Vec<[f64; 2]> = session
-        .points
-        .iter()
-        .map(|p| [kb(p.size_bytes), p.accuracy * 100.0])
-        .collect();
-    let front: Vec<[f64; 2]> = session
-        .pareto_front()
-        .into_iter()
-        .map(|i| points[i])
-        .collect();
-    let response = Plot::new("tradeoffs")
-        .legend(Legend::default())
-        .height(220.0)
-        .x_axis_label("size (KiB)")
-        .y_axis_label("accuracy (%)")
-        .show(ui, |plot| {
-            if let Some(b) = &session.baseline {
-                plot.points(
-                    Points::new(
-                        "original",
-                        PlotPoints::from(vec![[kb(b.size_bytes), b.accuracy * 100.0]]),
-                    )
-                    .radius(6.0)
-                    .color(Color32::from_rgb(90, 200, 120)),
-                );
-            }
-            plot.points(
-                Points::new("evaluated", PlotPoints::from(points.clone()))
-                    .radius(4.0)
-                    .color(Color32::from_rgb(230, 140, 60)),
-            );
-            if front.len() > 1 {
-                plot.line(Line::new("Pareto front", PlotPoints::from(front)));
-            }
-            plot.pointer_coordinate()
-        });
-    if response.response.clicked()
-        && let Some(pointer) = response.inner
-    {
-        // The nearest point in screen space brings its settings back.
-        let nearest = points
+/// Per output channel, the range (min to max) of the weight before and after: the spread that
+/// per-channel scales follow, and channels that pruning emptied.
+fn channel_ranges_ui(ui: &mut egui::Ui, view: &super::session::WeightsView) {
+    let (before, after) = (&view.channel_ranges_before, &view.channel_ranges_after);
+    if before.is_empty() {
+        return;
+    }
+    let bars = |ranges: &[(f32, f32)], width: f64| -> Vec<Bar> {
+        ranges
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let screen = response
-                    .transform
-                    .position_from_point(&egui_plot::PlotPoint::new(p[0], p[1]));
-                let at = response.transform.position_from_point(&pointer);
-                (i, screen.distance(at))
+            .map(|(c, &(lo, hi))| {
+                Bar::new(c as f64, f64::from(hi - lo))
+                    .base_offset(f64::from(lo))
+                    .width(width)
             })
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((i, distance)) = nearest
-            && distance < 12.0
-        {
-            commands.push(Command::RestorePoint(i));
-        }
-    }
-    for p in session.points.iter().rev().take(5) {
-        ui.label(format!(
-            "{:.2}% | {} | {} | {}{}",
-            p.accuracy * 100.0,
-            bytes(p.size_bytes),
-            p.format.name(),
-            p.latency_ms
-                .map_or("–".to_owned(), |l| format!("{l:.3} ms")),
-            if p.verified {
-                " | verified"
-            } else {
-                " | NOT verified"
-            }
-        ));
-    }
+            .collect()
+    };
+    Plot::new("channel_ranges")
+        .legend(Legend::default())
+        .height(150.0)
+        .x_axis_label("output channel")
+        .y_axis_label("min..max")
+        .show(ui, |plot| {
+            plot.bar_chart(
+                BarChart::new("original range", bars(before, 0.8))
+                    .color(Color32::from_rgb(90, 140, 220)),
+            );
+            plot.bar_chart(
+                BarChart::new("compressed range", bars(after, 0.4))
+                    .color(Color32::from_rgba_unmultiplied(230, 140, 60, 200)),
+            );
+        });
 }

@@ -6,18 +6,34 @@ use std::sync::Arc;
 use edgefit_engine::compress::{Compression, Compressor};
 use edgefit_engine::dataset::Dataset;
 use edgefit_engine::export::ExportFormat;
+use edgefit_engine::pipeline::{InputSetting, resolve_input_shape};
 use edgefit_engine::plan::Recipe;
+use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{CancelToken, LoadedModel, ModelAnalysis};
 
-/// A model that finished loading and analysing, with the data it is evaluated on.
+/// A model that finished loading and analysing, with the data found for it.
 pub struct OpenModel {
     pub loaded: LoadedModel,
     pub analysis: ModelAnalysis,
-    /// Evaluation samples (the dataset.json beside the model, or generated inputs).
-    pub data: Arc<Dataset>,
+    /// Labelled samples from the dataset.json beside the model; `None`: generated inputs are
+    /// used (see [`Session::data`]).
+    pub data: Option<Arc<Dataset>>,
     /// Calibration samples, when the data source has a calibration split.
     pub calibration: Option<Arc<Dataset>>,
 }
+
+/// How configurations are measured: the runtime and the model's input settings (concrete
+/// shapes for symbolic dims, values for the inputs the data does not feed). Remembered per
+/// model in the session.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RunSettings {
+    pub runtime: RuntimeKind,
+    pub inputs: Vec<InputSetting>,
+}
+
+/// Generated inputs when the model has no data beside it (fidelity only).
+const GENERATED_SAMPLES: usize = 64;
 
 /// One measured configuration, shown on the trade-off chart.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +45,9 @@ pub struct EvalPoint {
     pub size_bytes: u64,
     pub latency_ms: Option<f64>,
     pub verified: bool,
+    /// The runtime that measured it.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
 }
 
 /// Histograms of the selected layer's weight, computed when the plan or the selection
@@ -41,6 +60,10 @@ pub struct WeightsView {
     pub after: edgefit_engine::stats::Histogram,
     /// Largest magnitude that magnitude pruning zeroed, when it pruned anything.
     pub prune_threshold: Option<f32>,
+    /// (min, max) of each output channel before and after; empty when the layer has no
+    /// channel axis.
+    pub channel_ranges_before: Vec<(f32, f32)>,
+    pub channel_ranges_after: Vec<(f32, f32)>,
 }
 
 /// Bins of the weight histograms.
@@ -52,6 +75,11 @@ pub struct Session {
     pub compressor: Compressor,
     pub recipe: Recipe,
     pub format: ExportFormat,
+    /// Runtime and input settings of evaluations.
+    pub run: RunSettings,
+    /// The samples evaluations run on: the model's data, or inputs generated at the shape
+    /// `run.inputs` gives; an error says which input needs a shape.
+    pub data: Result<Arc<Dataset>, String>,
     /// Estimates for `recipe`, refreshed whenever it changes (only changed layers recompute).
     pub compression: Option<Compression>,
     pub compression_error: Option<String>,
@@ -64,7 +92,69 @@ pub struct Session {
     /// The original model as measured, then every evaluated configuration.
     pub baseline: Option<EvalPoint>,
     pub points: Vec<EvalPoint>,
+    /// Two evaluated points compared layer by layer.
+    pub ab: Option<AbComparison>,
+    /// The compressor of A/B comparisons, made on first use.
+    ab_compressor: Option<Compressor>,
     dirty: bool,
+}
+
+/// Two evaluated configurations compared layer by layer.
+#[derive(Clone, Debug)]
+pub struct AbComparison {
+    /// Indices into `points`.
+    pub a: usize,
+    pub b: usize,
+    pub rows: Vec<AbRow>,
+    /// Why the layers could not be compared (e.g. a recipe that no longer fits).
+    pub error: Option<String>,
+}
+
+/// One layer under configurations A and B.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AbRow {
+    pub layer: String,
+    pub a_settings: String,
+    pub b_settings: String,
+    pub a_sqnr_db: Option<f64>,
+    pub b_sqnr_db: Option<f64>,
+    pub a_bytes: u64,
+    pub b_bytes: u64,
+}
+
+impl AbRow {
+    /// Whether A and B set this layer differently.
+    pub fn differs(&self) -> bool {
+        self.a_settings != self.b_settings
+    }
+}
+
+/// A layer's settings in a few words: `prune 50% magnitude, int4 sym per-channel mse`.
+fn settings_text(s: &edgefit_engine::plan::LayerSettings) -> String {
+    use edgefit_engine::plan::Precision;
+    if s.exclude {
+        return "excluded".to_owned();
+    }
+    let prune = if s.prune_ratio > 0.0 {
+        format!("prune {:.0}% {:?}, ", s.prune_ratio * 100.0, s.prune_method)
+    } else {
+        String::new()
+    };
+    let precision = match s.precision {
+        Precision::Float32 => "fp32".to_owned(),
+        Precision::Float16 => "fp16".to_owned(),
+        Precision::Int { bits } => format!(
+            "int{bits} {} {} {:?}",
+            if s.symmetric { "sym" } else { "asym" },
+            if s.per_channel {
+                "per-channel"
+            } else {
+                "per-tensor"
+            },
+            s.clipping
+        ),
+    };
+    format!("{prune}{precision}")
 }
 
 /// What a `.edgefit.json` session file holds (also autosaved in the app's storage).
@@ -79,6 +169,8 @@ pub struct SessionFile {
     pub baseline: Option<EvalPoint>,
     #[serde(default)]
     pub points: Vec<EvalPoint>,
+    #[serde(default)]
+    pub run: RunSettings,
 }
 
 /// The session file format version.
@@ -94,6 +186,7 @@ impl Session {
             format: self.format,
             baseline: self.baseline.clone(),
             points: self.points.clone(),
+            run: self.run.clone(),
         }
     }
 
@@ -101,9 +194,19 @@ impl Session {
     pub fn restore(&mut self, file: &SessionFile) {
         self.set_recipe(file.recipe.clone(), true);
         self.format = file.format;
+        self.set_run(file.run.clone());
         self.baseline = file.baseline.clone();
         self.points = file.points.clone();
+        self.ab = None;
         self.refresh();
+    }
+
+    /// Changes the runtime or input settings. The original is measured again under them (its
+    /// latency is the runtime's); evaluated points keep the runtime that measured them.
+    pub fn set_run(&mut self, run: RunSettings) {
+        self.run = run;
+        self.baseline = None;
+        self.data = session_data(&self.open, &self.run.inputs);
     }
 
     pub fn new(open: Arc<OpenModel>) -> Self {
@@ -114,10 +217,12 @@ impl Session {
             Some(0)
         };
         let mut session = Self {
-            open,
+            open: open.clone(),
             compressor,
             recipe: Recipe::default(),
             format: ExportFormat::Fp32,
+            run: RunSettings::default(),
+            data: session_data(&open, &[]),
             compression: None,
             compression_error: None,
             undo: Vec::new(),
@@ -126,6 +231,8 @@ impl Session {
             weights_view: None,
             baseline: None,
             points: Vec::new(),
+            ab: None,
+            ab_compressor: None,
             dirty: true,
         };
         session.refresh();
@@ -214,7 +321,15 @@ impl Session {
                     .map(|(o, _)| o.abs())
                     .fold(0f32, f32::max)
             });
+        let layer = &self.compressor.layers[i];
+        let ranges = |values: &[f32]| {
+            layer.channel_axis.map_or_else(Vec::new, |axis| {
+                edgefit_engine::stats::channel_ranges(values, &layer.dims, axis)
+            })
+        };
         self.weights_view = Some(WeightsView {
+            channel_ranges_before: ranges(original),
+            channel_ranges_after: ranges(&result.values),
             layer: i,
             before: histogram(original, stats.min, stats.max, HISTOGRAM_BINS),
             after: histogram(&result.values, stats.min, stats.max, HISTOGRAM_BINS),
@@ -222,23 +337,65 @@ impl Session {
         });
     }
 
-    /// Indices of the points on the accuracy-vs-size Pareto front, by size.
-    pub fn pareto_front(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.points.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (pa, pb) = (&self.points[a], &self.points[b]);
-            pa.size_bytes
-                .cmp(&pb.size_bytes)
-                .then(pb.accuracy.total_cmp(&pa.accuracy))
+    /// Compares evaluated points `a` and `b` layer by layer: their settings and estimates,
+    /// computed on a second compressor (the live estimates keep their cache).
+    pub fn compare(&mut self, a: usize, b: usize) -> AbComparison {
+        let mut comparison = AbComparison {
+            a,
+            b,
+            rows: Vec::new(),
+            error: None,
+        };
+        let (Some(pa), Some(pb)) = (self.points.get(a), self.points.get(b)) else {
+            comparison.error = Some("no such point".to_owned());
+            return comparison;
+        };
+        let open = &self.open;
+        let compressor = self
+            .ab_compressor
+            .get_or_insert_with(|| Compressor::new(&open.loaded, &open.analysis));
+        let cancel = CancelToken::new();
+        let applied = compressor.apply(&pa.recipe, &cancel).and_then(|ca| {
+            compressor
+                .apply(&pb.recipe, &cancel)
+                .map(|cb| (ca.layers, cb.layers))
         });
-        let mut front = Vec::new();
-        let mut best = f64::NEG_INFINITY;
-        for i in order {
-            if self.points[i].accuracy > best {
-                best = self.points[i].accuracy;
-                front.push(i);
+        match applied {
+            Ok((la, lb)) => {
+                comparison.rows = la
+                    .iter()
+                    .zip(&lb)
+                    .map(|(x, y)| AbRow {
+                        layer: x.report.name.clone(),
+                        a_settings: settings_text(&x.report.settings),
+                        b_settings: settings_text(&y.report.settings),
+                        a_sqnr_db: x.report.sqnr_db,
+                        b_sqnr_db: y.report.sqnr_db,
+                        a_bytes: x.report.bytes_after,
+                        b_bytes: y.report.bytes_after,
+                    })
+                    .collect();
             }
+            Err(e) => comparison.error = Some(e.to_string()),
         }
-        front
+        comparison
     }
+}
+
+/// The model's own data, else inputs generated at the shape `inputs` resolve to.
+fn session_data(open: &OpenModel, inputs: &[InputSetting]) -> Result<Arc<Dataset>, String> {
+    if let Some(data) = &open.data {
+        return Ok(data.clone());
+    }
+    let shape = resolve_input_shape(&open.loaded, None, inputs).map_err(|e| e.to_string())?;
+    // Samples hold one batch item unless the shape asks for a larger batch.
+    let sample_shape = match shape.split_first() {
+        Some((1, rest)) => rest,
+        _ => &shape[..],
+    };
+    Ok(Arc::new(edgefit_engine::dataset::generated_inputs(
+        sample_shape,
+        GENERATED_SAMPLES,
+        0,
+    )))
 }
