@@ -151,3 +151,136 @@ fn profile_reports_per_layer_times() {
             .any(|l| l["name"] == "stem.conv" && l["ms"].as_f64().unwrap() > 0.0)
     );
 }
+
+/// A `.npy` file of float32 `values` shaped `shape` (or int64 labels).
+fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(bytes);
+    std::fs::write(path, out).unwrap();
+}
+
+fn eval_top1(args: &[&str]) -> f64 {
+    let out = edgefit(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["accuracy"]["top1"].as_f64().unwrap()
+}
+
+#[test]
+fn image_folders_take_their_preprocessing_from_flags() {
+    // 100 test digits of the sample CNN as 8-bit PNGs, one sub-folder per class (the pixels the
+    // sample's arrays were made from), and the same pixels preprocessed by hand as arrays.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let arrays = dir.path().join("arrays");
+    std::fs::create_dir_all(&arrays).unwrap();
+    let read =
+        |name: &str| std::fs::read(root().join("sample-models/mnist-cnn").join(name)).unwrap();
+    let inputs = read("test_inputs.npy");
+    let labels = read("test_labels.npy");
+    let header = |b: &[u8]| 10 + u16::from_le_bytes([b[8], b[9]]) as usize;
+    let x: Vec<f32> = inputs[header(&inputs)..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let label_bytes = &labels[header(&labels)..];
+    let label_width = label_bytes.len() / 1000;
+    let mut preprocessed = Vec::new();
+    let mut kept_labels: Vec<i64> = Vec::new();
+    for i in 0..100 {
+        let label = label_bytes[i * label_width] as usize;
+        let pixels: Vec<u8> = x[i * 784..(i + 1) * 784]
+            .iter()
+            .map(|v| ((v * 0.3081 + 0.1307) * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let class_dir = images.join(label.to_string());
+        std::fs::create_dir_all(&class_dir).unwrap();
+        image::GrayImage::from_raw(28, 28, pixels.clone())
+            .unwrap()
+            .save(class_dir.join(format!("{i:03}.png")))
+            .unwrap();
+        // Same order as the folder reader: by class, then by file name.
+        preprocessed.push((label, i, pixels));
+    }
+    preprocessed.sort_by_key(|(label, i, _)| (*label, *i));
+    let mut values = Vec::new();
+    for (label, _, pixels) in &preprocessed {
+        kept_labels.push(*label as i64);
+        for &p in pixels {
+            values.extend(((f32::from(p) / 255.0 - 0.1307) / 0.3081).to_le_bytes());
+        }
+    }
+    write_npy(&arrays.join("x.npy"), "<f4", &[100, 1, 28, 28], &values);
+    let label_values: Vec<u8> = kept_labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    write_npy(&arrays.join("y.npy"), "<i8", &[100], &label_values);
+    std::fs::write(
+        arrays.join("dataset.json"),
+        r#"{"format": "edgefit-dataset/1", "inputs": "x.npy", "labels": "y.npy", "num_classes": 10}"#,
+    )
+    .unwrap();
+
+    let model = "sample-models/mnist-cnn/model.onnx";
+    let images = images.to_str().unwrap();
+    let expected = eval_top1(&["eval", model, "--data", arrays.to_str().unwrap(), "--json"]);
+    let with_flags = eval_top1(&[
+        "eval",
+        model,
+        "--data",
+        images,
+        "--channels",
+        "gray",
+        "--mean",
+        "0.1307",
+        "--std",
+        "0.3081",
+        "--json",
+    ]);
+    assert_eq!(with_flags, expected);
+    assert!(expected > 0.9, "{expected}");
+    // Without the normalisation the same pixels score differently: the flags were applied.
+    let unnormalised = eval_top1(&[
+        "eval",
+        model,
+        "--data",
+        images,
+        "--channels",
+        "gray",
+        "--json",
+    ]);
+    assert_ne!(unnormalised, expected);
+    // Flags that cannot apply are refused with the reason.
+    let out = edgefit(&[
+        "eval",
+        model,
+        "--data",
+        arrays.to_str().unwrap(),
+        "--resize",
+        "32x32",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image folder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = edgefit(&["eval", model, "--data", images, "--resize", "32by32"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HEIGHTxWIDTH"));
+}

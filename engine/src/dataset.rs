@@ -174,6 +174,11 @@ impl Default for Preprocess {
 }
 
 impl Preprocess {
+    /// The `preprocess.json` of the image folder `dir`, or the defaults when it has none.
+    pub fn from_folder(dir: &Path) -> Result<Self> {
+        Ok(images::read_preprocess_file(dir)?.unwrap_or_default())
+    }
+
     /// Channels per pixel after conversion: 1 for gray, 3 otherwise.
     pub fn channel_count(&self) -> usize {
         match self.channels {

@@ -1,5 +1,6 @@
 //! Headless subcommands: thin wrappers over the same engine calls the studio makes.
 
+pub mod args;
 pub mod optimize;
 
 use std::path::PathBuf;

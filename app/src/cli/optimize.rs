@@ -3,133 +3,20 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
+use edgefit_engine::dataset::Dataset;
 use edgefit_engine::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
 use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{
-    InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, merge_input_settings, optimize,
-    parse_input_shape, parse_input_value, resolve_input_shape, resolve_inputs,
+    InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, optimize, resolve_inputs,
 };
 use edgefit_engine::plan::{BatchNormRecalibration, Clipping, Precision, PruneMethod, Recipe};
 use edgefit_engine::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
 
+use super::args::{DataArgs, RuntimeArgs, runtime_of};
 use super::{progress_bar, sink};
 use crate::format::bytes;
-
-/// Where the evaluation data comes from.
-#[derive(Debug, clap::Args)]
-pub struct DataArgs {
-    /// Evaluation data: a folder with dataset.json, an image folder (one sub-folder per class),
-    /// an .npz, or an .npy. Default: the dataset.json beside the model if there is one, else
-    /// generated inputs (fidelity only).
-    #[arg(long, value_name = "PATH")]
-    pub data: Option<PathBuf>,
-    /// Use at most this many samples.
-    #[arg(long, value_name = "N")]
-    pub samples: Option<usize>,
-}
-
-/// Which runtime runs the models, and at what input shape.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RuntimeArgs {
-    /// Concrete shape for a model input with symbolic dims, batch included:
-    /// NAME=1,3,224,224 (repeatable). Default: batch 1 and the data's sample shape.
-    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
-    pub input_shape: Vec<String>,
-    /// Hold a model input at this value for every sample (each element): the inputs of a
-    /// several-input model that the data does not feed, e.g. a recurrent state or a sample
-    /// rate: NAME=0 (repeatable; its shape from the model or --input-shape).
-    #[arg(long = "input-value", value_name = "NAME=V")]
-    pub input_value: Vec<String>,
-    /// The ONNX Runtime shared library to load for `--runtime onnxruntime` (a file, or a folder
-    /// holding libonnxruntime.so*). Default: $EDGEFIT_ONNXRUNTIME_LIB, $ORT_DYLIB_PATH, a
-    /// pip-installed onnxruntime wheel, system library folders.
-    #[arg(long, value_name = "PATH")]
-    pub onnxruntime_lib: Option<PathBuf>,
-    /// The output to evaluate instead of the model's first (a graph output or an intermediate
-    /// tensor), e.g. a classifier's probabilities rather than its label.
-    #[arg(long, value_name = "NAME")]
-    pub output: Option<String>,
-}
-
-impl RuntimeArgs {
-    /// The `--input-shape` and `--input-value` settings, parsed and merged by input.
-    pub fn shapes(&self) -> Result<Vec<InputSetting>> {
-        let mut settings = Vec::new();
-        for text in &self.input_shape {
-            settings.push(parse_input_shape(text)?);
-        }
-        for text in &self.input_value {
-            settings.push(parse_input_value(text)?);
-        }
-        Ok(merge_input_settings(settings)?)
-    }
-
-    /// Loads onnxruntime when `runtimes` need it (from --onnxruntime-lib when given), so a
-    /// missing library is reported before any work.
-    pub fn prepare(&self, runtimes: &[RuntimeKind]) -> Result<()> {
-        if runtimes.contains(&RuntimeKind::OnnxRuntime) {
-            edgefit_engine::runtime::onnxruntime::load(self.onnxruntime_lib.as_deref())?;
-        }
-        Ok(())
-    }
-}
-
-/// Parses `--runtime` (`tract` or `onnxruntime`).
-fn runtime_of(name: &str) -> Result<RuntimeKind> {
-    RuntimeKind::parse(name)
-        .with_context(|| format!("--runtime takes tract or onnxruntime, not `{name}`"))
-}
-
-/// Number of generated inputs when no data is given.
-const GENERATED_SAMPLES: usize = 64;
-
-impl DataArgs {
-    /// Loads the data for `model` (and its calibration split, when the source has one);
-    /// generated inputs take their shape from `shapes` when the model's is symbolic.
-    pub fn load(
-        &self,
-        model: &LoadedModel,
-        shapes: &[InputSetting],
-    ) -> Result<(Dataset, Option<Dataset>)> {
-        let beside = model
-            .path
-            .parent()
-            .map(|d| d.join("dataset.json"))
-            .filter(|p| p.is_file());
-        let source = self
-            .data
-            .clone()
-            .or_else(|| beside.and_then(|p| p.parent().map(Path::to_path_buf)));
-        let (mut data, calibration) = match source {
-            Some(path) => {
-                let data = load_dataset(&path, None)
-                    .with_context(|| format!("reading data from {}", path.display()))?;
-                let calibration = if path.is_dir() {
-                    load_calibration(&path)?
-                } else {
-                    None
-                };
-                (data, calibration)
-            }
-            None => {
-                let shape = resolve_input_shape(model, None, shapes)?;
-                // One sample is the input without its batch dim (of 1).
-                let sample = match shape.split_first() {
-                    Some((1, rest)) if !rest.is_empty() => rest,
-                    _ => &shape[..],
-                };
-                (generated_inputs(sample, GENERATED_SAMPLES, 0), None)
-            }
-        };
-        if let Some(n) = self.samples {
-            data = data.first(n);
-        }
-        Ok((data, calibration))
-    }
-}
 
 /// `edgefit optimize`.
 #[derive(Debug, clap::Args)]
@@ -663,6 +550,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let one = DataArgs {
         data: None,
         samples: Some(1),
+        preprocess: Default::default(),
     };
     let (data, _) = one.load(&model, &shapes)?;
     if data.is_empty() {
@@ -781,6 +669,7 @@ pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
                 .then(|| dir.to_path_buf())
         }),
         samples: args.data.samples,
+        preprocess: args.data.preprocess.clone(),
     };
     let a = evaluate(&args.a, &data, None, args.runs, &settings)?;
     let b = evaluate(&args.b, &data, Some(&args.a), args.runs, &settings)?;
