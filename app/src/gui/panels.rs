@@ -102,11 +102,13 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
         .selected_text(match clipping {
             Clipping::MinMax => "min-max".to_owned(),
             Clipping::Mse => "MSE-optimal".to_owned(),
+            Clipping::OutputMse => "output-MSE (data)".to_owned(),
             Clipping::Percentile { percentile } => format!("percentile {percentile}"),
         })
         .show_ui(ui, |ui| {
             ui.selectable_value(&mut clipping, Clipping::MinMax, "min-max");
             ui.selectable_value(&mut clipping, Clipping::Mse, "MSE-optimal");
+            ui.selectable_value(&mut clipping, Clipping::OutputMse, "output-MSE (data)");
             ui.selectable_value(
                 &mut clipping,
                 Clipping::Percentile { percentile: 99.99 },
