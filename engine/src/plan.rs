@@ -180,7 +180,7 @@ pub enum PruneMask {
     /// Optimal Brain Surgeon saliency: per output row, weights removed greedily by least
     /// added output error `w²/[H⁻¹]ⱼⱼ` (the rest re-solved after each), and the layer's
     /// removals shared among its rows by least added relative error (as OBC). Rows of more
-    /// than 1024 inputs use `activation`.
+    /// than 256 inputs use `activation` (OBS costs O(K³) per row).
     Obs,
 }
 

@@ -12,7 +12,7 @@ use crate::layer_inputs::LayerGeometry;
 
 /// Rows with more inputs than this use the Wanda mask instead of OBS (OBS costs `O(K³)` per
 /// output row).
-pub const OBS_MAX_INPUTS: usize = 1024;
+pub const OBS_MAX_INPUTS: usize = 256;
 
 /// The Wanda mask (true = kept): the `⌊ratio·n⌋` weights of smallest `|w|·‖x‖` are pruned,
 /// ranked over the whole tensor.
