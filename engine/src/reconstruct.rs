@@ -336,7 +336,10 @@ fn solve_layer(
                 .flat_map(|&i| kept.iter().map(move |&j| h[i * k + j]))
                 .collect();
             let b: Vec<f64> = kept.iter().map(|&i| cw[i]).collect();
-            let x = crate::layer_inputs::solve_damped(&a, &b, dampening * mean_diag)?;
+            // A system that stays singular even dampened keeps the pruned weights.
+            let Ok(x) = crate::layer_inputs::solve_damped(&a, &b, dampening * mean_diag) else {
+                return Ok((pruned, before, before, reference, false));
+            };
             let mut solved = vec![0f64; k];
             for (&j, &v) in kept.iter().zip(&x) {
                 // Kept weights stay nonzero: the mask, and so the sparsity, is unchanged.
