@@ -205,6 +205,11 @@ fn pruning_with_reconstruction_beats_plain_pruning_and_keeps_the_sparsity() {
         top1(&rebuilt_report)
     );
     assert_eq!(rebuilt_report.reconstruction.len(), 11);
+    let markdown = edgefit_engine::report::markdown(&rebuilt_report);
+    assert!(
+        markdown.contains("## Reconstruction after pruning") && markdown.contains("`head.conv`")
+    );
+    assert!(!edgefit_engine::report::markdown(&plain_report).contains("Reconstruction"));
     for l in &rebuilt_report.reconstruction {
         assert!(
             l.relative_error_reconstructed <= l.relative_error_pruned,
