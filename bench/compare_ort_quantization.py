@@ -22,10 +22,10 @@ On sample-models/mnist-cnn:
                calib_inputs.npy), --format weights-int8 with --bits 8, with --bits 4
                --clipping minmax, --bits 4 --clipping mse (weight error) and --bits 4
                --clipping output-mse (layer output error on calib_inputs.npy), and
-               --prune 0.5 + qdq-int8: plain magnitude pruning, with --reconstruct (kept weights
-               re-solved on calib_inputs.npy to reproduce the original layer outputs), and with
-               --reconstruct --reconstruct-mask obs (OBS/OBC mask selection), plus that last
-               one as fp32.
+               --prune 0.5 + qdq-int8: plain magnitude pruning, with --reconstruct
+               --reconstruct-mask magnitude (kept weights re-solved on calib_inputs.npy to
+               reproduce the original layer outputs, magnitude mask), and with --reconstruct
+               (its default OBS/OBC mask selection), plus that last one as fp32.
 
 Every file is then run in onnxruntime (CPUExecutionProvider, ORT_ENABLE_ALL, 1 intra-op thread,
 batch 1): top-1 on the 1000 test samples, top-1 agreement with the float model, the SQNR of the
@@ -233,12 +233,12 @@ def main() -> int:
         ("edgefit 4-bit weights, mse", "ef_w4_mse", ["--format", "weights-int8", "--bits", "4", "--clipping", "mse"]),
         ("edgefit 4-bit weights, output-mse", "ef_w4_omse", ["--format", "weights-int8", "--bits", "4", "--clipping", "output-mse"]),
         ("edgefit prune 0.5 + int8 QDQ", "ef_p50_qdq8", ["--prune", "0.5", "--format", "qdq-int8"]),
+        ("edgefit prune 0.5 + reconstruct (magnitude mask) + int8 QDQ", "ef_p50mag_qdq8",
+         ["--prune", "0.5", "--reconstruct", "--reconstruct-mask", "magnitude", "--format", "qdq-int8"]),
         ("edgefit prune 0.5 + reconstruct + int8 QDQ", "ef_p50r_qdq8",
          ["--prune", "0.5", "--reconstruct", "--format", "qdq-int8"]),
-        ("edgefit prune 0.5 + reconstruct (obs mask) + int8 QDQ", "ef_p50obs_qdq8",
-         ["--prune", "0.5", "--reconstruct", "--reconstruct-mask", "obs", "--format", "qdq-int8"]),
-        ("edgefit prune 0.5 + reconstruct (obs mask), fp32", "ef_p50obs_fp32",
-         ["--prune", "0.5", "--reconstruct", "--reconstruct-mask", "obs", "--format", "fp32"]),
+        ("edgefit prune 0.5 + reconstruct, fp32", "ef_p50r_fp32",
+         ["--prune", "0.5", "--reconstruct", "--format", "fp32"]),
     ]:
         p = work / f"{stem}.onnx"
         rep = edgefit(binary, p, flags)

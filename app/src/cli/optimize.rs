@@ -167,9 +167,9 @@ pub struct OptimizeArgs {
     /// the calibration data to reproduce the original layer outputs (no training).
     #[arg(long)]
     pub reconstruct: bool,
-    /// Which weights `--reconstruct` prunes: `magnitude` (|w|), `activation` (|w|·‖x‖,
-    /// Wanda) or `obs` (Optimal Brain Surgeon saliency on the calibration inputs).
-    #[arg(long, value_parser = ["magnitude", "activation", "obs"], requires = "reconstruct")]
+    /// Which weights `--reconstruct` prunes: `obs` (default; Optimal Brain Surgeon saliency on
+    /// the calibration inputs), `magnitude` (|w|) or `activation` (|w|·‖x‖, Wanda).
+    #[arg(long, value_parser = ["obs", "magnitude", "activation"], requires = "reconstruct")]
     pub reconstruct_mask: Option<String>,
     /// Export format.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
@@ -261,8 +261,8 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if let Some(mask) = &args.reconstruct_mask {
         recipe.reconstruct.mask = match mask.as_str() {
             "activation" => PruneMask::Activation,
-            "obs" => PruneMask::Obs,
-            _ => PruneMask::Magnitude,
+            "magnitude" => PruneMask::Magnitude,
+            _ => PruneMask::Obs,
         };
     }
     Ok(recipe)
