@@ -20,7 +20,12 @@ On sample-models/mnist-cnn:
                --format qdq-int8 --bits 8 --clipping minmax (its defaults: weights int8
                symmetric per output channel, activations uint8 asymmetric, min/max ranges from
                calib_inputs.npy), --format weights-int8 with --bits 8, with --bits 4
-               --clipping minmax and --bits 4 --clipping mse, and --prune 0.5 + qdq-int8.
+               --clipping minmax, --bits 4 --clipping mse (weight error) and --bits 4
+               --clipping output-mse (layer output error on calib_inputs.npy), and
+               --prune 0.5 + qdq-int8: plain magnitude pruning, with --reconstruct
+               --reconstruct-mask magnitude (kept weights re-solved on calib_inputs.npy to
+               reproduce the original layer outputs, magnitude mask), and with --reconstruct
+               (its default OBS/OBC mask selection), plus that last one as fp32.
 
 Every file is then run in onnxruntime (CPUExecutionProvider, ORT_ENABLE_ALL, 1 intra-op thread,
 batch 1): top-1 on the 1000 test samples, top-1 agreement with the float model, the SQNR of the
@@ -28,7 +33,8 @@ logits against the float model's (10·log10(Σ float² / Σ (q − float)²) ove
 classes; a finer measure than top-1, where 1 sample = 0.1 pp), file size, and
 single-sample latency: `--warmup` untimed runs per model, then `--runs` timed runs per model
 taken in 10 interleaved rounds (so background load hits every model alike); median and p90.
-"QDQ'd activations" counts the activation tensors given a QuantizeLinear (weights excluded) and
+"weight sparsity" is the fraction of exactly-zero values over the Conv/Gemm weights as stored (the int8
+codes of QDQ/weights-int8 files, where small weights can also round to 0). "QDQ'd activations" counts the activation tensors given a QuantizeLinear (weights excluded) and
 lists the op types that read a dequantized activation.
 
 Prints one Markdown table. The edgefit binary is $EDGEFIT_BIN (default target/debug/edgefit).
@@ -49,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -168,6 +175,24 @@ def latencies(paths: dict[str, Path], sample: np.ndarray, runs: int, warmup: int
     return {k: (float(np.median(v)), float(np.percentile(v, 90)), len(v)) for k, v in times.items()}
 
 
+def sparsity(path: Path) -> float | None:
+    """Fraction of exactly-zero values over the Conv/Gemm weights (int8 codes for QDQ files)."""
+    g = onnx.load(str(path)).graph
+    inits = {t.name: t for t in g.initializer}
+    dq = {n.output[0]: n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    zeros = total = 0
+    for n in g.node:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 2:
+            continue
+        name = dq.get(n.input[1], n.input[1])
+        if name not in inits:
+            continue
+        w = numpy_helper.to_array(inits[name])
+        zeros += int((w == 0).sum())
+        total += w.size
+    return zeros / total if total else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=200, help="timed single-sample runs per model")
@@ -206,7 +231,14 @@ def main() -> int:
         ("edgefit int8 weights only", "ef_w8", ["--format", "weights-int8", "--bits", "8", "--clipping", "minmax"]),
         ("edgefit 4-bit weights, minmax", "ef_w4_minmax", ["--format", "weights-int8", "--bits", "4", "--clipping", "minmax"]),
         ("edgefit 4-bit weights, mse", "ef_w4_mse", ["--format", "weights-int8", "--bits", "4", "--clipping", "mse"]),
+        ("edgefit 4-bit weights, output-mse", "ef_w4_omse", ["--format", "weights-int8", "--bits", "4", "--clipping", "output-mse"]),
         ("edgefit prune 0.5 + int8 QDQ", "ef_p50_qdq8", ["--prune", "0.5", "--format", "qdq-int8"]),
+        ("edgefit prune 0.5 + reconstruct (magnitude mask) + int8 QDQ", "ef_p50mag_qdq8",
+         ["--prune", "0.5", "--reconstruct", "--reconstruct-mask", "magnitude", "--format", "qdq-int8"]),
+        ("edgefit prune 0.5 + reconstruct + int8 QDQ", "ef_p50r_qdq8",
+         ["--prune", "0.5", "--reconstruct", "--format", "qdq-int8"]),
+        ("edgefit prune 0.5 + reconstruct, fp32", "ef_p50r_fp32",
+         ["--prune", "0.5", "--reconstruct", "--format", "fp32"]),
     ]:
         p = work / f"{stem}.onnx"
         rep = edgefit(binary, p, flags)
@@ -225,7 +257,7 @@ def main() -> int:
         sqnr = None if noise == 0 else 10 * np.log10(float((float_logits.astype(np.float64) ** 2).sum()) / noise)
         nq, readers = qdq_summary(path)
         results.append(dict(name=name, path=path, how=how, preview=preview, acc=acc, agree=agree, sqnr=sqnr,
-                            size=path.stat().st_size, nq=nq, readers=readers))
+                            size=path.stat().st_size, nq=nq, readers=readers, sparsity=sparsity(path)))
     lat = latencies({r["name"]: r["path"] for r in results}, x[0], args.runs, args.warmup)
 
     base = results[0]
@@ -233,14 +265,16 @@ def main() -> int:
           f"(ORT_ENABLE_ALL, 1 intra-op thread, batch 1); onnx {onnx.__version__}; "
           f"{os.cpu_count()} CPUs, {platform.machine()}; edgefit {binary}\n")
     print("| model | top-1 (ORT) | Δ vs float | agreement with float | logit SQNR vs float (dB) | edgefit preview top-1 (tract) "
-          "| size (bytes) | size vs float | latency median (ms) | p90 (ms) | QDQ'd activations | ops reading them |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| size (bytes) | size vs float | weight sparsity | latency median (ms) | p90 (ms) | QDQ'd activations | ops reading them |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         med, p90, n = lat[r["name"]]
         prev = f"{100 * r['preview']:.2f}%" if r["preview"] is not None else "–"
+        sp = f"{100 * r['sparsity']:.1f}%" if r["sparsity"] is not None else "–"
         sq = "∞" if r["sqnr"] is None else f"{r['sqnr']:.1f}"
         print(f"| {r['name']} | {100 * r['acc']:.2f}% | {100 * (r['acc'] - base['acc']):+.2f} pp | "
               f"{100 * r['agree']:.2f}% | {sq} | {prev} | {r['size']:,} | {r['size'] / base['size']:.2f}× | "
+              f"{sp} | "
               f"{med:.3f} | {p90:.3f} | {r['nq']} | {r['readers'] or '–'} |")
     print(f"\nlatency: {args.warmup} warm-up + {lat[base['name']][2]} timed runs per model, "
           f"10 interleaved rounds, input = test sample 0")

@@ -11,9 +11,11 @@ use crate::dtype::DType;
 use crate::error::Result;
 use crate::graph::NodeDesc;
 use crate::job::CancelToken;
+use crate::layer_inputs::InputGram;
 use crate::load::{LoadedModel, WeightOrigin};
-use crate::plan::{LayerSettings, Precision, Recipe};
+use crate::plan::{Clipping, LayerSettings, Precision, Recipe};
 use crate::quant::{QuantParams, clip_range, prune_smallest, sqnr_db_and_mse};
+use crate::reconstruct::output_mse_scale;
 
 /// A layer the engine can compress, with what it needs to know about its weight.
 #[derive(Clone, Debug)]
@@ -123,6 +125,8 @@ pub struct Compressor {
     pub layers: Vec<CompressibleLayer>,
     pub skipped: Vec<SkippedLayer>,
     originals: Vec<Arc<Vec<f32>>>,
+    /// Calibration input statistics per layer, for output-MSE clipping.
+    grams: Vec<Option<Arc<InputGram>>>,
     cache: Vec<Option<(LayerSettings, Arc<LayerResult>)>>,
 }
 
@@ -151,11 +155,20 @@ impl Compressor {
         }
         let cache = vec![None; layers.len()];
         Self {
+            grams: vec![None; layers.len()],
             layers,
             skipped,
             originals,
             cache,
         }
+    }
+
+    /// Gives the layers (parallel to [`Compressor::layers`]) the Gram matrices of their
+    /// calibration inputs, which [`crate::plan::Clipping::OutputMse`] needs; clears the cache.
+    pub fn set_input_grams(&mut self, grams: Vec<Option<Arc<InputGram>>>) {
+        self.grams = grams;
+        self.grams.resize(self.layers.len(), None);
+        self.cache.iter_mut().for_each(|c| *c = None);
     }
 
     /// Names of every layer a recipe may name (compressible or not).
@@ -188,7 +201,12 @@ impl Compressor {
                 cancel.check()?;
                 Ok((
                     i,
-                    compress_layer(&self.layers[i], &self.originals[i], wanted[i]),
+                    compress_layer_with(
+                        &self.layers[i],
+                        &self.originals[i],
+                        wanted[i],
+                        self.grams[i].as_deref(),
+                    ),
                 ))
             })
             .collect::<Result<_>>()?;
@@ -381,6 +399,16 @@ pub fn compress_layer(
     original: &[f32],
     settings: LayerSettings,
 ) -> LayerResult {
+    compress_layer_with(layer, original, settings, None)
+}
+
+/// [`compress_layer`] with the layer's calibration input statistics (for output-MSE clipping).
+pub fn compress_layer_with(
+    layer: &CompressibleLayer,
+    original: &[f32],
+    settings: LayerSettings,
+    gram: Option<&InputGram>,
+) -> LayerResult {
     let bytes_before = original.len() as u64 * 4;
     let mut values = original.to_vec();
     let mut notes = Vec::new();
@@ -425,7 +453,11 @@ pub fn compress_layer(
                 } else {
                     None
                 };
-                let q = quantize_weight(&mut values, &layer.dims, axis, bits, settings);
+                let gram = gram.filter(|_| settings.clipping == Clipping::OutputMse);
+                if settings.clipping == Clipping::OutputMse && gram.is_none() {
+                    notes.push("output-MSE clipping needs calibration inputs of a Conv/Gemm/MatMul layer; weight MSE used".to_owned());
+                }
+                let q = quantize_weight(&mut values, &layer.dims, axis, bits, settings, gram);
                 if bits < 8 {
                     notes.push(format!(
                         "{bits}-bit codes are stored in int8 containers (tract cannot read INT4)"
@@ -505,6 +537,7 @@ fn quantize_weight(
     axis: Option<usize>,
     bits: u8,
     s: LayerSettings,
+    gram: Option<&InputGram>,
 ) -> QuantizedWeight {
     let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
     let inner = axis.map_or(values.len(), |a| {
@@ -514,7 +547,20 @@ fn quantize_weight(
             .product::<usize>()
             .max(1)
     });
-    let params: Vec<QuantParams> = if s.clipping == crate::plan::Clipping::MinMax {
+    let params: Vec<QuantParams> = if let Some(gram) = gram {
+        // Output-MSE: one search per clipping group (an output row, or the whole tensor).
+        let outputs = gram.geometry.outputs;
+        let weights: &[f32] = values;
+        if channels == outputs && axis.is_some() {
+            (0..outputs)
+                .into_par_iter()
+                .map(|o| output_mse_scale(gram, weights, &[o], bits, s.symmetric))
+                .collect()
+        } else {
+            let rows: Vec<usize> = (0..outputs).collect();
+            vec![output_mse_scale(gram, weights, &rows, bits, s.symmetric); channels]
+        }
+    } else if s.clipping == crate::plan::Clipping::MinMax {
         // Min-max needs no per-channel copies: one pass keeps every channel's range.
         let mut ranges = vec![(0f32, 0f32); channels];
         let widen = |r: &mut (f32, f32), v: f32| {

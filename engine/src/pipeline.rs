@@ -642,6 +642,10 @@ pub struct OptimizeReport {
     pub skipped: Vec<SkippedLayer>,
     /// Channels physically removed by structured pruning, per planned layer.
     pub structured: Vec<ChannelRemoval>,
+    /// Per pruned layer, the output error before and after reconstruction (when the recipe
+    /// asks for it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconstruction: Vec<crate::reconstruct::LayerReconstruction>,
     /// Total MACs of the original and of the exported model (structured pruning lowers it).
     pub macs_before: u64,
     pub macs_after: u64,
@@ -946,6 +950,9 @@ pub fn optimize(
         Some(pass) => (&pass.model, &pass.recipe),
         None => (model, options.recipe),
     };
+    let reconstructed =
+        crate::reconstruct::reconstruct_pass(working, recipe, options, progress, cancel)?;
+    let working = reconstructed.as_ref().map_or(working, |r| &r.model);
     let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
     let calibration_data = options.calibration.unwrap_or(options.data);
     let folded = if options.format == ExportFormat::QdqInt8 {
@@ -965,13 +972,21 @@ pub fn optimize(
         Some(stage) => (&stage.model, &stage.recipe),
         None => (working, recipe),
     };
-    let working_analysis = if structured.is_some() || folded.is_some() {
+    let working_analysis = if structured.is_some() || folded.is_some() || reconstructed.is_some() {
         crate::analysis::analyse(working, &Default::default(), progress, cancel)?
     } else {
         analysis.clone()
     };
     let mut compressor = Compressor::new(working, &working_analysis);
     let working_options = OptimizeOptions { recipe, ..*options };
+    crate::reconstruct::attach_input_grams(
+        working,
+        &mut compressor,
+        recipe,
+        &working_options,
+        progress,
+        cancel,
+    )?;
     let preview = preview(
         model,
         working,
@@ -1068,6 +1083,10 @@ pub fn optimize(
         ));
     }
     let mut skipped = preview.compression.skipped.clone();
+    let reconstruction = reconstructed.map_or_else(Vec::new, |r| {
+        skipped.extend(r.skipped);
+        r.layers
+    });
     let removals = structured.map(|p| p.removals).unwrap_or_default();
     for r in removals.iter().filter(|r| r.removed == 0) {
         skipped.push(SkippedLayer {
@@ -1102,6 +1121,7 @@ pub fn optimize(
             .collect(),
         skipped,
         structured: removals,
+        reconstruction,
         macs_before: analysis.macs,
         macs_after: working_analysis.macs,
         quantized_activations: preview.built.quantized_activations.clone(),

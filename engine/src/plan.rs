@@ -38,8 +38,12 @@ pub enum Clipping {
     MinMax,
     /// Clip at this percentile of |values| (e.g. 99.99).
     Percentile { percentile: f32 },
-    /// The clipping range that minimizes the mean squared quantization error.
+    /// The clipping range that minimizes the mean squared quantization error of the weights.
     Mse,
+    /// Per clipping group, the range that minimizes the layer's output error on the
+    /// calibration data, `Σ (X (w - q(w)))²` (Conv/Gemm/MatMul; others, and runs without
+    /// calibration data, fall back to [`Clipping::Mse`]).
+    OutputMse,
 }
 
 /// Storage precision of a layer's weights.
@@ -133,6 +137,52 @@ pub struct Recipe {
     /// integer layers).
     #[serde(default = "yes")]
     pub fold_batchnorm: bool,
+    /// Data-aware re-solving of the kept weights of pruned layers (off by default).
+    #[serde(default)]
+    pub reconstruct: Reconstruction,
+}
+
+/// Layer-wise weight reconstruction after unstructured pruning (OBC / SparseGPT / AdaPrune
+/// style, no training): for each pruned Conv/Gemm/MatMul layer, in graph order, the kept
+/// weights of every output row are re-solved by damped least squares so that the layer,
+/// fed its inputs from the already-reconstructed model, reproduces the original model's
+/// output of that layer on the calibration data. The pruning mask is kept: sparsity is
+/// unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Reconstruction {
+    pub enabled: bool,
+    /// Which weights are pruned before re-solving.
+    pub mask: PruneMask,
+    /// Dampening added to the Gram matrix's diagonal, as a fraction of its mean diagonal.
+    pub dampening: f32,
+}
+
+impl Default for Reconstruction {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mask: PruneMask::Obs,
+            dampening: 0.01,
+        }
+    }
+}
+
+/// How the reconstruction pass chooses the weights to prune (per tensor, the recipe's ratio).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneMask {
+    /// The smallest |w|, as `magnitude` pruning does.
+    Magnitude,
+    /// The smallest |w|·‖x‖ (Wanda): weights scaled by the calibration RMS of their input.
+    Activation,
+    /// Optimal Brain Surgeon saliency: per output row, weights removed greedily by least
+    /// added output error `w²/[H⁻¹]ⱼⱼ` (the rest re-solved after each), and the layer's
+    /// removals shared among its rows by least added relative error (as OBC). Rows of more
+    /// than 256 inputs use `activation` (OBS costs O(K³) per row). The default: on the
+    /// sample CNN at 50% it keeps 97.4% top-1 (int8) where `magnitude` keeps 96.4%.
+    #[default]
+    Obs,
 }
 
 fn yes() -> bool {
@@ -176,6 +226,7 @@ impl Default for Recipe {
             activations: ActivationSettings::default(),
             recalibrate_batchnorm: BatchNormRecalibration::WhenPruned,
             fold_batchnorm: true,
+            reconstruct: Reconstruction::default(),
         }
     }
 }
@@ -250,6 +301,12 @@ impl Recipe {
         {
             return Err(Error::Recipe {
                 reason: format!("activation percentile {percentile} is outside 50–100"),
+            });
+        }
+        let damp = self.reconstruct.dampening;
+        if !(damp.is_finite() && (0.0..=10.0).contains(&damp)) {
+            return Err(Error::Recipe {
+                reason: format!("reconstruction dampening {damp} is outside 0–10"),
             });
         }
         Ok(())
@@ -338,5 +395,36 @@ mod tests {
         );
         assert!(Recipe::from_json(r#"{"version": 2}"#).is_err());
         assert!(Recipe::from_json(r#"{"version": 1, "typo": 3}"#).is_err());
+    }
+
+    #[test]
+    fn reconstruction_round_trips_and_old_recipes_still_parse() {
+        let mut recipe = Recipe::default();
+        recipe.reconstruct = Reconstruction {
+            enabled: true,
+            mask: PruneMask::Activation,
+            dampening: 0.05,
+        };
+        recipe.defaults.clipping = Clipping::OutputMse;
+        let json = recipe.to_json();
+        assert!(
+            json.contains("\"activation\"") && json.contains("output_mse"),
+            "{json}"
+        );
+        assert_eq!(Recipe::from_json(&json).unwrap(), recipe);
+        // A recipe written before the field existed.
+        let old = Recipe::from_json(
+            r#"{"version": 1, "defaults": {"prune_ratio": 0.5}, "fold_batchnorm": true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.reconstruct, Reconstruction::default());
+        assert!(!old.reconstruct.enabled);
+        let partial =
+            Recipe::from_json(r#"{"version": 1, "reconstruct": {"enabled": true}}"#).unwrap();
+        assert!(partial.reconstruct.enabled);
+        assert_eq!(partial.reconstruct.dampening, 0.01);
+        let mut bad = Recipe::default();
+        bad.reconstruct.dampening = -1.0;
+        assert!(bad.validate(["a"]).is_err());
     }
 }

@@ -109,7 +109,7 @@ pub fn clip_range(values: &[f32], clipping: Clipping, bits: u8, symmetric: bool)
                 lo = quantile(&mut copy, 1.0 - p).min(0.0);
             }
         }
-        Clipping::Mse => {
+        Clipping::Mse | Clipping::OutputMse => {
             let step = values.len().div_ceil(SEARCH_SAMPLE).max(1);
             let sample: Vec<f32> = values
                 .iter()

@@ -91,6 +91,31 @@ pub fn markdown(report: &OptimizeReport) -> String {
             l.macs_after.map_or("?".to_owned(), |m| m.to_string()),
         );
     }
+    if !report.reconstruction.is_empty() {
+        let _ = writeln!(out, "\n## Reconstruction after pruning\n");
+        let _ = writeln!(
+            out,
+            "Relative output error on the calibration data, ‖X w − X° w°‖² / ‖X° w°‖²:\n"
+        );
+        let _ = writeln!(
+            out,
+            "| layer | op | sparsity | error pruned | error reconstructed | rows re-solved |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for l in &report.reconstruction {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {:.4} | {:.4} | {}/{} |",
+                l.name,
+                l.op,
+                percent(l.sparsity),
+                l.relative_error_pruned,
+                l.relative_error_reconstructed,
+                l.rows_solved,
+                l.rows
+            );
+        }
+    }
     if !report.skipped.is_empty() {
         let _ = writeln!(out, "\n## Layers left as they are\n");
         for s in &report.skipped {

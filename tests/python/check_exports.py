@@ -86,6 +86,12 @@ VARIANTS = [
     ("qdq-int8", ["--format", "qdq-int8"]),
     ("prune0.3-fp32", ["--prune", "0.3", "--format", "fp32"]),
     ("int4-mse-weights-int8", ["--bits", "4", "--clipping", "mse", "--format", "weights-int8"]),
+    ("int4-output-mse-weights-int8",
+     ["--bits", "4", "--clipping", "output-mse", "--format", "weights-int8"]),
+    ("prune0.5-reconstruct-fp32",
+     ["--prune", "0.5", "--reconstruct", "--format", "fp32"]),
+    ("qdq-int8-prune0.5-reconstruct",
+     ["--prune", "0.5", "--reconstruct", "--format", "qdq-int8"]),
 ]
 
 ACC_TOL = 0.002  # 0.2 percentage points, as a fraction

@@ -9,7 +9,9 @@ use edgefit_engine::export::ExportFormat;
 use edgefit_engine::pipeline::{
     InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, optimize, resolve_inputs,
 };
-use edgefit_engine::plan::{BatchNormRecalibration, Clipping, Precision, PruneMethod, Recipe};
+use edgefit_engine::plan::{
+    BatchNormRecalibration, Clipping, Precision, PruneMask, PruneMethod, Recipe,
+};
 use edgefit_engine::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
@@ -44,13 +46,22 @@ pub struct OptimizeArgs {
     /// One scale per tensor instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Clipping: `minmax`, `mse`, or `percentile:99.99`.
+    /// Clipping: `minmax`, `mse` (weight error), `output-mse` (layer output error on the
+    /// calibration data), or `percentile:99.99`.
     #[arg(long)]
     pub clipping: Option<String>,
     /// Re-estimate BatchNormalization statistics on the calibration data after compression:
     /// `when-pruned` (default), `always` or `never`.
     #[arg(long, value_parser = ["when-pruned", "always", "never"])]
     pub recalibrate_batchnorm: Option<String>,
+    /// After magnitude pruning, re-solve the kept weights of each pruned Conv/Gemm/MatMul on
+    /// the calibration data to reproduce the original layer outputs (no training).
+    #[arg(long)]
+    pub reconstruct: bool,
+    /// Which weights `--reconstruct` prunes: `obs` (default; Optimal Brain Surgeon saliency on
+    /// the calibration inputs), `magnitude` (|w|) or `activation` (|w|·‖x‖, Wanda).
+    #[arg(long, value_parser = ["obs", "magnitude", "activation"], requires = "reconstruct")]
+    pub reconstruct_mask: Option<String>,
     /// Export format.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
     pub format: String,
@@ -118,10 +129,11 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
         d.clipping = match c.split_once(':') {
             None if c == "minmax" => Clipping::MinMax,
             None if c == "mse" => Clipping::Mse,
+            None if c == "output-mse" => Clipping::OutputMse,
             Some(("percentile", p)) => Clipping::Percentile {
                 percentile: p.parse().with_context(|| format!("bad percentile `{p}`"))?,
             },
-            _ => bail!("--clipping takes minmax, mse or percentile:P, not `{c}`"),
+            _ => bail!("--clipping takes minmax, mse, output-mse or percentile:P, not `{c}`"),
         };
     }
     if format == ExportFormat::QdqInt8 {
@@ -132,6 +144,16 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
             "always" => BatchNormRecalibration::Always,
             "never" => BatchNormRecalibration::Never,
             _ => BatchNormRecalibration::WhenPruned,
+        };
+    }
+    if args.reconstruct {
+        recipe.reconstruct.enabled = true;
+    }
+    if let Some(mask) = &args.reconstruct_mask {
+        recipe.reconstruct.mask = match mask.as_str() {
+            "activation" => PruneMask::Activation,
+            "magnitude" => PruneMask::Magnitude,
+            _ => PruneMask::Obs,
         };
     }
     Ok(recipe)
@@ -226,6 +248,17 @@ fn print_optimize(r: &OptimizeReport) {
         println!(
             "MACs: {} → {} (channels physically removed)",
             r.macs_before, r.macs_after
+        );
+    }
+    for l in &r.reconstruction {
+        println!(
+            "reconstructed {}: output error {:.4} → {:.4} (relative; sparsity {:.1}%, {}/{} rows)",
+            l.name,
+            l.relative_error_pruned,
+            l.relative_error_reconstructed,
+            l.sparsity * 100.0,
+            l.rows_solved,
+            l.rows
         );
     }
     for n in &r.notes {

@@ -60,6 +60,26 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
             record: true,
         });
     }
+    let mut reconstruct = session.recipe.reconstruct.enabled;
+    if ui
+        .checkbox(
+            &mut reconstruct,
+            "Reconstruct kept weights (calibration data)",
+        )
+        .on_hover_text(
+            "After magnitude pruning, re-solve each layer's kept weights so it reproduces the \
+             original layer outputs on the calibration data. Applied when evaluating and \
+             exporting; the per-layer estimates do not include it.",
+        )
+        .changed()
+    {
+        let mut r = session.recipe.clone();
+        r.reconstruct.enabled = reconstruct;
+        commands.push(Command::SetRecipe {
+            recipe: r,
+            record: true,
+        });
+    }
 
     ui.separator();
     ui.strong("Quantization");
@@ -102,11 +122,13 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
         .selected_text(match clipping {
             Clipping::MinMax => "min-max".to_owned(),
             Clipping::Mse => "MSE-optimal".to_owned(),
+            Clipping::OutputMse => "output-MSE (data)".to_owned(),
             Clipping::Percentile { percentile } => format!("percentile {percentile}"),
         })
         .show_ui(ui, |ui| {
             ui.selectable_value(&mut clipping, Clipping::MinMax, "min-max");
             ui.selectable_value(&mut clipping, Clipping::Mse, "MSE-optimal");
+            ui.selectable_value(&mut clipping, Clipping::OutputMse, "output-MSE (data)");
             ui.selectable_value(
                 &mut clipping,
                 Clipping::Percentile { percentile: 99.99 },
