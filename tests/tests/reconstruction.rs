@@ -47,6 +47,7 @@ fn options<'a>(
         latency_runs: 0,
         runtime: RuntimeKind::Tract,
         input_shapes: &[],
+        output: None,
     }
 }
 
