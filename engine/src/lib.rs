@@ -15,6 +15,7 @@ pub mod fold;
 pub mod graph;
 mod graph_edit;
 pub mod job;
+pub mod layout;
 pub mod load;
 pub mod macs;
 pub mod pipeline;
