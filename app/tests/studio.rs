@@ -145,3 +145,129 @@ fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
     );
     assert!(harness.query_all_by_label("fc1.gemm").count() >= 1);
 }
+
+/// Steps frames until the graph layout (a background thread) is ready.
+fn wait_graph(harness: &mut Harness<'static, StudioApp>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while harness.state().graph.prepared().is_none() {
+        assert!(Instant::now() < deadline, "graph layout did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+        harness.step();
+    }
+    harness.step();
+    harness.step();
+}
+
+fn layer_index(harness: &Harness<'static, StudioApp>, name: &str) -> usize {
+    let s = harness.state().session.as_ref().unwrap();
+    s.compressor
+        .layers
+        .iter()
+        .position(|l| l.name == name)
+        .unwrap()
+}
+
+#[test]
+fn the_graph_shows_every_node_of_the_sample_model() {
+    let mut harness = studio(&sample("mnist-cnn"));
+    wait_graph(&mut harness);
+    harness.get_by_label("Fit");
+    harness.get_by_label("Colour by");
+    let s = harness.state().session.as_ref().unwrap();
+    let graph = &s.open.loaded.graph;
+    let expected = graph.main_nodes().count() + graph.inputs.len() + graph.outputs.len();
+    let prepared = harness.state().graph.prepared().unwrap();
+    assert_eq!(prepared.layout.boxes.len(), expected);
+    assert!(harness.state().graph.stats.nodes > 0, "nothing drawn");
+    // Fit shows the whole graph: every box on the canvas.
+    let rect = harness.state().graph.canvas_rect().unwrap();
+    for b in 0..expected {
+        let p = harness.state().graph.screen_pos(b).unwrap();
+        assert!(rect.contains(p), "box {b} at {p:?} outside {rect:?}");
+    }
+    // The layers table is still there.
+    assert!(harness.query_all_by_label("head.conv").count() >= 1);
+}
+
+#[test]
+fn searching_a_node_name_and_pressing_enter_selects_it() {
+    let mut harness = studio(&sample("mnist-cnn"));
+    wait_graph(&mut harness);
+    assert!(harness.query_by_label("Name: head.conv").is_none());
+    let head = layer_index(&harness, "head.conv");
+    assert_ne!(
+        harness.state().session.as_ref().unwrap().selected,
+        Some(head)
+    );
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "Search")
+        .click();
+    harness.step();
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "Search")
+        .type_text("HEAD.CONV");
+    harness.step();
+    harness.key_press(egui::Key::Enter);
+    harness.step();
+    harness.step();
+    harness.get_by_label("Op: Conv");
+    harness.get_by_label("Name: head.conv");
+    // A compressible layer: the Layers table selects it too.
+    assert_eq!(
+        harness.state().session.as_ref().unwrap().selected,
+        Some(head)
+    );
+    let b = harness.state().graph.selected().unwrap();
+    assert_eq!(
+        harness.state().graph.prepared().unwrap().layer_of_box(b),
+        Some(head)
+    );
+}
+
+#[test]
+fn clicking_a_node_selects_its_layer_and_the_table_selects_the_node() {
+    let mut harness = studio(&sample("mnist-cnn"));
+    wait_graph(&mut harness);
+    let head = layer_index(&harness, "head.conv");
+    let b = harness
+        .state()
+        .graph
+        .prepared()
+        .unwrap()
+        .box_of_layer(head)
+        .unwrap();
+    // Click the node on the canvas.
+    let p = harness.state().graph.screen_pos(b).unwrap();
+    harness.hover_at(p);
+    harness.step();
+    harness.drag_at(p);
+    harness.step();
+    harness.event(egui::Event::PointerButton {
+        pos: p,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    harness.step();
+    harness.step();
+    assert_eq!(harness.state().graph.selected(), Some(b));
+    assert_eq!(
+        harness.state().session.as_ref().unwrap().selected,
+        Some(head)
+    );
+    harness.get_by_label("Name: head.conv");
+    // Selecting another layer in the table selects and centres its node in the graph.
+    let stem = layer_index(&harness, "stem.conv");
+    harness.state_mut().send(Command::SelectLayer(stem));
+    harness.step();
+    harness.step();
+    let stem_box = harness.state().graph.prepared().unwrap().box_of_layer(stem);
+    assert_eq!(harness.state().graph.selected(), stem_box);
+    harness.get_by_label("Name: stem.conv");
+    let rect = harness.state().graph.canvas_rect().unwrap();
+    let centre = harness.state().graph.screen_pos(stem_box.unwrap()).unwrap();
+    assert!(
+        (centre - rect.center()).length() < 2.0,
+        "{centre:?} vs {rect:?}"
+    );
+}

@@ -2,6 +2,8 @@
 //! the end of the frame. Loading, evaluation and export run on named background threads that
 //! wake the UI; the window never waits for them.
 
+pub mod graph;
+mod graph_paint;
 mod jobs;
 mod panels;
 mod screenshot;
@@ -86,6 +88,8 @@ pub struct StudioApp {
     /// A session file waiting for its model to load.
     pending_session: Option<session::SessionFile>,
     screenshot: Option<ScreenshotTask>,
+    /// View state of the Graph panel (pan, zoom, search, highlighted node).
+    pub graph: graph::GraphPanel,
 }
 
 impl StudioApp {
@@ -103,6 +107,7 @@ impl StudioApp {
             initial_recipe: None,
             pending_session: None,
             screenshot: None,
+            graph: graph::GraphPanel::default(),
         };
         if let Some(path) = initial {
             app.commands.push(Command::Open(path));
@@ -532,8 +537,14 @@ impl eframe::App for StudioApp {
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {
-                    ui.heading("Layers");
-                    panels::layers_ui(ui, session, commands);
+                    egui::Panel::bottom("layers")
+                        .resizable(true)
+                        .default_size(260.0)
+                        .show(ui, |ui| {
+                            ui.heading("Layers");
+                            panels::layers_ui(ui, session, commands);
+                        });
+                    graph::graph_ui(ui, session, &mut self.graph, commands);
                 });
             }
             None => {
