@@ -180,6 +180,9 @@ fn the_graph_shows_every_node_of_the_sample_model() {
     assert_eq!(prepared.layout.boxes.len(), expected);
     assert!(harness.state().graph.stats.nodes > 0, "nothing drawn");
     // Fit shows the whole graph: every box on the canvas.
+    harness.get_by_label("Fit").click();
+    harness.step();
+    harness.step();
     let rect = harness.state().graph.canvas_rect().unwrap();
     for b in 0..expected {
         let p = harness.state().graph.screen_pos(b).unwrap();
@@ -236,7 +239,10 @@ fn clicking_a_node_selects_its_layer_and_the_table_selects_the_node() {
         .unwrap()
         .box_of_layer(head)
         .unwrap();
-    // Click the node on the canvas.
+    // Click the node on the canvas (the whole graph in view).
+    harness.get_by_label("Fit").click();
+    harness.step();
+    harness.step();
     let p = harness.state().graph.screen_pos(b).unwrap();
     harness.hover_at(p);
     harness.step();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use edgefit_engine::graph::{GraphView, format_shape};
 use edgefit_engine::layout::{BoxKind, GraphLayout, LayoutOptions, box_label, layout_graph};
+use edgefit_engine::plan::Precision;
 use edgefit_engine::{CancelToken, NoProgress};
 use egui::{Pos2, Sense};
 use poll_promise::Promise;
@@ -136,6 +137,19 @@ impl PreparedGraph {
     }
 }
 
+/// A view the panel keeps until the user pans or zooms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AutoView {
+    None,
+    /// The whole graph.
+    Fit,
+    /// The top of the graph at [`HOME_ZOOM`].
+    Home,
+}
+
+/// Zoom of the first view of a large graph.
+const HOME_ZOOM: f32 = 0.8;
+
 type LayoutJob = (
     Arc<OpenModel>,
     Promise<Result<PreparedGraph, String>>,
@@ -150,8 +164,9 @@ pub struct GraphPanel {
     /// Layout point at the middle of the canvas.
     centre: Pos2,
     zoom: f32,
-    /// Fit the whole graph every frame (until the user pans or zooms).
-    fit_pending: bool,
+    /// A view kept every frame until the user pans or zooms (panels settle their sizes
+    /// over the first frames).
+    auto_view: AutoView,
     /// Box to bring to the middle on the next frame.
     centre_on: Option<usize>,
     search: String,
@@ -176,7 +191,7 @@ impl Default for GraphPanel {
             error: None,
             centre: Pos2::ZERO,
             zoom: 1.0,
-            fit_pending: true,
+            auto_view: AutoView::Home,
             centre_on: None,
             search: String::new(),
             matches: (String::new(), Vec::new()),
@@ -223,7 +238,7 @@ impl GraphPanel {
 
     /// Shows the whole graph on the next frame.
     pub fn fit(&mut self) {
-        self.fit_pending = true;
+        self.auto_view = AutoView::Fit;
     }
 
     /// Starts the layout of a newly opened model; collects a finished one.
@@ -241,7 +256,7 @@ impl GraphPanel {
                         self.seen_layer = session.selected;
                         self.ready = Some((model, prepared));
                         self.error = None;
-                        self.fit_pending = true;
+                        self.auto_view = AutoView::Home;
                     }
                     Ok(Err(e)) => self.error = Some(format!("Graph layout failed: {e}")),
                     Err(promise) => self.job = Some((model, promise, cancel)),
@@ -374,7 +389,7 @@ fn toolbar_ui(
             .response
             .labelled_by(colour_by.id);
         if ui.button("Fit").clicked() {
-            panel.fit_pending = true;
+            panel.auto_view = AutoView::Fit;
         }
         ui.label(format!("{:.0}%", panel.zoom * 100.0));
     });
@@ -428,14 +443,39 @@ fn canvas_ui(
         1.0
     };
     let min_zoom = (fit_zoom * 0.5).min(0.1);
-    if panel.fit_pending && rect.width() > 1.0 {
-        panel.zoom = fit_zoom;
-        panel.centre = Pos2::new(layout.width / 2.0, layout.height / 2.0);
+    if rect.width() > 1.0 {
+        match panel.auto_view {
+            AutoView::Fit => {
+                panel.zoom = fit_zoom;
+                panel.centre = Pos2::new(layout.width / 2.0, layout.height / 2.0);
+            }
+            AutoView::Home => {
+                // The top of the graph at a readable size (all of it when it fits so).
+                panel.zoom = fit_zoom.max(HOME_ZOOM.min(1.0));
+                let x = if layout.width * panel.zoom <= rect.width() {
+                    layout.width / 2.0
+                } else {
+                    let first = layout.layers.first().map_or(&[][..], Vec::as_slice);
+                    let (lo, hi) = first.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &b| {
+                        let bx = &layout.boxes[b];
+                        (lo.min(bx.x), hi.max(bx.x + bx.w))
+                    });
+                    if lo <= hi { (lo + hi) / 2.0 } else { 0.0 }
+                };
+                let y = if layout.height * panel.zoom <= rect.height() {
+                    layout.height / 2.0
+                } else {
+                    (rect.height() / 2.0 - 10.0) / panel.zoom
+                };
+                panel.centre = Pos2::new(x, y);
+            }
+            AutoView::None => {}
+        }
     }
     if let Some(b) = panel.centre_on.take()
         && let Some(bx) = layout.boxes.get(b)
     {
-        panel.fit_pending = false;
+        panel.auto_view = AutoView::None;
         if panel.zoom < 0.6 {
             panel.zoom = 1.0;
         }
@@ -443,14 +483,14 @@ fn canvas_ui(
         panel.centre = Pos2::new(c[0], c[1]);
     }
     if response.dragged() && response.drag_delta() != egui::Vec2::ZERO {
-        panel.fit_pending = false;
+        panel.auto_view = AutoView::None;
         panel.centre -= response.drag_delta() / panel.zoom;
     }
     if let Some(pointer) = response.hover_pos() {
         let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
         let factor = (scroll * 0.002).exp() * pinch;
         if (factor - 1.0).abs() > 1e-4 {
-            panel.fit_pending = false;
+            panel.auto_view = AutoView::None;
             let view = View {
                 rect,
                 centre: panel.centre,
@@ -580,9 +620,14 @@ fn details_ui(ui: &mut egui::Ui, panel: &GraphPanel, session: &Session) {
         let sqnr = r
             .sqnr_db
             .map_or("lossless".to_owned(), |d| format!("{d:.1} dB"));
+        let precision = match r.settings.precision {
+            _ if r.settings.exclude => "excluded".to_owned(),
+            Precision::Float32 => "float32".to_owned(),
+            Precision::Float16 => "float16".to_owned(),
+            Precision::Int { bits } => format!("int{bits}"),
+        };
         ui.label(format!(
-            "Plan: {:?}, prune {:.0}%, sparsity {:.1}%, SQNR {sqnr}",
-            r.settings.precision,
+            "Plan: {precision}, prune {:.0}%, sparsity {:.1}%, SQNR {sqnr}",
             r.settings.prune_ratio * 100.0,
             r.sparsity * 100.0
         ));

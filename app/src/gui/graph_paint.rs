@@ -100,8 +100,8 @@ impl Family {
             Family::Shape => Color32::from_rgb(120, 90, 60),
             Family::Elementwise => Color32::from_rgb(85, 85, 85),
             Family::Other => Color32::from_rgb(110, 110, 120),
-            Family::Input => Color32::from_rgb(30, 30, 30),
-            Family::Output => Color32::from_rgb(30, 30, 30),
+            Family::Input => Color32::from_rgb(60, 95, 120),
+            Family::Output => Color32::from_rgb(120, 65, 95),
         }
     }
 }
