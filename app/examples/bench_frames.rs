@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run -p edgefit --example bench_frames            # dev profile (deps at opt-level 2)
 //! cargo run --release -p edgefit --example bench_frames  # release
+//! cargo run -p edgefit --example bench_frames -- --write-model big.onnx  # the model only
 //! ```
 //!
 //! A frame is measured as the real `StudioApp` frame driven by egui_kittest (input → UI →
@@ -157,6 +158,15 @@ fn synthetic_model(nodes: usize) -> PathBuf {
 }
 
 fn main() {
+    // `--write-model PATH`: only write the synthetic model (to open it in the studio).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--write-model") {
+        let path = PathBuf::from(args.get(i + 1).expect("--write-model PATH"));
+        let model = edgefit_engine::synthetic::branchy_cnn(10_000);
+        edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
+        println!("wrote {}", path.display());
+        return;
+    }
     let profile = if cfg!(debug_assertions) {
         "dev"
     } else {

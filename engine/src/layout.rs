@@ -452,8 +452,8 @@ impl ProperGraph {
             }
         }
         let mut desired = Vec::new();
-        let mut left = Vec::new();
-        let mut right = Vec::new();
+        let mut offsets: Vec<f32> = Vec::new();
+        let mut blocks: Vec<(f32, f32, usize)> = Vec::new();
         for pass in 0..4 {
             let down = pass % 2 == 0;
             let range: Vec<usize> = if down {
@@ -470,34 +470,58 @@ impl ProperGraph {
                     } else {
                         &self.succs[v as usize]
                     };
-                    desired.push(if neighbours.is_empty() {
-                        cx[v as usize]
+                    // A real vertex follows its real neighbours (the main flow) and lets
+                    // long edges (dummies) run beside it: averaging them in makes every
+                    // residual block shift the graph sideways.
+                    let real = (v as usize) < self.real;
+                    let (mut sum, mut count, mut dummy_sum, mut dummies) = (0.0, 0, 0.0, 0);
+                    for &u in neighbours {
+                        if (u as usize) < self.real || !real {
+                            sum += cx[u as usize];
+                            count += 1;
+                        } else {
+                            dummy_sum += cx[u as usize];
+                            dummies += 1;
+                        }
+                    }
+                    desired.push(if count > 0 {
+                        sum / count as f32
+                    } else if dummies > 0 {
+                        dummy_sum / dummies as f32
                     } else {
-                        neighbours.iter().map(|&u| cx[u as usize]).sum::<f32>()
-                            / neighbours.len() as f32
+                        cx[v as usize]
                     });
                 }
-                let k = layer.len();
-                left.clear();
-                left.resize(k, 0.0);
-                right.clear();
-                right.resize(k, 0.0);
-                for i in 0..k {
-                    left[i] = if i == 0 {
-                        desired[0]
-                    } else {
-                        desired[i].max(left[i - 1] + gap(layer[i - 1], layer[i]))
-                    };
-                }
-                for i in (0..k).rev() {
-                    right[i] = if i + 1 == k {
-                        desired[i]
-                    } else {
-                        desired[i].min(right[i + 1] - gap(layer[i], layer[i + 1]))
-                    };
-                }
+                // Closest placement to `desired` (least squares, weighted: real vertices
+                // count far more than dummies) that keeps the order and the gaps: with
+                // y = x - offset the gaps become y non-decreasing, solved exactly by
+                // pooling adjacent violators.
+                offsets.clear();
+                blocks.clear();
+                let mut offset = 0.0;
                 for (i, &v) in layer.iter().enumerate() {
-                    cx[v as usize] = (left[i] + right[i]) / 2.0;
+                    if i > 0 {
+                        offset += gap(layer[i - 1], v);
+                    }
+                    offsets.push(offset);
+                    let w = if (v as usize) < self.real { 1.0 } else { 0.02 };
+                    let mut block = (w * (desired[i] - offset), w, 1usize);
+                    while let Some(&last) = blocks.last() {
+                        if last.0 / last.1 > block.0 / block.1 {
+                            blocks.pop();
+                            block = (last.0 + block.0, last.1 + block.1, last.2 + block.2);
+                        } else {
+                            break;
+                        }
+                    }
+                    blocks.push(block);
+                }
+                let mut i = 0;
+                for &(sum, weight, len) in &blocks {
+                    for _ in 0..len {
+                        cx[layer[i] as usize] = sum / weight + offsets[i];
+                        i += 1;
+                    }
                 }
             }
         }
@@ -732,9 +756,10 @@ mod tests {
         let layout = run(&view);
         let elapsed = start.elapsed();
         println!(
-            "layout of {nodes} nodes, {} edges, {} layers: {:.1} ms",
+            "layout of {nodes} nodes, {} edges, {} layers, {:.0} wide: {:.1} ms",
             layout.edges.len(),
             layout.layers.len(),
+            layout.width,
             elapsed.as_secs_f64() * 1e3
         );
         assert_eq!(layout.unrouted_edges, 0);
