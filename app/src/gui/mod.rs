@@ -3,6 +3,7 @@
 //! wake the UI; the window never waits for them.
 
 pub mod graph;
+mod graph_details;
 mod graph_paint;
 mod jobs;
 mod panels;
