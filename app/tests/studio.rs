@@ -277,3 +277,30 @@ fn clicking_a_node_selects_its_layer_and_the_table_selects_the_node() {
         "{centre:?} vs {rect:?}"
     );
 }
+
+#[test]
+fn a_ten_thousand_node_graph_draws_only_what_is_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.onnx");
+    let model = edgefit_engine::synthetic::branchy_cnn(10_000);
+    edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
+    let mut harness = studio(&path);
+    wait_graph(&mut harness);
+    let boxes = harness.state().graph.prepared().unwrap().layout.boxes.len();
+    assert!(boxes > 10_000, "{boxes}");
+    // Opens at a readable zoom on the top of the graph: a few nodes, with their edges.
+    let stats = harness.state().graph.stats;
+    assert!(!stats.overview);
+    assert!(stats.nodes > 0 && stats.nodes < 200, "{stats:?}");
+    assert!(stats.edges > 0, "{stats:?}");
+    // Fit: every node is visited but merged into cells, without edges or text.
+    harness.get_by_label("Fit").click();
+    harness.step();
+    harness.step();
+    let stats = harness.state().graph.stats;
+    assert!(stats.overview, "{stats:?}");
+    assert_eq!(stats.nodes, boxes);
+    assert_eq!(stats.edges, 0);
+    assert!(stats.shapes < 5_000, "{stats:?}");
+    assert!(harness.output().shapes.len() < 10_000);
+}

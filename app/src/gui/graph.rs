@@ -159,7 +159,8 @@ type LayoutJob = (
 pub struct GraphPanel {
     job: Option<LayoutJob>,
     ready: Option<(Arc<OpenModel>, PreparedGraph)>,
-    error: Option<String>,
+    /// A failed layout, and of which model.
+    error: Option<(Arc<OpenModel>, String)>,
     /// Layout point at the middle of the canvas.
     centre: Pos2,
     zoom: f32,
@@ -256,15 +257,19 @@ impl GraphPanel {
                         self.ready = Some((model, prepared));
                         self.error = None;
                         self.auto_view = AutoView::Home;
+                        // Matches are box indices of the previous graph.
+                        self.matches = (String::new(), Vec::new());
                     }
-                    Ok(Err(e)) => self.error = Some(format!("Graph layout failed: {e}")),
+                    Ok(Err(e)) => self.error = Some((model, format!("Graph layout failed: {e}"))),
                     Err(promise) => self.job = Some((model, promise, cancel)),
                 }
             }
         }
         let have = self.ready.as_ref().is_some_and(|(m, _)| current(m));
         let running = self.job.as_ref().is_some_and(|(m, _, _)| current(m));
-        if !have && !running && self.error.is_none() {
+        let failed = self.error.as_ref().is_some_and(|(m, _)| current(m));
+        if !have && !running && !failed {
+            self.error = None;
             self.ready = None;
             let model = open.clone();
             let layer_nodes: Vec<usize> =
@@ -333,7 +338,7 @@ pub fn graph_ui(
     commands: &mut Vec<Command>,
 ) {
     panel.sync(session, ui.ctx());
-    if let Some(error) = &panel.error {
+    if let Some((_, error)) = &panel.error {
         ui.colored_label(ui.visuals().error_fg_color, error);
         return;
     }
@@ -352,9 +357,10 @@ pub fn graph_ui(
         .show(ui, |ui| {
             egui::ScrollArea::vertical()
                 .id_salt("graph_details_scroll")
-                .show(ui, |ui| match &panel.ready {
-                    Some((_, prepared)) => details_ui(ui, panel.selected, prepared, session),
-                    None => {}
+                .show(ui, |ui| {
+                    if let Some((_, prepared)) = &panel.ready {
+                        details_ui(ui, panel.selected, prepared, session);
+                    }
                 });
         });
     canvas_ui(ui, panel, session, commands);
@@ -491,7 +497,7 @@ fn canvas_ui(
     if let Some(pointer) = response.hover_pos() {
         let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
         let factor = (scroll * 0.002).exp() * pinch;
-        if (factor - 1.0).abs() > 1e-4 {
+        if factor.is_finite() && factor > 0.0 && (factor - 1.0).abs() > 1e-4 {
             panel.auto_view = AutoView::None;
             let view = View {
                 rect,

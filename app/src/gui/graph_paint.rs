@@ -271,17 +271,17 @@ pub struct View {
 
 impl View {
     /// Screen position of a layout point.
-    pub fn to_screen(&self, p: [f32; 2]) -> Pos2 {
+    pub fn to_screen(self, p: [f32; 2]) -> Pos2 {
         self.rect.center() + (Vec2::new(p[0], p[1]) - self.centre.to_vec2()) * self.zoom
     }
 
     /// Layout position of a screen point.
-    pub fn to_layout(&self, p: Pos2) -> Pos2 {
+    pub fn to_layout(self, p: Pos2) -> Pos2 {
         self.centre + (p - self.rect.center()) / self.zoom
     }
 
     /// The part of the layout on screen.
-    pub fn visible(&self) -> Rect {
+    pub fn visible(self) -> Rect {
         Rect::from_min_max(self.to_layout(self.rect.min), self.to_layout(self.rect.max))
     }
 }
@@ -481,7 +481,7 @@ fn overview(
             let z = view.to_screen([bx.x + bx.w, bx.y + bx.h]) - rect.min;
             let row = ((a.y / CELL).max(0.0) as usize).min(rows - 1);
             let c0 = ((a.x / CELL).max(0.0) as usize).min(cols - 1);
-            let c1 = ((z.x / CELL).max(0.0) as usize).min(cols - 1);
+            let c1 = ((z.x / CELL).max(0.0) as usize).clamp(c0, cols - 1);
             let colour = fill_of(b);
             for cell in &mut cells[row * cols + c0..=row * cols + c1] {
                 cell.get_or_insert(colour);
