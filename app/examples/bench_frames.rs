@@ -158,13 +158,14 @@ fn synthetic_model(nodes: usize) -> PathBuf {
 }
 
 fn main() {
-    // `--write-model PATH`: only write the synthetic model (to open it in the studio).
+    // `--write-model PATH [NODES]`: only write the synthetic model (to open it in the studio).
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--write-model") {
         let path = PathBuf::from(args.get(i + 1).expect("--write-model PATH"));
-        let model = edgefit_engine::synthetic::branchy_cnn(10_000);
+        let nodes = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        let model = edgefit_engine::synthetic::branchy_cnn(nodes);
         edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
-        println!("wrote {}", path.display());
+        println!("wrote {} ({nodes} nodes)", path.display());
         return;
     }
     let profile = if cfg!(debug_assertions) {

@@ -511,3 +511,62 @@ fn overview(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use edgefit_engine::compress::Compressor;
+    use edgefit_engine::plan::Recipe;
+    use edgefit_engine::{AnalysisOptions, CancelToken, NoProgress, analyse, load_model};
+
+    #[test]
+    fn families_of_common_ops() {
+        assert_eq!(Family::of_op("Conv"), Family::Conv);
+        assert_eq!(Family::of_op("Gemm"), Family::MatMul);
+        assert_eq!(Family::of_op("BatchNormalization"), Family::Normalization);
+        assert_eq!(Family::of_op("Relu"), Family::Activation);
+        assert_eq!(Family::of_op("GlobalAveragePool"), Family::Pooling);
+        assert_eq!(Family::of_op("Reshape"), Family::Shape);
+        assert_eq!(Family::of_op("Add"), Family::Elementwise);
+        assert_eq!(Family::of_op("MyCustomOp"), Family::Other);
+    }
+
+    #[test]
+    fn overlays_colour_layers_by_the_plan() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sample-models/mnist-cnn/model.onnx");
+        let (sink, cancel) = (NoProgress, CancelToken::new());
+        let model = load_model(&path, &sink, &cancel).unwrap();
+        let analysis = analyse(&model, &AnalysisOptions::default(), &sink, &cancel).unwrap();
+        let mut compressor = Compressor::new(&model, &analysis);
+        let original = compressor.apply(&Recipe::default(), &cancel).unwrap();
+        let mut recipe = Recipe::default();
+        recipe.defaults.precision = Precision::Int { bits: 4 };
+        let int4 = compressor.apply(&recipe, &cancel).unwrap();
+        let colour = |o, c: &Compression| fill(o, Family::Conv, Some(0), Some(c));
+        let entry = |table: &[(&str, Color32)], name: &str| {
+            table.iter().find(|(n, _)| *n == name).unwrap().1
+        };
+        assert_eq!(
+            colour(Overlay::Bits, &original),
+            entry(&BITS_LEGEND, "32 (float)")
+        );
+        assert_eq!(colour(Overlay::Bits, &int4), entry(&BITS_LEGEND, "4"));
+        assert_eq!(
+            colour(Overlay::Sqnr, &original),
+            entry(&SQNR_LEGEND, "lossless")
+        );
+        assert_ne!(
+            colour(Overlay::Sqnr, &int4),
+            entry(&SQNR_LEGEND, "lossless")
+        );
+        // Not a layer: "no weight"; the op-family overlay ignores the plan.
+        assert_eq!(
+            fill(Overlay::Bits, Family::Activation, None, Some(&int4)),
+            NO_WEIGHT
+        );
+        assert_eq!(colour(Overlay::OpFamily, &int4), Family::Conv.colour());
+    }
+}
