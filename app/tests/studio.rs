@@ -246,6 +246,10 @@ fn clicking_a_node_selects_its_layer_and_the_table_selects_the_node() {
     let p = harness.state().graph.screen_pos(b).unwrap();
     harness.hover_at(p);
     harness.step();
+    // Hovering shows the node's op and shapes.
+    harness.run_steps(60);
+    harness.get_by_label_contains("head.conv (Conv)");
+    harness.get_by_label_contains("out: head.conv float32 [1, ");
     harness.drag_at(p);
     harness.step();
     harness.event(egui::Event::PointerButton {
