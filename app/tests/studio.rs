@@ -225,6 +225,23 @@ fn searching_a_node_name_and_pressing_enter_selects_it() {
         harness.state().graph.prepared().unwrap().layer_of_box(b),
         Some(head)
     );
+    // Enter again goes through the matches of "conv" one by one.
+    let search = harness.get_by_role_and_label(egui::accesskit::Role::TextInput, "Search");
+    search.click();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness
+        .get_by_role_and_label(egui::accesskit::Role::TextInput, "Search")
+        .type_text("conv");
+    harness.step();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        harness.key_press(egui::Key::Enter);
+        harness.step();
+        harness.step();
+        seen.push(harness.state().graph.selected().unwrap());
+    }
+    assert!(seen[0] < seen[1] && seen[1] < seen[2], "{seen:?}");
 }
 
 #[test]

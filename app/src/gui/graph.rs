@@ -384,7 +384,17 @@ fn toolbar_ui(
             .labelled_by(label.id);
         panel.update_matches();
         if edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
-            jump = panel.matches.1.first().copied();
+            // Enter goes to the next match after the selected node (wrapping), and the
+            // search box keeps the focus for the next Enter.
+            let found = &panel.matches.1;
+            jump = panel
+                .selected
+                .and_then(|s| found.iter().find(|&&b| b > s))
+                .or(found.first())
+                .copied();
+            if jump.is_some() {
+                edit.request_focus();
+            }
         }
         let colour_by = ui.label("Colour by");
         egui::ComboBox::from_id_salt("graph_overlay")
