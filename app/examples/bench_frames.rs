@@ -162,7 +162,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--write-model") {
         let path = PathBuf::from(args.get(i + 1).expect("--write-model PATH"));
-        let nodes = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+        let nodes = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000);
         let model = edgefit_engine::synthetic::branchy_cnn(nodes);
         edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
         println!("wrote {} ({nodes} nodes)", path.display());

@@ -794,8 +794,10 @@ mod tests {
             b.x
         };
         assert!(x("q") < x("p"), "q (from a) left of p (from b)");
-        let mut unordered = LayoutOptions::default();
-        unordered.sweeps = 0;
+        let unordered = LayoutOptions {
+            sweeps: 0,
+            ..LayoutOptions::default()
+        };
         let plain = layout_graph(&view, &unordered, &NoProgress, &CancelToken::new()).unwrap();
         assert!(plain.crossings > 0, "the file order has crossings");
     }
