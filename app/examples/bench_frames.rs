@@ -196,10 +196,11 @@ fn main() {
         .unwrap();
         layout_ms.push(start.elapsed().as_secs_f64() * 1e3);
         summary = format!(
-            "{} boxes, {} edges, {} layers, {:.0} x {:.0} units",
+            "{} boxes, {} edges, {} layers, {} crossings, {:.0} x {:.0} units",
             layout.boxes.len(),
             layout.edges.len(),
             layout.layers.len(),
+            layout.crossings,
             layout.width,
             layout.height
         );
