@@ -803,6 +803,47 @@ mod tests {
     }
 
     #[test]
+    fn random_graphs_lay_out_validly() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n.max(1) as u64) as usize
+        };
+        for round in 0..200 {
+            let count = 1 + next(40);
+            let cyclic = round % 5 == 0;
+            let mut nodes = Vec::new();
+            for i in 0..count {
+                let mut inputs = Vec::new();
+                for _ in 0..next(4) {
+                    let from = if cyclic { next(count) } else { next(i + 1) };
+                    inputs.push(match from {
+                        0 => "x".to_owned(),
+                        f => format!("v{}", f - 1),
+                    });
+                }
+                if next(10) == 0 {
+                    inputs.push("missing".to_owned());
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let op = ["Relu", "Add", "Conv", "Concat"][next(4)];
+                nodes.push(node(op, &format!("n{i}"), &refs, &format!("v{i}"), &[]));
+            }
+            let last = format!("v{}", count - 1);
+            let view = model(nodes, &["x"], &[&last, "x"]);
+            let layout = run(&view);
+            if cyclic {
+                assert_eq!(layout.boxes.len(), count + 3);
+            } else {
+                assert_valid(&view, &layout);
+                assert_eq!(layout.unrouted_edges, 0);
+            }
+        }
+    }
+
+    #[test]
     fn layout_is_deterministic() {
         let view = sample();
         assert_eq!(run(&view), run(&view));
