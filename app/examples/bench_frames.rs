@@ -308,7 +308,9 @@ fn main() {
         hi * 100.0
     ));
     drop(harness);
-    let _ = std::fs::remove_file(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     // The prune-ratio slider dragged on the MNIST sample (estimates recomputed every frame).
     let sample =
