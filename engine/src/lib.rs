@@ -16,6 +16,7 @@ pub mod graph;
 mod graph_edit;
 pub mod job;
 pub mod layer_inputs;
+pub mod layout;
 pub mod load;
 pub mod macs;
 pub mod pipeline;

@@ -2,6 +2,9 @@
 //! the end of the frame. Loading, evaluation and export run on named background threads that
 //! wake the UI; the window never waits for them.
 
+pub mod graph;
+mod graph_details;
+mod graph_paint;
 mod jobs;
 mod panels;
 mod run_panel;
@@ -103,6 +106,8 @@ pub struct StudioApp {
     screenshot: Option<ScreenshotTask>,
     input_form: run_panel::InputForm,
     tradeoff_view: tradeoffs::TradeoffView,
+    /// View state of the Graph panel (pan, zoom, search, highlighted node).
+    pub graph: graph::GraphPanel,
 }
 
 impl StudioApp {
@@ -122,6 +127,7 @@ impl StudioApp {
             screenshot: None,
             input_form: run_panel::InputForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
+            graph: graph::GraphPanel::default(),
         };
         if let Some(path) = initial {
             app.commands.push(Command::Open(path));
@@ -651,8 +657,14 @@ impl eframe::App for StudioApp {
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {
-                    ui.heading("Layers");
-                    panels::layers_ui(ui, session, commands);
+                    egui::Panel::bottom("layers")
+                        .resizable(true)
+                        .default_size(260.0)
+                        .show(ui, |ui| {
+                            ui.heading("Layers");
+                            panels::layers_ui(ui, session, commands);
+                        });
+                    graph::graph_ui(ui, session, &mut self.graph, commands);
                 });
             }
             None => {

@@ -235,10 +235,14 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
     let Some(c) = &session.compression else {
         return;
     };
+    // Only the visible rows are built (a model can have thousands of layers); the header
+    // row stays at the top of them.
+    let row_height = ui.spacing().interact_size.y;
+    let total = c.layers.len() + c.skipped.len();
     egui::ScrollArea::both()
         .id_salt("layers_scroll")
         .auto_shrink([false, false])
-        .show(ui, |ui| {
+        .show_rows(ui, row_height, total, |ui, rows| {
             egui::Grid::new("layers_grid")
                 .num_columns(9)
                 .striped(true)
@@ -261,6 +265,9 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                     for (i, (layer, result)) in
                         session.compressor.layers.iter().zip(&c.layers).enumerate()
                     {
+                        if !rows.contains(&i) {
+                            continue;
+                        }
                         let r = &result.report;
                         let selected = session.selected == Some(i);
                         let name = ui.selectable_label(selected, &layer.name);
@@ -363,7 +370,10 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
                         }
                         ui.end_row();
                     }
-                    for s in &c.skipped {
+                    for (j, s) in c.skipped.iter().enumerate() {
+                        if !rows.contains(&(c.layers.len() + j)) {
+                            continue;
+                        }
                         ui.label(RichText::new(&s.name).weak());
                         ui.label(RichText::new(&s.op).weak());
                         ui.label("");

@@ -1,0 +1,909 @@
+//! A layered (Sugiyama-style) layout of the main graph, top to bottom, in plain `f32`
+//! coordinates: longest-path layering, dummy vertices for edges that span several layers,
+//! barycenter ordering sweeps against crossings, then coordinate assignment.
+//!
+//! Boxes are the main graph's nodes plus one box per graph input and output; initializers
+//! (weights) are not boxes. Everything is deterministic: the same graph gives the same layout.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::error::Result;
+use crate::graph::GraphView;
+use crate::job::{CancelToken, ProgressSink, report};
+
+/// What a box of the layout stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BoxKind {
+    /// A main-graph node: an index into [`GraphView::nodes`].
+    Node(usize),
+    /// A graph input: an index into [`GraphView::inputs`].
+    Input(usize),
+    /// A graph output: an index into [`GraphView::outputs`].
+    Output(usize),
+}
+
+/// One box, placed: `x`/`y` is its top-left corner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutBox {
+    pub kind: BoxKind,
+    /// Layer index, 0 at the top.
+    pub layer: usize,
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+impl LayoutBox {
+    /// The centre of the box.
+    pub fn centre(&self) -> [f32; 2] {
+        [self.x + self.w / 2.0, self.y + self.h / 2.0]
+    }
+}
+
+/// One edge from a producer box to a consumer box, as a polyline from the bottom of the
+/// producer to the top of the consumer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayoutEdge {
+    /// Index into [`GraphLayout::boxes`] of the producer.
+    pub from: usize,
+    /// Index into [`GraphLayout::boxes`] of the consumer.
+    pub to: usize,
+    /// At least two points, top to bottom for an edge that points downward.
+    pub points: Vec<[f32; 2]>,
+}
+
+/// Sizes and spacing of the layout, in layout units (points at zoom 1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayoutOptions {
+    /// Width of one label character.
+    pub char_width: f32,
+    /// Horizontal padding inside a box, each side.
+    pub padding: f32,
+    pub min_width: f32,
+    pub node_height: f32,
+    /// Horizontal space between two boxes of a layer.
+    pub node_gap: f32,
+    /// Vertical space between two layers.
+    pub layer_gap: f32,
+    /// Barycenter sweeps (each one down or up) to reduce crossings.
+    pub sweeps: usize,
+}
+
+impl Default for LayoutOptions {
+    fn default() -> Self {
+        Self {
+            char_width: 7.5,
+            padding: 10.0,
+            min_width: 56.0,
+            node_height: 28.0,
+            node_gap: 18.0,
+            layer_gap: 34.0,
+            sweeps: 6,
+        }
+    }
+}
+
+impl LayoutOptions {
+    /// Vertical distance between the tops of two consecutive layers.
+    pub fn layer_pitch(&self) -> f32 {
+        self.node_height + self.layer_gap
+    }
+}
+
+/// The placed graph.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphLayout {
+    pub boxes: Vec<LayoutBox>,
+    pub edges: Vec<LayoutEdge>,
+    /// Box indices of each layer, left to right (boxes of a layer never overlap).
+    pub layers: Vec<Vec<usize>>,
+    /// Extent of everything placed: boxes and edge points lie in `0..width` × `0..height`.
+    pub width: f32,
+    pub height: f32,
+    /// Vertical distance between the tops of two consecutive layers.
+    pub layer_pitch: f32,
+    /// Edges drawn as straight lines: against the flow (a cycle) or over the dummy budget.
+    pub unrouted_edges: usize,
+    /// Crossings between routed edge pieces of consecutive layers (the ordering keeps the
+    /// sweep with the fewest).
+    pub crossings: u64,
+}
+
+/// The text a box shows: the op type of a node, the name of a graph input or output.
+pub fn box_label(view: &GraphView, kind: BoxKind) -> &str {
+    match kind {
+        BoxKind::Node(i) => view.nodes.get(i).map_or("?", |n| n.op_type.as_str()),
+        BoxKind::Input(i) => view.inputs.get(i).map_or("?", |v| v.name.as_str()),
+        BoxKind::Output(i) => view.outputs.get(i).map_or("?", |v| v.name.as_str()),
+    }
+}
+
+/// Lays out the main graph of `view`. Returns `Err(Cancelled)` once `cancel` is set.
+pub fn layout_graph(
+    view: &GraphView,
+    options: &LayoutOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<GraphLayout> {
+    report(progress, "graph layout: layering", 0, 4);
+    let (kinds, edges) = boxes_and_edges(view);
+    let n = kinds.len();
+    let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut succs: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for &(u, v) in &edges {
+        succs[u as usize].push(v);
+        preds[v as usize].push(u);
+    }
+    let layer = assign_layers(&kinds, &preds, &succs);
+    cancel.check()?;
+
+    report(progress, "graph layout: routing", 1, 4);
+    let mut graph = ProperGraph::new(&layer);
+    let mut order: Vec<usize> = (0..edges.len()).collect();
+    let span = |e: usize| layer[edges[e].1 as usize] as i64 - layer[edges[e].0 as usize] as i64;
+    order.sort_by_key(|&e| span(e));
+    let budget = (4 * n).max(20_000);
+    let mut chains: Vec<Vec<u32>> = vec![Vec::new(); edges.len()];
+    let mut unrouted = 0;
+    for e in order {
+        let (u, v) = edges[e];
+        let s = span(e);
+        if s >= 1 && (s as usize - 1) + graph.dummies() <= budget {
+            chains[e] = graph.route(u, v);
+        } else {
+            unrouted += 1;
+            chains[e] = vec![u, v];
+        }
+    }
+    cancel.check()?;
+
+    report(progress, "graph layout: ordering", 2, 4);
+    let mut widths: Vec<f32> = kinds
+        .iter()
+        .map(|&k| {
+            let chars = box_label(view, k).chars().count() as f32;
+            (chars * options.char_width + 2.0 * options.padding).max(options.min_width)
+        })
+        .collect();
+    widths.resize(graph.layer.len(), 0.0);
+    let mut layers = graph.initial_order();
+    let mut crossings = graph.crossings(&layers);
+    let mut best = layers.clone();
+    for sweep in 0..options.sweeps {
+        if crossings == 0 {
+            break;
+        }
+        cancel.check()?;
+        graph.sweep(&mut layers, sweep % 2 == 0);
+        let now = graph.crossings(&layers);
+        if now < crossings {
+            crossings = now;
+            best.clone_from(&layers);
+        }
+    }
+    let layers = best;
+
+    report(progress, "graph layout: placing", 3, 4);
+    let cx = graph.place(&layers, &widths, options);
+    cancel.check()?;
+
+    // Boxes, shifted so that everything starts at x = 0.
+    let min_x = (0..n)
+        .map(|v| cx[v] - widths[v] / 2.0)
+        .chain((n..cx.len()).map(|v| cx[v]))
+        .fold(f32::INFINITY, f32::min);
+    let shift = if min_x.is_finite() { -min_x } else { 0.0 };
+    let pitch = options.layer_pitch();
+    let boxes: Vec<LayoutBox> = kinds
+        .iter()
+        .enumerate()
+        .map(|(v, &kind)| LayoutBox {
+            kind,
+            layer: graph.layer[v] as usize,
+            x: cx[v] - widths[v] / 2.0 + shift,
+            y: graph.layer[v] as f32 * pitch,
+            w: widths[v],
+            h: options.node_height,
+        })
+        .collect();
+    let layout_edges = edge_polylines(&boxes, &chains, &graph.layer, &cx, shift, options);
+    let layer_count = layers.len();
+    let real_layers: Vec<Vec<usize>> = layers
+        .into_iter()
+        .map(|l| {
+            l.into_iter()
+                .filter(|&v| (v as usize) < n)
+                .map(|v| v as usize)
+                .collect()
+        })
+        .collect();
+    let width = boxes
+        .iter()
+        .map(|b| b.x + b.w)
+        .chain((n..cx.len()).map(|v| cx[v] + shift))
+        .fold(0f32, f32::max);
+    report(progress, "graph layout: placing", 4, 4);
+    Ok(GraphLayout {
+        boxes,
+        edges: layout_edges,
+        layers: real_layers,
+        width,
+        height: if layer_count == 0 {
+            0.0
+        } else {
+            (layer_count - 1) as f32 * pitch + options.node_height
+        },
+        layer_pitch: pitch,
+        unrouted_edges: unrouted,
+        crossings,
+    })
+}
+
+/// Boxes (graph inputs, main nodes, graph outputs) and the deduplicated edges between them.
+fn boxes_and_edges(view: &GraphView) -> (Vec<BoxKind>, Vec<(u32, u32)>) {
+    let mut kinds: Vec<BoxKind> = (0..view.inputs.len()).map(BoxKind::Input).collect();
+    let mut node_box: HashMap<usize, u32> = HashMap::new();
+    for node in view.main_nodes() {
+        node_box.insert(node.index, kinds.len() as u32);
+        kinds.push(BoxKind::Node(node.index));
+    }
+    let input_box: HashMap<&str, u32> = view
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.as_str(), i as u32))
+        .collect();
+    let source = |name: &str| -> Option<u32> {
+        view.producer
+            .get(name)
+            .and_then(|p| node_box.get(p).copied())
+            .or_else(|| input_box.get(name).copied())
+    };
+    let mut edges = Vec::new();
+    for node in view.main_nodes() {
+        let Some(&to) = node_box.get(&node.index) else {
+            continue;
+        };
+        for input in node.inputs.iter().filter(|i| !i.is_empty()) {
+            if let Some(from) = source(input) {
+                edges.push((from, to));
+            }
+        }
+    }
+    for (i, output) in view.outputs.iter().enumerate() {
+        let to = kinds.len() as u32;
+        kinds.push(BoxKind::Output(i));
+        if let Some(from) = source(&output.name) {
+            edges.push((from, to));
+        }
+    }
+    edges.retain(|(u, v)| u != v);
+    edges.sort_unstable();
+    edges.dedup();
+    (kinds, edges)
+}
+
+/// Longest-path layering in topological order; vertices on a cycle are forced in index
+/// order. Sources that are not graph inputs (constants) then move down next to their
+/// first consumer.
+fn assign_layers(kinds: &[BoxKind], preds: &[Vec<u32>], succs: &[Vec<u32>]) -> Vec<u32> {
+    let n = kinds.len();
+    let mut indegree: Vec<usize> = preds.iter().map(Vec::len).collect();
+    let mut done = vec![false; n];
+    let mut layer = vec![0u32; n];
+    let mut queue: VecDeque<usize> = (0..n).filter(|&v| indegree[v] == 0).collect();
+    let mut topo = Vec::with_capacity(n);
+    let mut next_forced = 0;
+    while topo.len() < n {
+        let v = match queue.pop_front() {
+            Some(v) => v,
+            None => {
+                while next_forced < n && done[next_forced] {
+                    next_forced += 1;
+                }
+                if next_forced >= n {
+                    break;
+                }
+                next_forced
+            }
+        };
+        if done[v] {
+            continue;
+        }
+        done[v] = true;
+        topo.push(v);
+        layer[v] = preds[v]
+            .iter()
+            .filter(|&&u| done[u as usize])
+            .map(|&u| layer[u as usize] + 1)
+            .max()
+            .unwrap_or(0);
+        for &w in &succs[v] {
+            let w = w as usize;
+            if !done[w] {
+                indegree[w] = indegree[w].saturating_sub(1);
+                if indegree[w] == 0 {
+                    queue.push_back(w);
+                }
+            }
+        }
+    }
+    for &v in topo.iter().rev() {
+        if preds[v].is_empty() && !matches!(kinds[v], BoxKind::Input(_)) {
+            let lowest = succs[v]
+                .iter()
+                .map(|&w| layer[w as usize])
+                .filter(|&l| l > layer[v])
+                .min();
+            if let Some(l) = lowest {
+                layer[v] = l - 1;
+            }
+        }
+    }
+    layer
+}
+
+/// The graph with dummy vertices, where every routed edge joins consecutive layers.
+struct ProperGraph {
+    /// Layer of every vertex, real ones first, then dummies.
+    layer: Vec<u32>,
+    real: usize,
+    preds: Vec<Vec<u32>>,
+    succs: Vec<Vec<u32>>,
+}
+
+impl ProperGraph {
+    fn new(layer: &[u32]) -> Self {
+        Self {
+            layer: layer.to_vec(),
+            real: layer.len(),
+            preds: vec![Vec::new(); layer.len()],
+            succs: vec![Vec::new(); layer.len()],
+        }
+    }
+
+    fn dummies(&self) -> usize {
+        self.layer.len() - self.real
+    }
+
+    /// Adds the edge `u → v` (downward), with dummies; returns its chain of vertices.
+    fn route(&mut self, u: u32, v: u32) -> Vec<u32> {
+        let mut chain = vec![u];
+        let mut previous = u;
+        for l in self.layer[u as usize] + 1..self.layer[v as usize] {
+            let d = self.layer.len() as u32;
+            self.layer.push(l);
+            self.preds.push(Vec::new());
+            self.succs.push(Vec::new());
+            self.link(previous, d);
+            chain.push(d);
+            previous = d;
+        }
+        self.link(previous, v);
+        chain.push(v);
+        chain
+    }
+
+    fn link(&mut self, u: u32, v: u32) {
+        self.succs[u as usize].push(v);
+        self.preds[v as usize].push(u);
+    }
+
+    /// Vertices by layer, in index order (file order for real vertices).
+    fn initial_order(&self) -> Vec<Vec<u32>> {
+        let count = self.layer.iter().max().map_or(0, |&l| l as usize + 1);
+        let mut layers = vec![Vec::new(); count];
+        for (v, &l) in self.layer.iter().enumerate() {
+            layers[l as usize].push(v as u32);
+        }
+        layers
+    }
+
+    /// One barycenter sweep, downward (order by predecessors) or upward (by successors).
+    fn sweep(&self, layers: &mut [Vec<u32>], down: bool) {
+        let mut pos = vec![0f32; self.layer.len()];
+        for layer in layers.iter() {
+            for (i, &v) in layer.iter().enumerate() {
+                pos[v as usize] = i as f32;
+            }
+        }
+        let count = layers.len();
+        let mut keyed: Vec<(f32, usize, u32)> = Vec::new();
+        for step in 1..count {
+            let l = if down { step } else { count - 1 - step };
+            let adjacent = if down { l - 1 } else { l + 1 };
+            // A vertex without neighbours keeps its relative place, in the adjacent layer's
+            // index scale that the others' barycenters use.
+            let scale = layers[adjacent].len() as f32 / layers[l].len().max(1) as f32;
+            let layer = &mut layers[l];
+            keyed.clear();
+            for (i, &v) in layer.iter().enumerate() {
+                let neighbours = if down {
+                    &self.preds[v as usize]
+                } else {
+                    &self.succs[v as usize]
+                };
+                let key = if neighbours.is_empty() {
+                    i as f32 * scale
+                } else {
+                    let sum: f32 = neighbours.iter().map(|&u| pos[u as usize]).sum();
+                    sum / neighbours.len() as f32
+                };
+                keyed.push((key, i, v));
+            }
+            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for (i, &(_, _, v)) in keyed.iter().enumerate() {
+                layer[i] = v;
+                pos[v as usize] = i as f32;
+            }
+        }
+    }
+
+    /// Crossings between consecutive layers: inversions of the edges' target positions when
+    /// sorted by source position, counted with a Fenwick tree.
+    fn crossings(&self, layers: &[Vec<u32>]) -> u64 {
+        let mut pos = vec![0usize; self.layer.len()];
+        for layer in layers {
+            for (i, &v) in layer.iter().enumerate() {
+                pos[v as usize] = i;
+            }
+        }
+        let mut total = 0u64;
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        let mut tree: Vec<u64> = Vec::new();
+        for l in 0..layers.len().saturating_sub(1) {
+            pairs.clear();
+            for &u in &layers[l] {
+                for &w in &self.succs[u as usize] {
+                    pairs.push((pos[u as usize], pos[w as usize]));
+                }
+            }
+            pairs.sort_unstable();
+            tree.clear();
+            tree.resize(layers[l + 1].len() + 1, 0);
+            for (seen, &(_, b)) in pairs.iter().enumerate() {
+                // Earlier pieces that end to the right of b cross this one.
+                let mut at_or_left = 0;
+                let mut i = b + 1;
+                while i > 0 {
+                    at_or_left += tree[i];
+                    i &= i - 1;
+                }
+                total += seen as u64 - at_or_left;
+                let mut i = b + 1;
+                while i < tree.len() {
+                    tree[i] += 1;
+                    i += i & i.wrapping_neg();
+                }
+            }
+        }
+        total
+    }
+
+    /// Centre x of every vertex: each layer keeps its order and spacing, and every vertex
+    /// moves towards the mean of its neighbours in the previous (or next) layer.
+    fn place(&self, layers: &[Vec<u32>], widths: &[f32], options: &LayoutOptions) -> Vec<f32> {
+        let mut cx = vec![0f32; self.layer.len()];
+        let gap = |a: u32, b: u32| {
+            let real = |v: u32| (v as usize) < self.real;
+            let g = if real(a) && real(b) {
+                options.node_gap
+            } else {
+                options.node_gap / 2.0
+            };
+            (widths[a as usize] + widths[b as usize]) / 2.0 + g
+        };
+        for layer in layers {
+            let mut x = 0.0;
+            for (i, &v) in layer.iter().enumerate() {
+                if i > 0 {
+                    x += gap(layer[i - 1], v);
+                }
+                cx[v as usize] = x;
+            }
+            let mid = x / 2.0;
+            for &v in layer {
+                cx[v as usize] -= mid;
+            }
+        }
+        let mut desired = Vec::new();
+        let mut offsets: Vec<f32> = Vec::new();
+        let mut blocks: Vec<(f32, f32, usize)> = Vec::new();
+        for pass in 0..4 {
+            let down = pass % 2 == 0;
+            let range: Vec<usize> = if down {
+                (1..layers.len()).collect()
+            } else {
+                (0..layers.len().saturating_sub(1)).rev().collect()
+            };
+            for l in range {
+                let layer = &layers[l];
+                desired.clear();
+                for &v in layer {
+                    let neighbours = if down {
+                        &self.preds[v as usize]
+                    } else {
+                        &self.succs[v as usize]
+                    };
+                    // A real vertex follows its real neighbours (the main flow) and lets
+                    // long edges (dummies) run beside it: averaging them in makes every
+                    // residual block shift the graph sideways.
+                    let real = (v as usize) < self.real;
+                    let (mut sum, mut count, mut dummy_sum, mut dummies) = (0.0, 0, 0.0, 0);
+                    for &u in neighbours {
+                        if (u as usize) < self.real || !real {
+                            sum += cx[u as usize];
+                            count += 1;
+                        } else {
+                            dummy_sum += cx[u as usize];
+                            dummies += 1;
+                        }
+                    }
+                    desired.push(if count > 0 {
+                        sum / count as f32
+                    } else if dummies > 0 {
+                        dummy_sum / dummies as f32
+                    } else {
+                        cx[v as usize]
+                    });
+                }
+                // Closest placement to `desired` (least squares, weighted: real vertices
+                // count far more than dummies) that keeps the order and the gaps: with
+                // y = x - offset the gaps become y non-decreasing, solved exactly by
+                // pooling adjacent violators.
+                offsets.clear();
+                blocks.clear();
+                let mut offset = 0.0;
+                for (i, &v) in layer.iter().enumerate() {
+                    if i > 0 {
+                        offset += gap(layer[i - 1], v);
+                    }
+                    offsets.push(offset);
+                    let w = if (v as usize) < self.real { 1.0 } else { 0.02 };
+                    let mut block = (w * (desired[i] - offset), w, 1usize);
+                    while let Some(&last) = blocks.last() {
+                        if last.0 / last.1 > block.0 / block.1 {
+                            blocks.pop();
+                            block = (last.0 + block.0, last.1 + block.1, last.2 + block.2);
+                        } else {
+                            break;
+                        }
+                    }
+                    blocks.push(block);
+                }
+                let mut i = 0;
+                for &(sum, weight, len) in &blocks {
+                    for _ in 0..len {
+                        cx[layer[i] as usize] = sum / weight + offsets[i];
+                        i += 1;
+                    }
+                }
+            }
+        }
+        cx
+    }
+}
+
+/// Polylines: bottom of the producer, down each dummy's column, top of the consumer. Edges
+/// entering a box are spread across its top in the left-to-right order of their producers.
+fn edge_polylines(
+    boxes: &[LayoutBox],
+    chains: &[Vec<u32>],
+    layer: &[u32],
+    cx: &[f32],
+    shift: f32,
+    options: &LayoutOptions,
+) -> Vec<LayoutEdge> {
+    let pitch = options.layer_pitch();
+    let mut incoming: Vec<Vec<(f32, usize)>> = vec![Vec::new(); boxes.len()];
+    for (e, chain) in chains.iter().enumerate() {
+        if let (Some(&last), Some(&before)) = (chain.last(), chain.get(chain.len().wrapping_sub(2)))
+        {
+            incoming[last as usize].push((cx[before as usize], e));
+        }
+    }
+    let mut entry = vec![0f32; chains.len()];
+    for (b, list) in incoming.iter_mut().enumerate() {
+        list.sort_by(|a, c| a.0.total_cmp(&c.0).then(a.1.cmp(&c.1)));
+        let k = list.len() as f32;
+        for (i, &(_, e)) in list.iter().enumerate() {
+            let bx = &boxes[b];
+            let spread = (bx.w * 0.6).min(12.0 * k);
+            entry[e] = bx.x + bx.w / 2.0 - spread / 2.0 + spread * (i as f32 + 0.5) / k;
+        }
+    }
+    chains
+        .iter()
+        .enumerate()
+        .filter_map(|(e, chain)| {
+            let (&first, &last) = (chain.first()?, chain.last()?);
+            let (from, to) = (&boxes[first as usize], &boxes[last as usize]);
+            let mut points = Vec::with_capacity(2 * chain.len());
+            points.push([from.x + from.w / 2.0, from.y + from.h]);
+            for &d in &chain[1..chain.len() - 1] {
+                let x = cx[d as usize] + shift;
+                let top = layer[d as usize] as f32 * pitch;
+                points.push([x, top]);
+                points.push([x, top + options.node_height]);
+            }
+            points.push([entry[e], to.y]);
+            Some(LayoutEdge {
+                from: first as usize,
+                to: last as usize,
+                points,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::graph_edit::{node, value_info};
+    use crate::job::NoProgress;
+    use crate::proto::{GraphProto, ModelProto};
+
+    fn model(nodes: Vec<crate::proto::NodeProto>, inputs: &[&str], outputs: &[&str]) -> GraphView {
+        let mut graph = GraphProto::new();
+        graph.node = nodes;
+        for i in inputs {
+            graph.input.push(value_info(i, &[1, 4]));
+        }
+        for o in outputs {
+            graph.output.push(value_info(o, &[1, 4]));
+        }
+        let mut m = ModelProto::new();
+        m.graph = Some(graph).into();
+        GraphView::new(&m)
+    }
+
+    fn run(view: &GraphView) -> GraphLayout {
+        layout_graph(
+            view,
+            &LayoutOptions::default(),
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap()
+    }
+
+    /// x → a → b → c, with a skip x → c, a diamond a → (d, e) → f, a constant, a node that
+    /// consumes nothing known and one whose output nobody reads.
+    fn sample() -> GraphView {
+        model(
+            vec![
+                node("Relu", "a", &["x"], "a", &[]),
+                node("Sigmoid", "b", &["a"], "b", &[]),
+                node("Add", "c", &["b", "x"], "c", &[]),
+                node("Exp", "d", &["a"], "d", &[]),
+                node("Neg", "e", &["a"], "e", &[]),
+                node("Mul", "f", &["d", "e"], "f", &[]),
+                node("Constant", "k", &[], "k", &[]),
+                node("Add", "g", &["f", "k"], "g", &[]),
+                node("Identity", "lonely", &["missing"], "unused", &[]),
+                node("Add", "twice", &["c", "c"], "twice", &[]),
+            ],
+            &["x"],
+            &["g", "twice", "x"],
+        )
+    }
+
+    fn assert_valid(view: &GraphView, layout: &GraphLayout) {
+        for e in &layout.edges {
+            let (from, to) = (&layout.boxes[e.from], &layout.boxes[e.to]);
+            assert!(to.layer > from.layer, "{:?} -> {:?}", from.kind, to.kind);
+            assert!(e.points.len() >= 2);
+            for w in e.points.windows(2) {
+                assert!(w[1][1] >= w[0][1], "edge goes up: {:?}", e.points);
+            }
+        }
+        for (i, a) in layout.boxes.iter().enumerate() {
+            assert!(a.x >= -1e-3 && a.x + a.w <= layout.width + 1e-3);
+            assert!(a.y >= 0.0 && a.y + a.h <= layout.height + 1e-3);
+            for b in &layout.boxes[i + 1..] {
+                let apart = a.x + a.w <= b.x + 1e-3
+                    || b.x + b.w <= a.x + 1e-3
+                    || a.y + a.h <= b.y
+                    || b.y + b.h <= a.y;
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
+        let listed: usize = layout.layers.iter().map(Vec::len).sum();
+        assert_eq!(listed, layout.boxes.len());
+        assert_eq!(
+            layout.boxes.len(),
+            view.main_nodes().count() + view.inputs.len() + view.outputs.len()
+        );
+    }
+
+    #[test]
+    fn edges_point_down_and_boxes_do_not_overlap() {
+        let view = sample();
+        let layout = run(&view);
+        assert_valid(&view, &layout);
+        let find = |kind: BoxKind| layout.boxes.iter().position(|b| b.kind == kind).unwrap();
+        let node = |name: &str| {
+            find(BoxKind::Node(
+                view.nodes.iter().position(|n| n.name == name).unwrap(),
+            ))
+        };
+        let has_edge = |a: usize, b: usize| layout.edges.iter().any(|e| e.from == a && e.to == b);
+        // Graph input feeds a and c (a long edge: x is at layer 0, c at layer 3).
+        let x = find(BoxKind::Input(0));
+        assert_eq!(layout.boxes[x].layer, 0);
+        assert!(has_edge(x, node("a")));
+        assert!(has_edge(x, node("c")));
+        assert!(
+            layout
+                .edges
+                .iter()
+                .any(|e| e.from == x && e.to == node("c") && e.points.len() > 2)
+        );
+        // Graph outputs hang below their producers; an output that is an input too.
+        assert!(has_edge(node("g"), find(BoxKind::Output(0))));
+        assert!(has_edge(x, find(BoxKind::Output(2))));
+        // `Add(c, c)` is one edge; the constant sits right above its consumer.
+        assert_eq!(
+            layout
+                .edges
+                .iter()
+                .filter(|e| e.to == node("twice"))
+                .count(),
+            1
+        );
+        assert_eq!(
+            layout.boxes[node("k")].layer + 1,
+            layout.boxes[node("g")].layer
+        );
+        // Disconnected node: placed, no edges.
+        let lonely = node("lonely");
+        assert!(
+            !layout
+                .edges
+                .iter()
+                .any(|e| e.from == lonely || e.to == lonely)
+        );
+        assert_eq!(layout.unrouted_edges, 0);
+    }
+
+    #[test]
+    fn ordering_removes_crossings_of_the_file_order() {
+        // In file order p (fed by b) comes before q (fed by a): the two edges cross.
+        let view = model(
+            vec![
+                node("Relu", "p", &["b"], "p", &[]),
+                node("Relu", "q", &["a"], "q", &[]),
+                node("Add", "r", &["q", "b"], "r", &[]),
+            ],
+            &["a", "b"],
+            &["p", "r"],
+        );
+        let layout = run(&view);
+        assert_valid(&view, &layout);
+        assert_eq!(layout.crossings, 0);
+        let x = |name: &str| {
+            let n = view.nodes.iter().position(|d| d.name == name).unwrap();
+            let b = layout
+                .boxes
+                .iter()
+                .find(|b| b.kind == BoxKind::Node(n))
+                .unwrap();
+            b.x
+        };
+        assert!(x("q") < x("p"), "q (from a) left of p (from b)");
+        let unordered = LayoutOptions {
+            sweeps: 0,
+            ..LayoutOptions::default()
+        };
+        let plain = layout_graph(&view, &unordered, &NoProgress, &CancelToken::new()).unwrap();
+        assert!(plain.crossings > 0, "the file order has crossings");
+    }
+
+    #[test]
+    fn random_graphs_lay_out_validly() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n.max(1) as u64) as usize
+        };
+        for round in 0..200 {
+            let count = 1 + next(40);
+            let cyclic = round % 5 == 0;
+            let mut nodes = Vec::new();
+            for i in 0..count {
+                let mut inputs = Vec::new();
+                for _ in 0..next(4) {
+                    let from = if cyclic { next(count) } else { next(i + 1) };
+                    inputs.push(match from {
+                        0 => "x".to_owned(),
+                        f => format!("v{}", f - 1),
+                    });
+                }
+                if next(10) == 0 {
+                    inputs.push("missing".to_owned());
+                }
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let op = ["Relu", "Add", "Conv", "Concat"][next(4)];
+                nodes.push(node(op, &format!("n{i}"), &refs, &format!("v{i}"), &[]));
+            }
+            let last = format!("v{}", count - 1);
+            let view = model(nodes, &["x"], &[&last, "x"]);
+            let layout = run(&view);
+            if cyclic {
+                assert_eq!(layout.boxes.len(), count + 3);
+            } else {
+                assert_valid(&view, &layout);
+                assert_eq!(layout.unrouted_edges, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_is_deterministic() {
+        let view = sample();
+        assert_eq!(run(&view), run(&view));
+        let big = GraphView::new(&crate::synthetic::branchy_cnn(60));
+        assert_eq!(run(&big), run(&big));
+    }
+
+    #[test]
+    fn empty_graph_and_cycles_do_not_panic() {
+        let empty = run(&GraphView::default());
+        assert!(empty.boxes.is_empty() && empty.edges.is_empty());
+        let cyclic = model(
+            vec![
+                node("Relu", "a", &["x", "b"], "a", &[]),
+                node("Relu", "b", &["a"], "b", &[]),
+            ],
+            &["x"],
+            &["b"],
+        );
+        let layout = run(&cyclic);
+        assert_eq!(layout.boxes.len(), 4);
+        assert_eq!(layout.unrouted_edges, 1);
+    }
+
+    #[test]
+    fn cancelled_layout_stops() {
+        let cancel = CancelToken::new();
+        cancel.cancel();
+        let result = layout_graph(&sample(), &LayoutOptions::default(), &NoProgress, &cancel);
+        assert!(matches!(result, Err(crate::Error::Cancelled)));
+    }
+
+    #[test]
+    fn ten_thousand_nodes_lay_out() {
+        let model = crate::synthetic::branchy_cnn(10_000);
+        let view = GraphView::new(&model);
+        let nodes = view.main_nodes().count();
+        assert!(nodes >= 10_000, "{nodes}");
+        let start = std::time::Instant::now();
+        let layout = run(&view);
+        let elapsed = start.elapsed();
+        println!(
+            "layout of {nodes} nodes, {} edges, {} layers, {:.0} wide, {} crossings: {:.1} ms",
+            layout.edges.len(),
+            layout.layers.len(),
+            layout.width,
+            layout.crossings,
+            elapsed.as_secs_f64() * 1e3
+        );
+        assert_eq!(layout.unrouted_edges, 0);
+        let widest = layout.layers.iter().map(Vec::len).max().unwrap_or(0);
+        assert!(widest >= 3, "the synthetic graph branches: {widest}");
+        for e in &layout.edges {
+            assert!(layout.boxes[e.to].layer > layout.boxes[e.from].layer);
+        }
+        for layer in &layout.layers {
+            for w in layer.windows(2) {
+                let (a, b) = (&layout.boxes[w[0]], &layout.boxes[w[1]]);
+                assert!(a.x + a.w <= b.x + 1e-3);
+            }
+        }
+    }
+}
