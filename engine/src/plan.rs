@@ -399,11 +399,13 @@ mod tests {
 
     #[test]
     fn reconstruction_round_trips_and_old_recipes_still_parse() {
-        let mut recipe = Recipe::default();
-        recipe.reconstruct = Reconstruction {
-            enabled: true,
-            mask: PruneMask::Activation,
-            dampening: 0.05,
+        let mut recipe = Recipe {
+            reconstruct: Reconstruction {
+                enabled: true,
+                mask: PruneMask::Activation,
+                dampening: 0.05,
+            },
+            ..Recipe::default()
         };
         recipe.defaults.clipping = Clipping::OutputMse;
         let json = recipe.to_json();

@@ -271,8 +271,8 @@ fn reconstruction_can_be_cancelled_midway() {
         }
     };
     let e = optimize(&model, &opts, &out, &progress, &cancel)
-        .err()
-        .expect("cancelled");
+        .map(|_| ())
+        .expect_err("cancelled");
     assert!(matches!(e, Error::Cancelled), "{e}");
     assert!(!out.exists());
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-use crate::error::{Error, Result};
 use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::graph::GraphView;
 use crate::proto::{Message, ModelProto};
 use crate::shapes::tract_supports_op;
