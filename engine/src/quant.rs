@@ -65,7 +65,8 @@ impl QuantParams {
 
     /// The value a runtime's `DequantizeLinear` gives for code `q`.
     pub fn dequantize(&self, q: i32) -> f32 {
-        (q - self.zero_point) as f32 * self.scale
+        // Codes and zero points lie within 8 bits: the difference cannot overflow.
+        q.wrapping_sub(self.zero_point) as f32 * self.scale
     }
 }
 
@@ -150,32 +151,36 @@ pub fn prune_smallest(values: &mut [f32], count: usize) {
         values.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    // For non-negative floats the IEEE bit pattern orders like the value; integer keys make
-    // every comparison cheap.
-    let key = |v: f32| {
-        if v.is_nan() {
-            u32::MAX
-        } else {
-            v.abs().to_bits()
-        }
-    };
-    let threshold = kth_smallest_key(values, count - 1, key);
-    // One pass zeroes everything below the threshold and remembers the ties; the first ties
-    // then make up the exact count.
+    let threshold = kth_smallest_key(values, count - 1, magnitude_key);
+    // One pass zeroes everything below the threshold and counts; it is branch-free (about
+    // half the comparisons go each way on real weights, which a branch would mispredict) and
+    // vectorizes. The ties at the threshold are found afterwards; the first ones make up the
+    // exact count.
     let mut below = 0usize;
-    let mut ties = Vec::new();
-    for (i, v) in values.iter_mut().enumerate() {
-        let k = key(*v);
-        if k < threshold {
+    for v in values.iter_mut() {
+        let zero = magnitude_key(*v) < threshold;
+        // Wrapping: cannot overflow (at most `values.len()`), and without the overflow check
+        // of debug builds the loop vectorizes.
+        below = below.wrapping_add(usize::from(zero));
+        *v = if zero { 0.0 } else { *v };
+    }
+    let mut missing = count.saturating_sub(below);
+    for v in values.iter_mut() {
+        if missing == 0 {
+            break;
+        }
+        if magnitude_key(*v) == threshold {
             *v = 0.0;
-            below += 1;
-        } else if k == threshold {
-            ties.push(i);
+            missing -= 1;
         }
     }
-    for &i in ties.iter().take(count.saturating_sub(below)) {
-        values[i] = 0.0;
-    }
+}
+
+/// Orders values by magnitude: for non-negative floats the IEEE bit pattern orders like the
+/// value, and with the sign bit cleared a NaN's pattern lies above infinity's (NaN counts as
+/// the largest magnitude, never pruned first). Integer keys make comparisons cheap.
+fn magnitude_key(v: f32) -> u32 {
+    v.to_bits() & 0x7fff_ffff
 }
 
 /// The `rank`-th smallest key (0-based) in O(n): a selection on a strided sample brackets
@@ -201,13 +206,14 @@ fn kth_smallest_key(values: &[f32], rank: usize, key: impl Fn(f32) -> u32) -> u3
     let hi_rank = ((expected + margin).ceil() as usize).min(m - 1);
     let lo = *sample.select_nth_unstable(lo_rank).1;
     let hi = *sample.select_nth_unstable(hi_rank).1;
+    // Counting below the bracket is branch-free (about as many keys fall below as above);
+    // the bracket is narrow, so the push is rarely taken and well predicted.
     let mut below = 0usize;
     let mut inside: Vec<u32> = Vec::with_capacity(4 * (hi_rank - lo_rank + 1) * SAMPLE_STEP);
     for &v in values {
         let k = key(v);
-        if k < lo {
-            below += 1;
-        } else if k <= hi {
+        below = below.wrapping_add(usize::from(k < lo));
+        if k.wrapping_sub(lo) <= hi - lo {
             inside.push(k);
         }
     }
@@ -228,13 +234,14 @@ pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64, usize) {
     for (a_block, b_block) in original.chunks(BLOCK).zip(approx.chunks(BLOCK)) {
         let (mut s, mut e) = (0f32, 0f32);
         for (&a, &b) in a_block.iter().zip(b_block) {
-            zeros += usize::from(b == 0.0);
-            if a.is_finite() && b.is_finite() {
-                s += a * a;
-                let d = a - b;
-                e += d * d;
-                n += 1;
-            }
+            // Counts wrap instead of checking for overflow (they cannot exceed the length):
+            // the loop then vectorizes in debug builds too.
+            zeros = zeros.wrapping_add(usize::from(b == 0.0));
+            let finite = a.is_finite() && b.is_finite();
+            let d = a - b;
+            s += if finite { a * a } else { 0.0 };
+            e += if finite { d * d } else { 0.0 };
+            n = n.wrapping_add(usize::from(finite));
         }
         signal += f64::from(s);
         noise += f64::from(e);
@@ -275,6 +282,22 @@ mod tests {
         assert_eq!(v[3], 2.0);
         assert_eq!(v[4], -3.0);
         assert_eq!(v[0], 0.5);
+    }
+
+    #[test]
+    fn pruning_breaks_ties_by_position_and_never_takes_nan_first() {
+        let mut v = vec![0.1, -0.1, 1.0, 0.1, -0.1, 0.1];
+        prune_smallest(&mut v, 3);
+        assert_eq!(v, vec![0.0, 0.0, 1.0, 0.0, -0.1, 0.1]);
+        let mut v = vec![f32::NAN, 1.0, f32::INFINITY, -0.5];
+        prune_smallest(&mut v, 2);
+        assert!(v[0].is_nan());
+        assert_eq!(&v[1..], &[0.0, f32::INFINITY, 0.0]);
+        // Large enough for the sampled bracket: exactly `count` zeros, the smallest ones.
+        let mut v: Vec<f32> = (0..50_000).map(|i| ((i * 7919) % 50_000) as f32).collect();
+        prune_smallest(&mut v, 20_000);
+        assert_eq!(v.iter().filter(|x| **x == 0.0).count(), 20_000);
+        assert!(v.iter().all(|&x| x == 0.0 || x >= 20_000.0));
     }
 
     #[test]
