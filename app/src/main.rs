@@ -23,6 +23,10 @@ struct Args {
     /// Start the studio with this compression recipe (JSON) instead of the defaults.
     #[arg(long, value_name = "JSON")]
     recipe: Option<PathBuf>,
+    /// Run a scripted session in the studio: a JSON array of steps, each setting the format
+    /// and recipe, selecting a layer and evaluating (see assets/screenshot-tour.json).
+    #[arg(long, value_name = "JSON")]
+    tour: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +61,12 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),
         Some(Command::Bench(a)) => cli::optimize::bench_cmd(&a),
         Some(Command::Compare(a)) => cli::optimize::compare_cmd(&a),
-        None => gui::run(args.model, args.screenshot, args.recipe),
+        None => gui::run(gui::StartOptions {
+            model: args.model,
+            screenshot: args.screenshot,
+            recipe: args.recipe,
+            tour: args.tour,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

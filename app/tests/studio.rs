@@ -476,3 +476,83 @@ fn a_ten_thousand_node_graph_draws_only_what_is_visible() {
     assert!(stats.shapes < 5_000, "{stats:?}");
     assert!(harness.output().shapes.len() < 10_000);
 }
+
+#[test]
+fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
+    let steps = edgefit::gui::tour::parse_tour(
+        r#"[{"format": "weights-int8", "recipe": {"version": 1, "defaults": {"precision": {"type": "int", "bits": 8}}}},
+            {"format": "fp16", "select": "fc2", "recipe": {"version": 1, "defaults": {"precision": {"type": "float16"}}}}]"#,
+    )
+    .unwrap();
+    let model = sample("digits-mlp");
+    let layer = {
+        let loaded = edgefit_engine::load_model(
+            &model,
+            &edgefit_engine::NoProgress,
+            &edgefit_engine::CancelToken::new(),
+        )
+        .unwrap();
+        loaded
+            .graph
+            .main_nodes()
+            .last()
+            .map(|n| n.name.clone())
+            .unwrap()
+    };
+    let steps: Vec<_> = steps
+        .into_iter()
+        .map(|mut s| {
+            if s.select.is_some() {
+                s.select = Some(layer.clone());
+            }
+            s
+        })
+        .collect();
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |_cc| {
+            let mut app = StudioApp::new(Persisted::default(), Some(model));
+            app.tour = steps.into();
+            app
+        });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        harness.step();
+        let app = harness.state();
+        if app.tour.is_empty()
+            && !app.is_busy()
+            && app.session.as_ref().is_some_and(|s| s.points.len() >= 3)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tour did not finish: {:?}, {} steps left, busy {}, points {:?}",
+            app.error,
+            app.tour.len(),
+            app.is_busy(),
+            app.session.as_ref().map(|s| s.points.len())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = harness.state().session.as_ref().unwrap();
+    // The original (auto-evaluated on open), then one point per step, in order.
+    let formats: Vec<_> = s.points.iter().map(|p| p.format).collect();
+    use edgefit_engine::export::ExportFormat;
+    assert_eq!(
+        formats,
+        vec![
+            ExportFormat::Fp32,
+            ExportFormat::WeightsInt8,
+            ExportFormat::Fp16
+        ]
+    );
+    assert!(s.points.iter().all(|p| p.verified));
+    assert!(
+        s.points[1].size_bytes < s.points[2].size_bytes,
+        "int8 is smaller than fp16"
+    );
+    let selected = s.selected.unwrap();
+    assert_eq!(s.compressor.layers[selected].name, layer);
+    assert_eq!(s.format, ExportFormat::Fp16);
+}

@@ -59,8 +59,10 @@ pub enum Precision {
     Int { bits: u8 },
 }
 
-/// The effective settings of one layer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The effective settings of one layer. Fields a recipe file leaves out take the defaults:
+/// no pruning, float32, and for integer precision symmetric per-channel min-max (the same as
+/// the command line's and the studio's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayerSettings {
     /// Fraction of weights (or channels) to prune, 0–0.99.
@@ -74,6 +76,20 @@ pub struct LayerSettings {
     pub clipping: Clipping,
     /// Leave this layer exactly as it is.
     pub exclude: bool,
+}
+
+impl Default for LayerSettings {
+    fn default() -> Self {
+        Self {
+            prune_ratio: 0.0,
+            prune_method: PruneMethod::default(),
+            precision: Precision::default(),
+            symmetric: true,
+            per_channel: true,
+            clipping: Clipping::default(),
+            exclude: false,
+        }
+    }
 }
 
 /// A per-layer override: each field set here replaces the default.
@@ -217,11 +233,7 @@ impl Default for Recipe {
     fn default() -> Self {
         Self {
             version: RECIPE_VERSION,
-            defaults: LayerSettings {
-                symmetric: true,
-                per_channel: true,
-                ..LayerSettings::default()
-            },
+            defaults: LayerSettings::default(),
             layers: BTreeMap::new(),
             activations: ActivationSettings::default(),
             recalibrate_batchnorm: BatchNormRecalibration::WhenPruned,
@@ -428,5 +440,21 @@ mod tests {
         let mut bad = Recipe::default();
         bad.reconstruct.dampening = -1.0;
         assert!(bad.validate(["a"]).is_err());
+    }
+
+    #[test]
+    fn a_partial_recipe_file_keeps_the_documented_defaults() {
+        let recipe = Recipe::from_json(
+            r#"{"version": 1, "defaults": {"prune_ratio": 0.5, "precision": {"type": "int", "bits": 4}}}"#,
+        )
+        .unwrap();
+        let d = recipe.defaults;
+        assert!(d.symmetric && d.per_channel, "{d:?}");
+        assert_eq!(d.clipping, Clipping::MinMax);
+        assert_eq!(d.prune_ratio, 0.5);
+        assert_eq!(
+            Recipe::from_json(r#"{"version": 1}"#).unwrap(),
+            Recipe::default()
+        );
     }
 }

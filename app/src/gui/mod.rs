@@ -10,6 +10,7 @@ mod panels;
 mod run_panel;
 mod screenshot;
 pub mod session;
+pub mod tour;
 mod tradeoffs;
 
 use std::path::PathBuf;
@@ -106,6 +107,10 @@ pub struct StudioApp {
     screenshot: Option<ScreenshotTask>,
     input_form: run_panel::InputForm,
     tradeoff_view: tradeoffs::TradeoffView,
+    /// Steps of a scripted session (`--tour`) still to run.
+    pub tour: std::collections::VecDeque<tour::TourStep>,
+    /// Where this frame drew the graph, weights and trade-off panels (screenshot crops).
+    panel_rects: Vec<(&'static str, egui::Rect)>,
     /// View state of the Graph panel (pan, zoom, search, highlighted node).
     pub graph: graph::GraphPanel,
 }
@@ -127,6 +132,8 @@ impl StudioApp {
             screenshot: None,
             input_form: run_panel::InputForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
+            tour: Default::default(),
+            panel_rects: Vec::new(),
             graph: graph::GraphPanel::default(),
         };
         if let Some(path) = initial {
@@ -450,6 +457,41 @@ impl StudioApp {
         }
     }
 
+    /// Starts the next tour step once the window is idle (the original measured, no job).
+    fn run_tour_step(&mut self) {
+        let Some(s) = &self.session else { return };
+        // Idle means no job, none about to start (queued commands, a pending auto-evaluation)
+        // and no failure to look at.
+        if self.job.is_some()
+            || !self.commands.is_empty()
+            || self.auto_evaluate_at.is_some()
+            || self.error.is_some()
+        {
+            return;
+        }
+        let Some(step) = self.tour.pop_front() else {
+            return;
+        };
+        if let Some(format) = step.format {
+            self.commands.push(Command::SetFormat(format));
+        }
+        if let Some(recipe) = step.recipe {
+            self.commands.push(Command::SetRecipe {
+                recipe,
+                record: true,
+            });
+        }
+        if let Some(name) = &step.select {
+            match s.compressor.layers.iter().position(|l| &l.name == name) {
+                Some(i) => self.commands.push(Command::SelectLayer(i)),
+                None => self.error = Some(format!("tour: the model has no layer `{name}`")),
+            }
+        }
+        if step.evaluate {
+            self.commands.push(Command::Evaluate);
+        }
+    }
+
     /// Autosave: the open model's plan and points go into the persisted state.
     pub fn remember_session(&mut self) {
         let Some(s) = &self.session else { return };
@@ -603,11 +645,14 @@ impl eframe::App for StudioApp {
                 ctx.request_repaint_after(at - now);
             }
         }
+        self.run_tour_step();
         if let Some(task) = &mut self.screenshot {
             let ready = self.job.is_none()
+                && self.commands.is_empty()
                 && self.auto_evaluate_at.is_none()
+                && self.tour.is_empty()
                 && (self.session.is_some() || self.error.is_some());
-            task.tick(ctx, ready);
+            task.tick(ctx, ready, &self.panel_rects);
         }
     }
 
@@ -644,16 +689,29 @@ impl eframe::App for StudioApp {
                                 });
                         });
                     });
+                let rects = &mut self.panel_rects;
+                rects.clear();
                 egui::Panel::right("plots")
                     .resizable(true)
                     .default_size(390.0)
                     .show(ui, |ui| {
                         egui::ScrollArea::vertical().show(ui, |ui| {
-                            ui.heading("Weights");
-                            panels::weights_ui(ui, session);
+                            let weights = ui.scope(|ui| {
+                                ui.heading("Weights");
+                                panels::weights_ui(ui, session);
+                            });
+                            rects.push(("weights", weights.response.rect));
                             ui.separator();
-                            ui.heading("Trade-offs");
-                            tradeoffs::tradeoff_ui(ui, session, &mut self.tradeoff_view, commands);
+                            let tradeoffs = ui.scope(|ui| {
+                                ui.heading("Trade-offs");
+                                tradeoffs::tradeoff_ui(
+                                    ui,
+                                    session,
+                                    &mut self.tradeoff_view,
+                                    commands,
+                                );
+                            });
+                            rects.push(("tradeoffs", tradeoffs.response.rect));
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {
@@ -664,7 +722,10 @@ impl eframe::App for StudioApp {
                             ui.heading("Layers");
                             panels::layers_ui(ui, session, commands);
                         });
-                    graph::graph_ui(ui, session, &mut self.graph, commands);
+                    let graph = ui.scope(|ui| {
+                        graph::graph_ui(ui, session, &mut self.graph, commands);
+                    });
+                    rects.push(("graph", graph.response.rect));
                 });
             }
             None => {
@@ -685,19 +746,43 @@ impl eframe::App for StudioApp {
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        if self.screenshot.is_some() {
+            // A screenshot run leaves the user's recent files and sessions alone.
+            return;
+        }
         self.remember_session();
         eframe::set_value(storage, STORAGE_KEY, &self.persisted);
     }
 }
 
-/// Opens the studio window on `model` (or the bundled sample).
-pub fn run(
-    model: Option<PathBuf>,
-    screenshot: Option<PathBuf>,
-    recipe: Option<PathBuf>,
-) -> Result<()> {
+/// How the studio starts (the command line's options).
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The model to open (default: the bundled sample).
+    pub model: Option<PathBuf>,
+    /// Save a PNG of the window (and crops of its panels) once idle, then exit. The run uses
+    /// fresh state and saves none, so screenshots do not depend on earlier sessions.
+    pub screenshot: Option<PathBuf>,
+    /// Start from this recipe.
+    pub recipe: Option<PathBuf>,
+    /// Run this scripted session (see [`tour`]).
+    pub tour: Option<PathBuf>,
+}
+
+/// Opens the studio window.
+pub fn run(start: StartOptions) -> Result<()> {
     use anyhow::Context;
+    let StartOptions {
+        model,
+        screenshot,
+        recipe,
+        tour,
+    } = start;
     let initial = model.or_else(crate::samples::default_sample_model);
+    let tour = match tour {
+        Some(path) => tour::load_tour(&path)?,
+        None => Vec::new(),
+    };
     let recipe = match recipe {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
@@ -720,12 +805,16 @@ pub fn run(
         "Edgefit Studio",
         options,
         Box::new(move |cc| {
-            let persisted: Persisted = cc
-                .storage
-                .and_then(|s| eframe::get_value(s, STORAGE_KEY))
-                .unwrap_or_default();
+            let persisted: Persisted = match &screenshot {
+                Some(_) => Persisted::default(),
+                None => cc
+                    .storage
+                    .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+                    .unwrap_or_default(),
+            };
             let mut app = StudioApp::new(persisted, initial);
             app.initial_recipe = recipe;
+            app.tour = tour.into();
             app.screenshot = screenshot.map(ScreenshotTask::new);
             Ok(Box::new(app))
         }),

@@ -401,28 +401,64 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
     ));
     let (before, after) = (&view.before, &view.after);
     let width = f64::from(before.bin_width());
-    let bars = |h: &edgefit_engine::stats::Histogram| -> Vec<Bar> {
+    // Pruning piles every zeroed weight into one bin, which would flatten everything else:
+    // bars are capped a little above the tallest other bin and the capped ones say their count.
+    let zero_bin = |h: &edgefit_engine::stats::Histogram| {
+        let at = ((0.0 - f64::from(h.min)) / width).floor();
+        (at >= 0.0).then_some(at as usize)
+    };
+    let tallest_other = [before, after]
+        .iter()
+        .flat_map(|h| {
+            let zero = zero_bin(h);
+            h.counts
+                .iter()
+                .enumerate()
+                .filter(move |(b, _)| Some(*b) != zero)
+                .map(|(_, &n)| n)
+        })
+        .max()
+        .unwrap_or(0);
+    let cap = (tallest_other as f64 * 1.3).max(1.0);
+    let mut capped: Vec<(f64, u64)> = Vec::new();
+    let mut bars = |h: &edgefit_engine::stats::Histogram| -> Vec<Bar> {
         h.counts
             .iter()
             .enumerate()
             .map(|(b, &n)| {
-                Bar::new(f64::from(h.min) + (b as f64 + 0.5) * width, n as f64).width(width)
+                let x = f64::from(h.min) + (b as f64 + 0.5) * width;
+                if n as f64 > cap {
+                    capped.push((x, n));
+                }
+                Bar::new(x, (n as f64).min(cap)).width(width)
             })
             .collect()
     };
+    let (before_bars, after_bars) = (bars(before), bars(after));
     Plot::new("weights_histogram")
         .legend(Legend::default())
+        .include_y(if capped.is_empty() { 0.0 } else { cap * 1.15 })
         .height(220.0)
         .x_axis_label("weight value")
         .y_axis_label("count")
         .show(ui, |plot| {
             plot.bar_chart(
-                BarChart::new("original", bars(before)).color(Color32::from_rgb(90, 140, 220)),
+                BarChart::new("original", before_bars).color(Color32::from_rgb(90, 140, 220)),
             );
             plot.bar_chart(
-                BarChart::new("compressed", bars(after))
+                BarChart::new("compressed", after_bars)
                     .color(Color32::from_rgba_unmultiplied(230, 140, 60, 150)),
             );
+            for &(x, n) in &capped {
+                plot.text(
+                    egui_plot::Text::new(
+                        "",
+                        egui_plot::PlotPoint::new(x, cap),
+                        format!("{} (cut)", crate::format::thousands(n)),
+                    )
+                    .anchor(egui::Align2::CENTER_BOTTOM),
+                );
+            }
             if let Some(q) = &result.quantized {
                 // Levels of the first quantization group, when there are few enough to draw.
                 if let Some(p) = q.params.first() {

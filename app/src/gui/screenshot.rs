@@ -14,7 +14,9 @@ pub struct ScreenshotTask {
 }
 
 impl ScreenshotTask {
-    pub fn tick(&mut self, ctx: &egui::Context, ready: bool) {
+    /// Called every frame; `crops` are named regions of the window (points) also saved on
+    /// their own as `STEM-NAME.png` beside the screenshot.
+    pub fn tick(&mut self, ctx: &egui::Context, ready: bool, crops: &[(&'static str, egui::Rect)]) {
         if let Ok(mut slot) = self.result.lock()
             && let Some(outcome) = slot.take()
         {
@@ -25,18 +27,25 @@ impl ScreenshotTask {
             return;
         }
         if !ready || self.requested {
+            if !ready {
+                self.ready_frames = 0;
+            }
             ctx.request_repaint();
             return;
         }
-        // Let layout settle for a few frames before capturing.
+        // Let layout settle for a few (consecutive idle) frames before capturing.
         self.ready_frames += 1;
         if self.ready_frames >= 5 {
             self.requested = true;
             let path = self.path.clone();
             let result = self.result.clone();
             let ctx_for_callback = ctx.clone();
+            let crops = crops.to_vec();
+            let pixels_per_point = ctx.pixels_per_point();
             ctx.request_screenshot(move |image| {
-                let saved = save_png(&path, &image).map_err(|e| format!("{e:#}"));
+                let saved = save_png(&path, &image)
+                    .and_then(|()| save_crops(&path, &image, &crops, pixels_per_point))
+                    .map_err(|e| format!("{e:#}"));
                 if let Ok(mut slot) = result.lock() {
                     *slot = Some(saved);
                 }
@@ -45,6 +54,22 @@ impl ScreenshotTask {
         }
         ctx.request_repaint();
     }
+}
+
+/// Saves each named region of `image` as `STEM-NAME.png` next to `path`.
+fn save_crops(
+    path: &Path,
+    image: &egui::ColorImage,
+    crops: &[(&'static str, egui::Rect)],
+    pixels_per_point: f32,
+) -> Result<()> {
+    for (name, rect) in crops {
+        let region = image.region(rect, Some(pixels_per_point));
+        let stem = path.with_extension("");
+        let out = PathBuf::from(format!("{}-{name}.png", stem.display()));
+        save_png(&out, &region)?;
+    }
+    Ok(())
 }
 
 fn save_png(path: &Path, image: &egui::ColorImage) -> Result<()> {

@@ -81,7 +81,8 @@ pub fn tradeoff_ui(
     };
     let coordinates: Vec<[f64; 2]> = placed.iter().map(|(_, p)| *p).collect();
     let response = Plot::new(("tradeoffs", axis == XAxis::Latency))
-        .legend(Legend::default())
+        // Bottom right: the best points (small, accurate) sit top left, the original top right.
+        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .height(220.0)
         .x_axis_label(x_label)
         .y_axis_label("accuracy (%)")
