@@ -29,11 +29,18 @@ fn studio(model: &Path) -> Harness<'static, StudioApp> {
     harness
 }
 
-/// Steps frames until no background job runs (jobs run on real threads).
+/// Steps frames until no background job runs and the graph layout is ready (both run on
+/// real threads: a loaded machine must not make `Harness::run` meet a spinner).
 fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     harness.step();
-    while harness.state().is_busy() {
+    let busy = |h: &Harness<'static, StudioApp>| {
+        let app = h.state();
+        app.is_busy()
+            || (app.session.is_some() && app.graph.prepared().is_none())
+            || app.session.as_ref().is_some_and(|s| s.estimating)
+    };
+    while busy(harness) {
         assert!(Instant::now() < deadline, "background job did not finish");
         std::thread::sleep(Duration::from_millis(20));
         harness.step();
@@ -555,4 +562,43 @@ fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
     let selected = s.selected.unwrap();
     assert_eq!(s.compressor.layers[selected].name, layer);
     assert_eq!(s.format, ExportFormat::Fp16);
+}
+
+#[test]
+fn large_models_estimate_in_the_background_and_catch_up_with_the_plan() {
+    // The sample CNN made "large" by lowering the threshold: estimates go through the worker.
+    let model = sample("mnist-cnn");
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |_cc| {
+            let mut app = StudioApp::new(Persisted::default(), Some(model));
+            app.auto_evaluate = false;
+            app.background_estimates_above = 0;
+            app
+        });
+    wait_idle(&mut harness);
+    let (sparsity0, _) = estimates(&harness);
+    assert_eq!(sparsity0, 0.0);
+    // Several plans in quick succession, as during a drag: the last one wins.
+    for ratio in [0.2f32, 0.4, 0.6] {
+        let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+        recipe.defaults.prune_ratio = ratio;
+        harness.state_mut().send(Command::SetRecipe {
+            recipe,
+            record: false,
+        });
+        harness.step();
+        // Applied at the end of the frame: handed to the worker, not computed in the frame.
+        assert!(harness.state().session.as_ref().unwrap().estimating);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.state().session.as_ref().unwrap().estimating {
+        assert!(Instant::now() < deadline, "estimates never caught up");
+        std::thread::sleep(Duration::from_millis(5));
+        harness.step();
+    }
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(s.compression.as_ref().unwrap().recipe, s.recipe);
+    let (sparsity, _) = estimates(&harness);
+    assert!((sparsity - 0.6).abs() < 0.02, "{sparsity}");
 }

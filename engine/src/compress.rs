@@ -171,6 +171,18 @@ impl Compressor {
         self.cache.iter_mut().for_each(|c| *c = None);
     }
 
+    /// A compressor over the same original weights (shared, not copied) with an empty cache:
+    /// a second one for another thread or another comparison costs no weight memory.
+    pub fn sharing_weights(&self) -> Self {
+        Self {
+            layers: self.layers.clone(),
+            skipped: self.skipped.clone(),
+            originals: self.originals.clone(),
+            grams: self.grams.clone(),
+            cache: vec![None; self.layers.len()],
+        }
+    }
+
     /// Names of every layer a recipe may name (compressible or not).
     pub fn layer_names(&self) -> impl Iterator<Item = &str> {
         self.layers

@@ -2,6 +2,7 @@
 //! the end of the frame. Loading, evaluation and export run on named background threads that
 //! wake the UI; the window never waits for them.
 
+mod estimator;
 pub mod graph;
 mod graph_details;
 mod graph_paint;
@@ -107,6 +108,8 @@ pub struct StudioApp {
     screenshot: Option<ScreenshotTask>,
     input_form: run_panel::InputForm,
     tradeoff_view: tradeoffs::TradeoffView,
+    /// Models with more compressible weights than this estimate off the UI thread.
+    pub background_estimates_above: usize,
     /// Steps of a scripted session (`--tour`) still to run.
     pub tour: std::collections::VecDeque<tour::TourStep>,
     /// Where this frame drew the graph, weights and trade-off panels (screenshot crops).
@@ -133,6 +136,7 @@ impl StudioApp {
             input_form: run_panel::InputForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
             tour: Default::default(),
+            background_estimates_above: estimator::BACKGROUND_ABOVE_WEIGHTS,
             panel_rects: Vec::new(),
             graph: graph::GraphPanel::default(),
         };
@@ -370,7 +374,7 @@ impl StudioApp {
         self.start(job);
     }
 
-    fn poll_job(&mut self) {
+    fn poll_job(&mut self, ctx: &egui::Context) {
         let Some(job) = self.job.take() else { return };
         let kind = job.kind.clone();
         match job.promise.try_take() {
@@ -389,6 +393,10 @@ impl StudioApp {
                     self.remember_recent(path);
                 }
                 let mut session = Session::new(open);
+                if session.is_large(self.background_estimates_above) {
+                    let repaint = ctx.clone();
+                    session.estimate_in_background(move || repaint.request_repaint());
+                }
                 // An explicit session file wins, then the autosaved one of this model.
                 let path = session.open.loaded.path.clone();
                 let saved = self.pending_session.take().or_else(|| {
@@ -631,7 +639,10 @@ impl eframe::App for StudioApp {
         if redo {
             self.commands.push(Command::Redo);
         }
-        self.poll_job();
+        self.poll_job(ctx);
+        if let Some(s) = &mut self.session {
+            s.poll_estimates();
+        }
         if let Some(at) = self.auto_evaluate_at
             && self.auto_evaluate
             && self.job.is_none()

@@ -189,6 +189,12 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
             bytes(after)
         ));
     }
+    if session.estimating {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Updating estimates (large model: computed in the background)");
+        });
+    }
     if let Some(e) = &session.compression_error {
         ui.colored_label(ui.visuals().error_fg_color, e);
     }

@@ -96,6 +96,10 @@ pub struct Session {
     pub ab: Option<AbComparison>,
     /// The compressor of A/B comparisons, made on first use.
     ab_compressor: Option<Compressor>,
+    /// Large models: estimates are computed on a worker thread (see [`super::estimator`]).
+    estimator: Option<super::estimator::Estimator>,
+    /// Whether `compression` lags behind `recipe` (a background estimate is under way).
+    pub estimating: bool,
     dirty: bool,
 }
 
@@ -233,6 +237,8 @@ impl Session {
             points: Vec::new(),
             ab: None,
             ab_compressor: None,
+            estimator: None,
+            estimating: false,
             dirty: true,
         };
         session.refresh();
@@ -276,12 +282,55 @@ impl Session {
         }
     }
 
-    /// Recomputes the estimates if the recipe changed. Cheap: cached per layer.
+    /// Whether this model is large enough to estimate off the UI thread.
+    pub fn is_large(&self, above_weights: usize) -> bool {
+        let weights: usize = (0..self.compressor.layers.len())
+            .map(|i| self.compressor.original(i).len())
+            .sum();
+        weights > above_weights
+    }
+
+    /// Computes the estimates on a worker thread from now on; `wake` repaints the window
+    /// when a result arrives. When the thread cannot start, estimates stay on this thread.
+    pub fn estimate_in_background(&mut self, wake: impl Fn() + Send + 'static) {
+        if let Ok(estimator) =
+            super::estimator::Estimator::start(self.compressor.sharing_weights(), wake)
+        {
+            self.estimator = Some(estimator);
+            self.dirty = true;
+            self.refresh();
+        }
+    }
+
+    /// Takes a finished background estimate, if any (call once per frame).
+    pub fn poll_estimates(&mut self) {
+        let Some((recipe, estimate)) = self.estimator.as_ref().and_then(|e| e.take()) else {
+            return;
+        };
+        // A newer recipe may already be waiting in the worker's mailbox.
+        self.estimating = recipe != self.recipe;
+        match estimate {
+            Ok(c) => {
+                self.compression = Some(c);
+                self.compression_error = None;
+            }
+            Err(e) => self.compression_error = Some(e),
+        }
+        self.update_weights_view();
+    }
+
+    /// Recomputes the estimates if the recipe changed: at once (cached per layer), or for a
+    /// large model by asking the background worker (the previous estimates stay shown).
     pub fn refresh(&mut self) {
         if !self.dirty {
             return;
         }
         self.dirty = false;
+        if let Some(estimator) = &self.estimator {
+            estimator.request(self.recipe.clone());
+            self.estimating = true;
+            return;
+        }
         match self.compressor.apply(&self.recipe, &CancelToken::new()) {
             Ok(c) => {
                 self.compression = Some(c);
