@@ -75,6 +75,8 @@ fn global_settings_change_the_estimates_and_undo_restores_them() {
     let mut harness = studio(&sample("mnist-cnn"));
     let (sparsity0, bytes0) = estimates(&harness);
     assert_eq!(sparsity0, 0.0);
+    // The summary's plan column starts equal to the original.
+    harness.get_by_label("20,522 non-zero");
     // Drive the recipe through the same command the sliders send.
     let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
     recipe.defaults.prune_ratio = 0.5;
@@ -87,6 +89,22 @@ fn global_settings_change_the_estimates_and_undo_restores_them() {
     let (sparsity1, bytes1) = estimates(&harness);
     assert!(sparsity1 > 0.45, "{sparsity1}");
     assert!(bytes1 < bytes0 / 3, "{bytes1} vs {bytes0}");
+    harness.run();
+    assert!(harness.query_by_label("20,522 non-zero").is_none());
+    let s = harness.state().session.as_ref().unwrap();
+    let zeros: f64 = s
+        .compression
+        .as_ref()
+        .unwrap()
+        .layers
+        .iter()
+        .map(|l| l.report.sparsity * (l.report.bytes_before / 4) as f64)
+        .sum();
+    let expected = format!(
+        "{} non-zero",
+        edgefit::format::thousands(20_522 - zeros.round() as u64)
+    );
+    harness.get_by_label(&expected);
     harness.run();
     harness.get_by_label("Undo").click();
     harness.run();

@@ -696,7 +696,11 @@ impl eframe::App for StudioApp {
                             egui::CollapsingHeader::new("Summary")
                                 .default_open(true)
                                 .show(ui, |ui| {
-                                    panels::summary_ui(ui, &session.open.analysis);
+                                    panels::summary_ui(
+                                        ui,
+                                        &session.open.analysis,
+                                        session.compression.as_ref(),
+                                    );
                                 });
                         });
                     });

@@ -201,28 +201,75 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
 }
 
 /// Model summary: inputs/outputs, totals, op counts.
-pub fn summary_ui(ui: &mut egui::Ui, a: &ModelAnalysis) {
+/// The model's figures, original and under the current plan (estimated from the per-layer
+/// results; the evaluated points hold the measured ones), then op counts and inputs/outputs.
+pub fn summary_ui(
+    ui: &mut egui::Ui,
+    a: &ModelAnalysis,
+    plan: Option<&edgefit_engine::compress::Compression>,
+) {
+    // What the plan changes: weight bytes, zeroed parameters, MACs of structurally pruned layers.
+    let (mut bytes_saved, mut zeros, mut macs_saved) = (0i64, 0u64, 0u64);
+    if let Some(c) = plan {
+        for l in &c.layers {
+            let r = &l.report;
+            bytes_saved += r.bytes_before as i64 - r.bytes_after as i64;
+            zeros += (r.sparsity * (r.bytes_before / 4) as f64).round() as u64;
+            if let (Some(before), Some(after)) = (r.macs_before, r.macs_after) {
+                macs_saved += before.saturating_sub(after);
+            }
+        }
+    }
+    let shrink = |b: u64| bytes(b.saturating_sub(bytes_saved.max(0) as u64));
     egui::Grid::new("summary_grid")
-        .num_columns(2)
+        .num_columns(3)
         .striped(true)
         .show(ui, |ui| {
-            let mut row = |label: &str, value: String| {
+            let mut row = |label: &str, original: String, planned: String| {
                 ui.label(label);
-                ui.label(value);
+                ui.label(original);
+                ui.label(planned);
                 ui.end_row();
             };
-            row("Size on disk", bytes(a.file_size_bytes));
-            row("Parameters", thousands(a.parameters));
-            row("Weight bytes", bytes(a.weight_bytes));
-            let macs = if a.macs_complete {
-                si(a.macs)
-            } else {
-                format!("{} (partial)", si(a.macs))
+            row("", "original".to_owned(), "plan (est.)".to_owned());
+            row(
+                "Size on disk",
+                bytes(a.file_size_bytes),
+                format!("~{}", shrink(a.file_size_bytes)),
+            );
+            row(
+                "Parameters",
+                thousands(a.parameters),
+                format!("{} non-zero", thousands(a.parameters.saturating_sub(zeros))),
+            );
+            row(
+                "Weight bytes",
+                bytes(a.weight_bytes),
+                shrink(a.weight_bytes),
+            );
+            let macs = |m: u64| {
+                if a.macs_complete {
+                    si(m)
+                } else {
+                    format!("{} (partial)", si(m))
+                }
             };
-            row("MACs", macs);
-            row("Nodes", thousands(a.nodes as u64));
-            row("Layers", a.layers.len().to_string());
+            row(
+                "MACs",
+                macs(a.macs),
+                macs(a.macs.saturating_sub(macs_saved)),
+            );
+            row("Nodes", thousands(a.nodes as u64), String::new());
+            row("Layers", a.layers.len().to_string(), String::new());
         });
+    ui.label(format!(
+        "Ops: {}",
+        a.ops
+            .iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
         ui.strong(label);
         for v in values {
