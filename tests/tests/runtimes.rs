@@ -739,3 +739,16 @@ fn integer_token_ids_feed_an_int64_input_in_both_runtimes() {
         assert!(max_abs_diff(tract, ort) < 1e-5);
     }
 }
+
+#[test]
+fn a_sequence_of_tensors_output_is_read_in_order() {
+    if !onnxruntime() {
+        return;
+    }
+    let model = open(&fixture("runtimes/sequence_output.onnx"));
+    let ort = build(RuntimeKind::OnnxRuntime, &model, &[1, 6]);
+    let x: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+    let outputs = ort.run(&x).unwrap();
+    let doubled: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
+    assert_eq!(outputs[0], doubled);
+}

@@ -614,10 +614,24 @@ fn sequence_of_maps(name: &str, value: &DynValue) -> Result<Vec<f32>> {
 
 /// An output tensor's values as f32 (a sequence of maps: see [`sequence_of_maps`]).
 fn to_f32(name: &str, value: &DynValue) -> Result<Vec<f32>> {
-    if let ValueType::Sequence(inner) = value.dtype()
-        && matches!(**inner, ValueType::Map { .. })
-    {
-        return sequence_of_maps(name, value);
+    if let ValueType::Sequence(inner) = value.dtype() {
+        if matches!(**inner, ValueType::Map { .. }) {
+            return sequence_of_maps(name, value);
+        }
+        // A sequence of tensors (SplitToSequence, a Loop's scan outputs): their values one
+        // after the other.
+        let read = |e: ort::Error| ort_error(&format!("reading output `{name}`"), e);
+        let tensors = value
+            .view()
+            .downcast::<DynSequenceValueType>()
+            .map_err(read)?
+            .try_extract_sequence::<ort::value::DynTensorValueType>()
+            .map_err(read)?;
+        let mut values = Vec::new();
+        for t in tensors {
+            values.extend(to_f32(name, &t.into_dyn())?);
+        }
+        return Ok(values);
     }
     let read = |e| ort_error(&format!("reading output `{name}`"), e);
     let ty = value.dtype().tensor_type();
