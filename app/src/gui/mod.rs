@@ -682,8 +682,9 @@ impl eframe::App for StudioApp {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             panels::controls_ui(ui, session, commands);
                             ui.separator();
+                            // Held open while the model cannot be evaluated for want of a shape.
                             egui::CollapsingHeader::new("Inputs and runtime")
-                                .default_open(session.data.is_err())
+                                .open(session.data.is_err().then_some(true))
                                 .show(ui, |ui| {
                                     run_panel::run_settings_ui(
                                         ui,
@@ -809,11 +810,17 @@ pub fn run(start: StartOptions) -> Result<()> {
         }
         None => None,
     };
+    // A screenshot run keeps its window state (egui memory) in a scratch file: it neither
+    // reads nor changes the user's.
+    let scratch_storage = screenshot.as_ref().map(|_| {
+        std::env::temp_dir().join(format!("edgefit-screenshot-{}.ron", std::process::id()))
+    });
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Edgefit Studio")
             .with_inner_size([1400.0, 860.0])
             .with_drag_and_drop(true),
+        persistence_path: scratch_storage.clone(),
         ..Default::default()
     };
     eframe::run_native(
@@ -834,5 +841,10 @@ pub fn run(start: StartOptions) -> Result<()> {
             Ok(Box::new(app))
         }),
     )
-    .map_err(|e| anyhow::anyhow!("the studio window could not start: {e}"))
+    .map_err(|e| anyhow::anyhow!("the studio window could not start: {e}"))?;
+    if let Some(path) = scratch_storage {
+        // Only a scratch file of this run.
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
