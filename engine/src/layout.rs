@@ -285,8 +285,8 @@ fn boxes_and_edges(view: &GraphView) -> (Vec<BoxKind>, Vec<(u32, u32)>) {
 }
 
 /// Longest-path layering in topological order; vertices on a cycle are forced in index
-/// order. Sources that are not graph inputs (constants) then move down next to their
-/// first consumer.
+/// order. Vertices with no graph input upstream (constants and what is computed from them
+/// alone) then move down next to their first consumer.
 fn assign_layers(kinds: &[BoxKind], preds: &[Vec<u32>], succs: &[Vec<u32>]) -> Vec<u32> {
     let n = kinds.len();
     let mut indegree: Vec<usize> = preds.iter().map(Vec::len).collect();
@@ -329,8 +329,16 @@ fn assign_layers(kinds: &[BoxKind], preds: &[Vec<u32>], succs: &[Vec<u32>]) -> V
             }
         }
     }
+    // Constant subgraphs (no graph input upstream: a Constant, or a Reshape/Cast/... of
+    // constants, as exporters leave weight preprocessing in the graph) hang right above
+    // their first consumer instead of piling up at the top with long edges down.
+    let mut constant_only = vec![false; n];
+    for &v in &topo {
+        constant_only[v] = !matches!(kinds[v], BoxKind::Input(_))
+            && preds[v].iter().all(|&u| constant_only[u as usize]);
+    }
     for &v in topo.iter().rev() {
-        if preds[v].is_empty() && !matches!(kinds[v], BoxKind::Input(_)) {
+        if constant_only[v] {
             let lowest = succs[v]
                 .iter()
                 .map(|&w| layer[w as usize])
