@@ -1,6 +1,8 @@
 //! Applying a recipe: per-layer pruned and quantized weights plus a report, recomputing only
 //! the layers whose settings changed since the last call.
 
+mod quantize;
+
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -14,8 +16,9 @@ use crate::job::CancelToken;
 use crate::layer_inputs::InputGram;
 use crate::load::{LoadedModel, WeightOrigin};
 use crate::plan::{Clipping, LayerSettings, Precision, Recipe};
-use crate::quant::{QuantParams, clip_range, prune_smallest, sqnr_db_and_mse};
-use crate::reconstruct::output_mse_scale;
+use crate::quant::{QuantParams, prune_smallest, sqnr_db_and_mse};
+
+use quantize::quantize_weight;
 
 /// A layer the engine can compress, with what it needs to know about its weight.
 #[derive(Clone, Debug)]
@@ -377,34 +380,6 @@ fn group_of(dims: &[i64], axis: usize) -> impl Fn(usize) -> usize {
     move |i| (i / inner.max(1)) % channels.max(1)
 }
 
-/// Calls `f(group, run)` for each contiguous run of elements that share a group along `axis`
-/// (no per-element division: the hot loops of quantization walk runs).
-fn for_each_run<T>(
-    values: &mut [T],
-    dims: &[i64],
-    axis: Option<usize>,
-    mut f: impl FnMut(usize, &mut [T]),
-) {
-    let Some(axis) = axis else {
-        f(0, values);
-        return;
-    };
-    let inner = dims[axis + 1..]
-        .iter()
-        .map(|&d| d.max(0) as usize)
-        .product::<usize>()
-        .max(1);
-    let channels = (dims[axis].max(1)) as usize;
-    let mut group = 0;
-    for run in values.chunks_mut(inner) {
-        f(group, run);
-        group += 1;
-        if group == channels {
-            group = 0;
-        }
-    }
-}
-
 /// Compresses one layer's weight with `settings`.
 pub fn compress_layer(
     layer: &CompressibleLayer,
@@ -539,109 +514,4 @@ fn rank_channels(values: &[f32], dims: &[i64], axis: usize, settings: LayerSetti
     let mut removed: Vec<usize> = order.into_iter().take(count).collect();
     removed.sort_unstable();
     removed
-}
-
-/// Quantizes `values` in place to what the runtime computes (codes dequantized) and returns
-/// the codes.
-fn quantize_weight(
-    values: &mut [f32],
-    dims: &[i64],
-    axis: Option<usize>,
-    bits: u8,
-    s: LayerSettings,
-    gram: Option<&InputGram>,
-) -> QuantizedWeight {
-    let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
-    let inner = axis.map_or(values.len(), |a| {
-        dims[a + 1..]
-            .iter()
-            .map(|&d| d.max(0) as usize)
-            .product::<usize>()
-            .max(1)
-    });
-    let params: Vec<QuantParams> = if let Some(gram) = gram {
-        // Output-MSE: one search per clipping group (an output row, or the whole tensor).
-        let outputs = gram.geometry.outputs;
-        let weights: &[f32] = values;
-        if channels == outputs && axis.is_some() {
-            (0..outputs)
-                .into_par_iter()
-                .map(|o| output_mse_scale(gram, weights, &[o], bits, s.symmetric))
-                .collect()
-        } else {
-            let rows: Vec<usize> = (0..outputs).collect();
-            vec![output_mse_scale(gram, weights, &rows, bits, s.symmetric); channels]
-        }
-    } else if s.clipping == crate::plan::Clipping::MinMax {
-        // Min-max needs no per-channel copies: one pass keeps every channel's range.
-        let mut ranges = vec![(0f32, 0f32); channels];
-        let widen = |r: &mut (f32, f32), v: f32| {
-            if v.is_finite() {
-                r.0 = r.0.min(v);
-                r.1 = r.1.max(v);
-            }
-        };
-        if inner == 1 && channels > 1 {
-            // Channels along the last axis: walk rows, the channel is the column.
-            for row in values.chunks(channels) {
-                for (r, &v) in ranges.iter_mut().zip(row) {
-                    widen(r, v);
-                }
-            }
-        } else {
-            for_each_run(values, dims, axis, |g, run| {
-                for &v in run.iter() {
-                    widen(&mut ranges[g], v);
-                }
-            });
-        }
-        ranges
-            .iter()
-            .map(|&(lo, hi)| QuantParams::for_range(lo, hi, bits, s.symmetric))
-            .collect()
-    } else {
-        let mut per_channel: Vec<Vec<f32>> = vec![Vec::new(); channels];
-        for_each_run(values, dims, axis, |g, run| {
-            per_channel[g].extend_from_slice(run)
-        });
-        per_channel
-            .par_iter()
-            .map(|g| {
-                let (lo, hi) = clip_range(g, s.clipping, bits, s.symmetric);
-                QuantParams::for_range(lo, hi, bits, s.symmetric)
-            })
-            .collect()
-    };
-    let mut codes = vec![0i8; values.len()];
-    let code = |p: &QuantParams, v: &mut f32, c: &mut i8| {
-        let q = p.quantize(*v, bits, s.symmetric);
-        *c = q as i8;
-        *v = p.dequantize(q);
-    };
-    if inner == 1 && channels > 1 {
-        for (row, row_codes) in values.chunks_mut(channels).zip(codes.chunks_mut(channels)) {
-            for ((v, c), p) in row.iter_mut().zip(row_codes).zip(&params) {
-                code(p, v, c);
-            }
-        }
-    } else {
-        let mut group = 0;
-        for (run, run_codes) in values.chunks_mut(inner).zip(codes.chunks_mut(inner)) {
-            let p = &params[group];
-            for (v, c) in run.iter_mut().zip(run_codes) {
-                code(p, v, c);
-            }
-            group += 1;
-            if group == channels {
-                group = 0;
-            }
-        }
-    }
-    QuantizedWeight {
-        bits,
-        symmetric: s.symmetric,
-        params,
-        axis,
-        codes,
-    }
 }

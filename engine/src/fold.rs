@@ -13,6 +13,8 @@
 //! nodes are copied under a new, unique name. Constants that nothing reads any more (the
 //! batch norm parameters, a shared weight whose every reader got a copy) are removed.
 
+mod rewrite;
+
 use std::collections::HashSet;
 
 use serde::Serialize;
@@ -20,12 +22,13 @@ use serde::Serialize;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::graph_edit::{
-    ConstRef, Index, Stored, all_names, attr, attr_float, attr_int, collect_reads, float_tensor,
-    is_op, label, unique, value_attr,
+    ConstRef, Index, Stored, all_names, attr, attr_float, attr_int, is_op, label,
 };
 use crate::load::LoadedModel;
-use crate::proto::{GraphProto, ModelProto};
+use crate::proto::ModelProto;
 use crate::tensor::decode_f32;
+
+use rewrite::{apply, remove_unread};
 
 /// What the pass folded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -525,103 +528,6 @@ fn plan_fold(ix: &Index<'_>, bn: usize, labels: &[String]) -> Result<Result<Plan
         reset_beta: gemm && beta != 1.0,
         params: node.input[1..].to_vec(),
     }))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Rewriting
-
-fn apply(
-    graph: &mut GraphProto,
-    plan: Plan,
-    names: &mut HashSet<String>,
-    released: &mut HashSet<String>,
-    vanished: &mut HashSet<String>,
-) {
-    for e in plan.edits {
-        match e.in_place {
-            Some(Stored::Initializer(i)) => {
-                let mut t = float_tensor(graph.initializer[i].name(), &e.dims, &e.values);
-                t.doc_string = graph.initializer[i].doc_string.take();
-                graph.initializer[i] = t;
-            }
-            Some(Stored::ConstantNode(i)) => {
-                let name = graph.node[i].output.first().cloned().unwrap_or_default();
-                graph.node[i].attribute = vec![value_attr(float_tensor(&name, &e.dims, &e.values))];
-            }
-            None => {
-                let name = unique(names, &e.wanted);
-                graph
-                    .initializer
-                    .push(float_tensor(&name, &e.dims, &e.values));
-                let layer = &mut graph.node[plan.layer];
-                while layer.input.len() <= e.slot {
-                    layer.input.push(String::new());
-                }
-                layer.input[e.slot] = name;
-                released.extend(e.old);
-            }
-        }
-    }
-    let layer = &mut graph.node[plan.layer];
-    if let Some(out) = layer.output.first_mut() {
-        *out = plan.y;
-    }
-    if plan.reset_beta
-        && let Some(a) = layer.attribute.iter_mut().find(|a| a.name() == "beta")
-    {
-        a.set_f(1.0);
-    }
-    released.extend(plan.params);
-    vanished.insert(plan.x);
-}
-
-/// Drops dead nodes, and the released constants (initializers, `Constant` nodes, with their
-/// graph-input and value_info entries) that nothing reads any more.
-fn remove_unread(
-    graph: &mut GraphProto,
-    dead: &mut [bool],
-    released: &HashSet<String>,
-    vanished: &HashSet<String>,
-) {
-    let mut read: HashSet<String> = graph.output.iter().map(|o| o.name().to_owned()).collect();
-    for (i, node) in graph.node.iter().enumerate() {
-        if dead[i] {
-            continue;
-        }
-        read.extend(node.input.iter().cloned());
-        let mut captured = HashSet::new();
-        for attr in &node.attribute {
-            for g in attr.g.iter().chain(&attr.graphs) {
-                collect_reads(g, &mut captured);
-            }
-        }
-        read.extend(captured.into_iter().map(str::to_owned));
-    }
-    let unread = |name: &str| released.contains(name) && !read.contains(name);
-    for (i, node) in graph.node.iter().enumerate() {
-        if is_op(node, "Constant") && node.output.first().is_some_and(|o| unread(o)) {
-            dead[i] = true;
-        }
-    }
-    let mut removed: HashSet<String> = HashSet::new();
-    graph.initializer.retain(|t| {
-        let drop = unread(t.name());
-        if drop {
-            removed.insert(t.name().to_owned());
-        }
-        !drop
-    });
-    // Old exports also list initializers as graph inputs.
-    graph.input.retain(|i| !removed.contains(i.name()));
-    graph
-        .value_info
-        .retain(|v| !vanished.contains(v.name()) && !unread(v.name()));
-    let mut i = 0;
-    graph.node.retain(|_| {
-        let keep = !dead.get(i).copied().unwrap_or(false);
-        i += 1;
-        keep
-    });
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::graph_edit::float_tensor;
 use crate::graph_edit::test_models::{Builder, Rng, float, int, ints, load};
 use crate::proto::NodeProto;
 use crate::runtime::TractModel;
