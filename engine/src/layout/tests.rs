@@ -268,3 +268,37 @@ fn ten_thousand_nodes_lay_out() {
         }
     }
 }
+
+#[test]
+fn constant_subgraphs_hang_above_their_consumer() {
+    // x -> a -> b -> c -> d, and d also reads Reshape(k1, k2) of two constants, as exporters
+    // leave weight preprocessing in the graph.
+    let view = model(
+        vec![
+            node("Relu", "a", &["x"], "a", &[]),
+            node("Sigmoid", "b", &["a"], "b", &[]),
+            node("Tanh", "c", &["b"], "c", &[]),
+            node("Constant", "k1", &[], "k1", &[]),
+            node("Constant", "k2", &[], "k2", &[]),
+            node("Reshape", "r", &["k1", "k2"], "r", &[]),
+            node("Mul", "d", &["c", "r"], "d", &[]),
+        ],
+        &["x"],
+        &["d"],
+    );
+    let layout = run(&view);
+    assert_valid(&view, &layout);
+    let layer = |name: &str| {
+        let i = view.nodes.iter().position(|n| n.name == name).unwrap();
+        layout
+            .boxes
+            .iter()
+            .find(|b| b.kind == BoxKind::Node(i))
+            .unwrap()
+            .layer
+    };
+    assert_eq!(layer("r") + 1, layer("d"));
+    assert_eq!(layer("k1") + 1, layer("r"));
+    assert_eq!(layer("k2") + 1, layer("r"));
+    assert!(layer("k1") > layer("a"), "not piled up at the top");
+}
