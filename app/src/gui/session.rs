@@ -387,7 +387,8 @@ impl Session {
     }
 
     /// Compares evaluated points `a` and `b` layer by layer: their settings and estimates,
-    /// computed on a second compressor (the live estimates keep their cache).
+    /// computed on a second compressor sharing the weights (the live estimates keep their
+    /// cache).
     pub fn compare(&mut self, a: usize, b: usize) -> AbComparison {
         let mut comparison = AbComparison {
             a,
@@ -399,10 +400,10 @@ impl Session {
             comparison.error = Some("no such point".to_owned());
             return comparison;
         };
-        let open = &self.open;
+        let shared = &self.compressor;
         let compressor = self
             .ab_compressor
-            .get_or_insert_with(|| Compressor::new(&open.loaded, &open.analysis));
+            .get_or_insert_with(|| shared.sharing_weights());
         let cancel = CancelToken::new();
         let applied = compressor.apply(&pa.recipe, &cancel).and_then(|ca| {
             compressor
