@@ -284,3 +284,31 @@ fn image_folders_take_their_preprocessing_from_flags() {
     let out = edgefit(&["eval", model, "--data", images, "--resize", "32by32"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("HEIGHTxWIDTH"));
 }
+
+#[test]
+fn inspect_infers_macs_at_a_given_input_shape() {
+    let model = "tests/fixtures/runtimes/minus_one_dims.onnx";
+    let json = |extra: &[&str]| {
+        let mut args = vec!["inspect", model, "--json"];
+        args.extend(extra);
+        let out = edgefit(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // -1 dims: the convolution's output size, and so its MACs, are unknown.
+    let open = json(&[]);
+    assert_eq!(open["macs_complete"], false, "{}", open["macs"]);
+    // Conv 3x3, 3 -> 4 channels, padded, on 10x14: 4 * 27 * 140 multiply-adds.
+    let fixed = json(&["--input-shape", "x=1,3,10,14"]);
+    assert_eq!(fixed["macs_complete"], true);
+    assert_eq!(fixed["macs"], 4 * 27 * 140);
+    let twice = json(&["--input-shape", "x=1,3,20,14"]);
+    assert_eq!(twice["macs"], 2 * 4 * 27 * 140);
+    let out = edgefit(&["inspect", model, "--input-shape", "y=1,3,10,14"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`y`"));
+}

@@ -74,6 +74,32 @@ impl LoadedModel {
         self.weight_index.get(name).map(|&i| &self.weights[i])
     }
 
+    /// This model with its shapes (and so its MACs) inferred again for a concrete shape of
+    /// its first input (batch included): what symbolic or `-1` dims hid becomes known. The
+    /// protobuf of record is unchanged; only the shape facts and their warnings are.
+    pub fn with_input_shape(&self, shape: &[usize]) -> LoadedModel {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let concrete = crate::runtime::with_concrete_input(&self.proto, shape);
+        let mut warnings: Vec<String> = self
+            .warnings
+            .iter()
+            .filter(|w| !w.starts_with("shape inference"))
+            .cloned()
+            .collect();
+        let mut shapes = infer_shapes(&concrete, Some(dir), &mut warnings);
+        for (name, declared) in &self.graph.declared {
+            let known = shapes.get(name).is_some_and(|f| f.shape.is_some());
+            if !known && declared.kind == "tensor" {
+                shapes.values.insert(name.clone(), declared.clone());
+            }
+        }
+        LoadedModel {
+            shapes,
+            warnings,
+            ..self.clone()
+        }
+    }
+
     /// Whether any tensor lives in an external-data file.
     pub fn has_external_data(&self) -> bool {
         self.weights.iter().any(|w| w.external)

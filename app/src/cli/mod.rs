@@ -28,6 +28,10 @@ pub struct InspectArgs {
     /// Include every tensor's histogram in the JSON output.
     #[arg(long)]
     pub histograms: bool,
+    /// Concrete shape for an input with symbolic or -1 dims, batch included (repeatable):
+    /// shapes and MACs are then inferred at that shape.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    pub input_shape: Vec<String>,
 }
 
 /// A terminal progress bar fed by engine progress reports; hidden when stderr is not a terminal.
@@ -49,10 +53,22 @@ pub(crate) fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
 }
 
 /// Loads and analyses `model`, drawing a progress bar on the terminal.
-fn load_and_analyse(model: &std::path::Path, bins: usize) -> Result<ModelAnalysis> {
+fn load_and_analyse(
+    model: &std::path::Path,
+    bins: usize,
+    input_shapes: &[String],
+) -> Result<ModelAnalysis> {
     let bar = progress_bar();
     let cancel = CancelToken::new();
-    let loaded = load_model(model, &sink(&bar), &cancel)?;
+    let mut loaded = load_model(model, &sink(&bar), &cancel)?;
+    if !input_shapes.is_empty() {
+        let settings = input_shapes
+            .iter()
+            .map(|t| edgefit_engine::pipeline::parse_input_shape(t))
+            .collect::<edgefit_engine::Result<Vec<_>>>()?;
+        let shape = edgefit_engine::pipeline::resolve_input_shape(&loaded, None, &settings)?;
+        loaded = loaded.with_input_shape(&shape);
+    }
     let analysis = analyse(
         &loaded,
         &AnalysisOptions {
@@ -66,7 +82,7 @@ fn load_and_analyse(model: &std::path::Path, bins: usize) -> Result<ModelAnalysi
 }
 
 pub fn inspect(args: &InspectArgs) -> Result<()> {
-    let mut analysis = load_and_analyse(&args.model, args.bins as usize)?;
+    let mut analysis = load_and_analyse(&args.model, args.bins as usize, &args.input_shape)?;
     if args.json {
         if !args.histograms {
             analysis.tensors.iter_mut().for_each(|t| t.histogram = None);
