@@ -206,9 +206,25 @@ fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
         .get_by_role_and_label(Role::TextInput, "Shape")
         .type_text("1,3,12,20");
     harness.run();
+    let macs_before = harness
+        .state()
+        .session
+        .as_ref()
+        .unwrap()
+        .open
+        .analysis
+        .macs_complete;
+    assert!(!macs_before, "symbolic dims hide the MACs");
     harness.get_by_label("Apply inputs").click();
-    harness.run();
+    wait_idle(&mut harness);
     assert_eq!(data_error(&harness), None, "{:?}", harness.state().error);
+    // The model was analysed again at that shape in the background: its MACs are known.
+    let analysis = &harness.state().session.as_ref().unwrap().open.analysis;
+    assert!(
+        analysis.macs_complete && analysis.macs > 0,
+        "{}",
+        analysis.macs
+    );
     let s = harness.state().session.as_ref().unwrap();
     assert_eq!(s.run.inputs[0].shape, Some(vec![1, 3, 12, 20]));
     assert_eq!(s.data.as_ref().unwrap().sample_shape, vec![3, 12, 20]);

@@ -20,6 +20,8 @@ use super::session::{OpenModel, RunSettings};
 /// What a job produces.
 pub enum JobOutput {
     Loaded(Arc<OpenModel>),
+    /// The open model analysed again at a concrete input shape.
+    Reanalysed(Arc<OpenModel>),
     /// An evaluation (written to a scratch file) or an export.
     Optimized {
         report: Box<OptimizeReport>,
@@ -31,6 +33,8 @@ pub enum JobOutput {
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobKind {
     Load(PathBuf),
+    /// Shapes and MACs inferred again at the input shape the user gave.
+    Reanalyse,
     Evaluate,
     Export(PathBuf),
 }
@@ -68,6 +72,7 @@ impl Job {
         let (slot, job_cancel, ctx) = (progress.clone(), cancel.clone(), ctx.clone());
         let name = match &kind {
             JobKind::Load(_) => "edgefit-load-model",
+            JobKind::Reanalyse => "edgefit-reanalyse",
             JobKind::Evaluate => "edgefit-evaluate",
             JobKind::Export(_) => "edgefit-export",
         };
@@ -105,6 +110,21 @@ impl Job {
                 analysis,
                 data: data.map(Arc::new),
                 calibration: calibration.map(Arc::new),
+            })))
+        })
+    }
+
+    /// Infers `open`'s shapes and MACs again with its first input at `shape`.
+    pub fn reanalyse(open: Arc<OpenModel>, shape: Vec<usize>, ctx: &egui::Context) -> Self {
+        Self::spawn(JobKind::Reanalyse, ctx, move |sink, cancel| {
+            let loaded = open.loaded.with_input_shape(&shape);
+            let analysis = analyse(&loaded, &AnalysisOptions::default(), sink, cancel)
+                .map_err(|e| e.to_string())?;
+            Ok(JobOutput::Reanalysed(Arc::new(OpenModel {
+                loaded,
+                analysis,
+                data: open.data.clone(),
+                calibration: open.calibration.clone(),
             })))
         })
     }

@@ -263,7 +263,7 @@ impl StudioApp {
                         }
                     }
                 }
-                Command::SetRun(run) => self.set_run(run),
+                Command::SetRun(run) => self.set_run(run, ctx),
                 Command::PickOnnxRuntimeLibrary => {
                     if let Some(path) = rfd::FileDialog::new()
                         .set_title("ONNX Runtime shared library (libonnxruntime.so*)")
@@ -300,7 +300,7 @@ impl StudioApp {
 
     /// Applies new run settings; onnxruntime is loaded first, and when it cannot be the
     /// runtime stays what it was and the message says how to enable it.
-    fn set_run(&mut self, run: session::RunSettings) {
+    fn set_run(&mut self, run: session::RunSettings, ctx: &egui::Context) {
         if run.runtime == edgefit_engine::runtime::RuntimeKind::OnnxRuntime
             && let Err(e) = edgefit_engine::runtime::onnxruntime::load(
                 self.persisted.onnxruntime_library.as_deref(),
@@ -315,9 +315,27 @@ impl StudioApp {
         if let Some(s) = &mut self.session
             && s.run != run
         {
+            let inputs_changed = s.run.inputs != run.inputs;
             s.set_run(run);
             self.error = None;
             self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+            // Symbolic or -1 dims hid shapes and MACs: infer them at the shape now given.
+            let open_dims = s.open.loaded.graph.inputs.first().is_some_and(|i| {
+                i.shape
+                    .as_ref()
+                    .is_none_or(|d| d.iter().any(|d| d.known().is_none()))
+            });
+            if inputs_changed
+                && open_dims
+                && let Ok(shape) = edgefit_engine::pipeline::resolve_input_shape(
+                    &s.open.loaded,
+                    None,
+                    &s.run.inputs,
+                )
+            {
+                let job = Job::reanalyse(s.open.clone(), shape, ctx);
+                self.start(job);
+            }
         }
     }
 
@@ -383,6 +401,9 @@ impl StudioApp {
                 self.error = Some(match kind {
                     JobKind::Load(path) => format!("Could not open {}: {message}", path.display()),
                     JobKind::Evaluate => format!("Evaluation failed: {message}"),
+                    JobKind::Reanalyse => {
+                        format!("Could not analyse the model at that input shape: {message}")
+                    }
                     JobKind::Export(path) => {
                         format!("Export to {} failed: {message}", path.display())
                     }
@@ -420,6 +441,14 @@ impl StudioApp {
                 self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
                 // Measure the original once so the trade-off chart has its reference.
                 self.auto_evaluate_at = Some(Instant::now());
+            }
+            Ok(Ok(JobOutput::Reanalysed(open))) => {
+                if let Some(s) = &mut self.session
+                    && s.open.loaded.path == open.loaded.path
+                {
+                    let repaint = ctx.clone();
+                    s.replace_analysis(open, move || repaint.request_repaint());
+                }
             }
             Ok(Ok(JobOutput::Optimized { report, export })) => {
                 self.error = None;
@@ -581,6 +610,7 @@ impl StudioApp {
                 let what = match &job.kind {
                     JobKind::Load(p) => format!("Opening {}", p.display()),
                     JobKind::Evaluate => "Evaluating".to_owned(),
+                    JobKind::Reanalyse => "Inferring shapes at the new input shape".to_owned(),
                     JobKind::Export(p) => format!("Exporting {}", p.display()),
                 };
                 let (stage, fraction) =

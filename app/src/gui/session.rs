@@ -205,6 +205,20 @@ impl Session {
         self.refresh();
     }
 
+    /// Takes the same model analysed again (at a concrete input shape): shapes and MACs
+    /// change, the plan, points and settings stay.
+    pub fn replace_analysis(&mut self, open: Arc<OpenModel>, wake: impl Fn() + Send + 'static) {
+        self.compressor = Compressor::new(&open.loaded, &open.analysis);
+        self.open = open;
+        self.ab_compressor = None;
+        if self.estimator.is_some() {
+            self.estimator =
+                super::estimator::Estimator::start(self.compressor.sharing_weights(), wake).ok();
+        }
+        self.dirty = true;
+        self.refresh();
+    }
+
     /// Changes the runtime or input settings. The original is measured again under them (its
     /// latency is the runtime's); evaluated points keep the runtime that measured them.
     pub fn set_run(&mut self, run: RunSettings) {
