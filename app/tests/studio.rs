@@ -636,3 +636,28 @@ fn large_models_estimate_in_the_background_and_catch_up_with_the_plan() {
     let (sparsity, _) = estimates(&harness);
     assert!((sparsity - 0.6).abs() < 0.02, "{sparsity}");
 }
+
+#[test]
+fn a_layer_selected_elsewhere_is_scrolled_into_the_layers_table() {
+    // A model with a few hundred layers: most rows of the table are below the fold.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("branchy.onnx");
+    let model = edgefit_engine::synthetic::branchy_cnn(600);
+    edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
+    let mut harness = studio(&path);
+    let layers = &harness.state().session.as_ref().unwrap().compressor.layers;
+    assert!(layers.len() > 100, "{}", layers.len());
+    let last = layers.len() - 1;
+    let name = layers[last].name.clone();
+    // The row's exclude checkbox is labelled by the layer's name.
+    let row_shown = |h: &Harness<'static, StudioApp>| {
+        h.query_all_by_role_and_label(egui::accesskit::Role::CheckBox, &name)
+            .next()
+            .is_some()
+    };
+    assert!(!row_shown(&harness), "the last row starts below the fold");
+    // What the graph sends when its node is clicked.
+    harness.state_mut().send(Command::SelectLayer(last));
+    harness.run();
+    assert!(row_shown(&harness), "selected row scrolled into view");
+}

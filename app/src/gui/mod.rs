@@ -108,6 +108,7 @@ pub struct StudioApp {
     screenshot: Option<ScreenshotTask>,
     input_form: run_panel::InputForm,
     tradeoff_view: tradeoffs::TradeoffView,
+    layers_view: panels::LayersView,
     /// Models with more compressible weights than this estimate off the UI thread.
     pub background_estimates_above: usize,
     /// Steps of a scripted session (`--tour`) still to run.
@@ -135,6 +136,7 @@ impl StudioApp {
             screenshot: None,
             input_form: run_panel::InputForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
+            layers_view: panels::LayersView::default(),
             tour: Default::default(),
             background_estimates_above: estimator::BACKGROUND_ABOVE_WEIGHTS,
             panel_rects: Vec::new(),
@@ -766,7 +768,7 @@ impl eframe::App for StudioApp {
                         .default_size(260.0)
                         .show(ui, |ui| {
                             ui.heading("Layers");
-                            panels::layers_ui(ui, session, commands);
+                            panels::layers_ui(ui, session, &mut self.layers_view, commands);
                         });
                     let graph = ui.scope(|ui| {
                         graph::graph_ui(ui, session, &mut self.graph, commands);

@@ -284,7 +284,21 @@ pub fn summary_ui(
 }
 
 /// One row per compressible layer with its live estimates; click to select, per-row exclude.
-pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
+/// View state of the Layers table.
+#[derive(Default)]
+pub struct LayersView {
+    /// The selection the table last scrolled for.
+    shown_selection: Option<usize>,
+    /// Rows built in the last frame.
+    visible: std::ops::Range<usize>,
+}
+
+pub fn layers_ui(
+    ui: &mut egui::Ui,
+    session: &Session,
+    view: &mut LayersView,
+    commands: &mut Vec<Command>,
+) {
     let Some(c) = &session.compression else {
         return;
     };
@@ -292,151 +306,162 @@ pub fn layers_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comman
     // row stays at the top of them.
     let row_height = ui.spacing().interact_size.y;
     let total = c.layers.len() + c.skipped.len();
-    egui::ScrollArea::both()
+    let mut area = egui::ScrollArea::both()
         .id_salt("layers_scroll")
-        .auto_shrink([false, false])
-        .show_rows(ui, row_height, total, |ui, rows| {
-            egui::Grid::new("layers_grid")
-                .num_columns(9)
-                .striped(true)
-                .show(ui, |ui| {
-                    for h in [
-                        "Layer",
-                        "Op",
-                        "Params",
-                        "MACs",
-                        "Prune",
-                        "Precision",
-                        "Sparsity",
-                        "SQNR (dB)",
-                        "Size",
-                        "Exclude",
-                    ] {
-                        ui.strong(h);
+        .auto_shrink([false, false]);
+    // A layer selected elsewhere (the graph, a search) is scrolled into view.
+    if session.selected != view.shown_selection {
+        if let Some(i) = session.selected
+            && !view.visible.contains(&i)
+        {
+            let pitch = row_height + ui.spacing().item_spacing.y;
+            area = area.vertical_scroll_offset(i.saturating_sub(1) as f32 * pitch);
+        }
+        view.shown_selection = session.selected;
+    }
+    area.show_rows(ui, row_height, total, |ui, rows| {
+        view.visible = rows.clone();
+        egui::Grid::new("layers_grid")
+            .num_columns(9)
+            .striped(true)
+            .show(ui, |ui| {
+                for h in [
+                    "Layer",
+                    "Op",
+                    "Params",
+                    "MACs",
+                    "Prune",
+                    "Precision",
+                    "Sparsity",
+                    "SQNR (dB)",
+                    "Size",
+                    "Exclude",
+                ] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for (i, (layer, result)) in
+                    session.compressor.layers.iter().zip(&c.layers).enumerate()
+                {
+                    if !rows.contains(&i) {
+                        continue;
+                    }
+                    let r = &result.report;
+                    let selected = session.selected == Some(i);
+                    let name = ui.selectable_label(selected, &layer.name);
+                    if name.clicked() {
+                        commands.push(Command::SelectLayer(i));
+                    }
+                    ui.label(&layer.op);
+                    ui.label(thousands(session.compressor.original(i).len() as u64));
+                    ui.label(r.macs_before.map_or("?".to_owned(), si));
+                    let overridden = session
+                        .recipe
+                        .layers
+                        .get(&layer.name)
+                        .copied()
+                        .unwrap_or_default();
+                    // Per-layer prune ratio: editing it makes an override of this layer only.
+                    let mut ratio = r.settings.prune_ratio;
+                    let drag = ui
+                        .add(
+                            egui::DragValue::new(&mut ratio)
+                                .range(0.0..=0.95)
+                                .speed(0.01)
+                                .max_decimals(2),
+                        )
+                        .labelled_by(name.id);
+                    if drag.changed() {
+                        let mut recipe = session.recipe.clone();
+                        recipe
+                            .layers
+                            .entry(layer.name.clone())
+                            .or_default()
+                            .prune_ratio = Some(ratio);
+                        send_recipe(commands, &drag, recipe);
+                    }
+                    let mut precision = r.settings.precision;
+                    let label = if r.settings.exclude {
+                        "excluded".to_owned()
+                    } else {
+                        precision_label(precision)
+                    };
+                    let label = if overridden.precision.is_some() {
+                        format!("{label} *")
+                    } else {
+                        label
+                    };
+                    let combo = egui::ComboBox::from_id_salt(("layer_precision", i))
+                        .selected_text(label)
+                        .show_ui(ui, |ui| {
+                            for p in [
+                                Precision::Float32,
+                                Precision::Float16,
+                                Precision::Int { bits: 8 },
+                                Precision::Int { bits: 6 },
+                                Precision::Int { bits: 4 },
+                                Precision::Int { bits: 2 },
+                            ] {
+                                ui.selectable_value(&mut precision, p, precision_label(p));
+                            }
+                        });
+                    combo.response.labelled_by(name.id);
+                    if precision != r.settings.precision {
+                        let mut recipe = session.recipe.clone();
+                        recipe
+                            .layers
+                            .entry(layer.name.clone())
+                            .or_default()
+                            .precision = Some(precision);
+                        commands.push(Command::SetRecipe {
+                            recipe,
+                            record: true,
+                        });
+                    }
+                    ui.label(format!("{:.1}%", r.sparsity * 100.0));
+                    let sqnr = r.sqnr_db.map_or("inf".to_owned(), |s| format!("{s:.1}"));
+                    let colour = match r.sqnr_db {
+                        Some(s) if s < 10.0 => Color32::from_rgb(220, 80, 60),
+                        Some(s) if s < 20.0 => Color32::from_rgb(220, 170, 40),
+                        _ => ui.visuals().text_color(),
+                    };
+                    ui.label(RichText::new(sqnr).color(colour));
+                    ui.label(format!(
+                        "{} -> {}",
+                        bytes(r.bytes_before),
+                        bytes(r.bytes_after)
+                    ));
+                    let mut exclude = r.settings.exclude;
+                    if ui
+                        .checkbox(&mut exclude, "")
+                        .labelled_by(name.id)
+                        .on_hover_text("Leave this layer as it is")
+                        .changed()
+                    {
+                        let mut recipe = session.recipe.clone();
+                        recipe.layers.entry(layer.name.clone()).or_default().exclude =
+                            Some(exclude);
+                        commands.push(Command::SetRecipe {
+                            recipe,
+                            record: true,
+                        });
                     }
                     ui.end_row();
-                    for (i, (layer, result)) in
-                        session.compressor.layers.iter().zip(&c.layers).enumerate()
-                    {
-                        if !rows.contains(&i) {
-                            continue;
-                        }
-                        let r = &result.report;
-                        let selected = session.selected == Some(i);
-                        let name = ui.selectable_label(selected, &layer.name);
-                        if name.clicked() {
-                            commands.push(Command::SelectLayer(i));
-                        }
-                        ui.label(&layer.op);
-                        ui.label(thousands(session.compressor.original(i).len() as u64));
-                        ui.label(r.macs_before.map_or("?".to_owned(), si));
-                        let overridden = session
-                            .recipe
-                            .layers
-                            .get(&layer.name)
-                            .copied()
-                            .unwrap_or_default();
-                        // Per-layer prune ratio: editing it makes an override of this layer only.
-                        let mut ratio = r.settings.prune_ratio;
-                        let drag = ui
-                            .add(
-                                egui::DragValue::new(&mut ratio)
-                                    .range(0.0..=0.95)
-                                    .speed(0.01)
-                                    .max_decimals(2),
-                            )
-                            .labelled_by(name.id);
-                        if drag.changed() {
-                            let mut recipe = session.recipe.clone();
-                            recipe
-                                .layers
-                                .entry(layer.name.clone())
-                                .or_default()
-                                .prune_ratio = Some(ratio);
-                            send_recipe(commands, &drag, recipe);
-                        }
-                        let mut precision = r.settings.precision;
-                        let label = if r.settings.exclude {
-                            "excluded".to_owned()
-                        } else {
-                            precision_label(precision)
-                        };
-                        let label = if overridden.precision.is_some() {
-                            format!("{label} *")
-                        } else {
-                            label
-                        };
-                        let combo = egui::ComboBox::from_id_salt(("layer_precision", i))
-                            .selected_text(label)
-                            .show_ui(ui, |ui| {
-                                for p in [
-                                    Precision::Float32,
-                                    Precision::Float16,
-                                    Precision::Int { bits: 8 },
-                                    Precision::Int { bits: 6 },
-                                    Precision::Int { bits: 4 },
-                                    Precision::Int { bits: 2 },
-                                ] {
-                                    ui.selectable_value(&mut precision, p, precision_label(p));
-                                }
-                            });
-                        combo.response.labelled_by(name.id);
-                        if precision != r.settings.precision {
-                            let mut recipe = session.recipe.clone();
-                            recipe
-                                .layers
-                                .entry(layer.name.clone())
-                                .or_default()
-                                .precision = Some(precision);
-                            commands.push(Command::SetRecipe {
-                                recipe,
-                                record: true,
-                            });
-                        }
-                        ui.label(format!("{:.1}%", r.sparsity * 100.0));
-                        let sqnr = r.sqnr_db.map_or("inf".to_owned(), |s| format!("{s:.1}"));
-                        let colour = match r.sqnr_db {
-                            Some(s) if s < 10.0 => Color32::from_rgb(220, 80, 60),
-                            Some(s) if s < 20.0 => Color32::from_rgb(220, 170, 40),
-                            _ => ui.visuals().text_color(),
-                        };
-                        ui.label(RichText::new(sqnr).color(colour));
-                        ui.label(format!(
-                            "{} -> {}",
-                            bytes(r.bytes_before),
-                            bytes(r.bytes_after)
-                        ));
-                        let mut exclude = r.settings.exclude;
-                        if ui
-                            .checkbox(&mut exclude, "")
-                            .labelled_by(name.id)
-                            .on_hover_text("Leave this layer as it is")
-                            .changed()
-                        {
-                            let mut recipe = session.recipe.clone();
-                            recipe.layers.entry(layer.name.clone()).or_default().exclude =
-                                Some(exclude);
-                            commands.push(Command::SetRecipe {
-                                recipe,
-                                record: true,
-                            });
-                        }
-                        ui.end_row();
+                }
+                for (j, s) in c.skipped.iter().enumerate() {
+                    if !rows.contains(&(c.layers.len() + j)) {
+                        continue;
                     }
-                    for (j, s) in c.skipped.iter().enumerate() {
-                        if !rows.contains(&(c.layers.len() + j)) {
-                            continue;
-                        }
-                        ui.label(RichText::new(&s.name).weak());
-                        ui.label(RichText::new(&s.op).weak());
-                        ui.label("");
-                        ui.label("");
-                        ui.label(RichText::new("left as is").weak())
-                            .on_hover_text(&s.reason);
-                        ui.end_row();
-                    }
-                });
-        });
+                    ui.label(RichText::new(&s.name).weak());
+                    ui.label(RichText::new(&s.op).weak());
+                    ui.label("");
+                    ui.label("");
+                    ui.label(RichText::new("left as is").weak())
+                        .on_hover_text(&s.reason);
+                    ui.end_row();
+                }
+            });
+    });
 }
 
 /// Histogram of the selected layer's weight before and after, with the quantization levels.
