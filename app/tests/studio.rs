@@ -635,6 +635,41 @@ fn large_models_estimate_in_the_background_and_catch_up_with_the_plan() {
     assert_eq!(s.compression.as_ref().unwrap().recipe, s.recipe);
     let (sparsity, _) = estimates(&harness);
     assert!((sparsity - 0.6).abs() < 0.02, "{sparsity}");
+    // A/B of two evaluated points is computed off the UI thread too.
+    for _ in 0..2 {
+        harness.get_by_label("Evaluate now").click();
+        wait_idle(&mut harness);
+        let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+        recipe.defaults.prune_ratio = 0.3;
+        harness.state_mut().send(Command::SetRecipe {
+            recipe,
+            record: true,
+        });
+        wait_idle(&mut harness);
+    }
+    assert_eq!(harness.state().session.as_ref().unwrap().points.len(), 2);
+    harness.state_mut().send(Command::CompareAb { a: 0, b: 1 });
+    harness.step();
+    assert!(harness.state().session.as_ref().unwrap().comparing());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while harness.state().session.as_ref().unwrap().ab.is_none() {
+        assert!(Instant::now() < deadline, "comparison never arrived");
+        std::thread::sleep(Duration::from_millis(5));
+        harness.step();
+    }
+    let s = harness.state().session.as_ref().unwrap();
+    let ab = s.ab.as_ref().unwrap();
+    assert_eq!(ab.rows.len(), s.compressor.layers.len());
+    assert!(
+        ab.rows.iter().all(|r| r.a_settings.contains("prune 60%")),
+        "{:?}",
+        ab.rows[0]
+    );
+    assert!(
+        ab.rows.iter().all(|r| r.b_settings.contains("prune 30%")),
+        "{:?}",
+        ab.rows[0]
+    );
 }
 
 #[test]

@@ -277,12 +277,13 @@ impl StudioApp {
                 Command::SetOnnxRuntimeLibrary(path) => self.set_onnxruntime_library(path),
                 Command::CompareAb { a, b } => {
                     if let Some(s) = &mut self.session {
-                        s.ab = Some(s.compare(a, b));
+                        let repaint = ctx.clone();
+                        s.compare(a, b, move || repaint.request_repaint());
                     }
                 }
                 Command::CloseAb => {
                     if let Some(s) = &mut self.session {
-                        s.ab = None;
+                        s.close_comparison();
                     }
                 }
                 Command::RestorePoint(i) => {
@@ -674,6 +675,7 @@ impl eframe::App for StudioApp {
         self.poll_job(ctx);
         if let Some(s) = &mut self.session {
             s.poll_estimates();
+            s.poll_comparison();
         }
         if let Some(at) = self.auto_evaluate_at
             && self.auto_evaluate

@@ -26,8 +26,11 @@ pub struct InputForm {
 impl InputForm {
     /// Refills the fields from the session when its model or run settings changed.
     fn sync(&mut self, session: &Session) {
-        let key = (session.open.loaded.path.clone(), session.run.clone());
-        if self.filled_for.as_ref() == Some(&key) {
+        let filled = self
+            .filled_for
+            .as_ref()
+            .is_some_and(|(path, run)| *path == session.open.loaded.path && *run == session.run);
+        if filled {
             return;
         }
         let setting = |name: &str| session.run.inputs.iter().find(|s| s.name == name);
@@ -50,7 +53,7 @@ impl InputForm {
                 (shape, value)
             })
             .collect();
-        self.filled_for = Some(key);
+        self.filled_for = Some((session.open.loaded.path.clone(), session.run.clone()));
         self.error = None;
     }
 

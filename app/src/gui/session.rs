@@ -96,6 +96,8 @@ pub struct Session {
     pub ab: Option<AbComparison>,
     /// The compressor of A/B comparisons, made on first use.
     ab_compressor: Option<Compressor>,
+    /// A comparison being computed in the background (large models).
+    ab_pending: Option<poll_promise::Promise<AbComparison>>,
     /// Large models: estimates are computed on a worker thread (see [`super::estimator`]).
     estimator: Option<super::estimator::Estimator>,
     /// Whether `compression` lags behind `recipe` (a background estimate is under way).
@@ -201,7 +203,7 @@ impl Session {
         self.set_run(file.run.clone());
         self.baseline = file.baseline.clone();
         self.points = file.points.clone();
-        self.ab = None;
+        self.close_comparison();
         self.refresh();
     }
 
@@ -251,6 +253,7 @@ impl Session {
             points: Vec::new(),
             ab: None,
             ab_compressor: None,
+            ab_pending: None,
             estimator: None,
             estimating: false,
             dirty: true,
@@ -402,48 +405,100 @@ impl Session {
 
     /// Compares evaluated points `a` and `b` layer by layer: their settings and estimates,
     /// computed on a second compressor sharing the weights (the live estimates keep their
-    /// cache).
-    pub fn compare(&mut self, a: usize, b: usize) -> AbComparison {
-        let mut comparison = AbComparison {
-            a,
-            b,
-            rows: Vec::new(),
-            error: None,
-        };
+    /// cache). Large models compare on a background thread (`wake` repaints when done; the
+    /// comparison shows as pending until then).
+    pub fn compare(&mut self, a: usize, b: usize, wake: impl Fn() + Send + 'static) {
         let (Some(pa), Some(pb)) = (self.points.get(a), self.points.get(b)) else {
-            comparison.error = Some("no such point".to_owned());
-            return comparison;
+            self.ab = Some(AbComparison {
+                a,
+                b,
+                rows: Vec::new(),
+                error: Some("no such point".to_owned()),
+            });
+            return;
         };
+        let (ra, rb) = (pa.recipe.clone(), pb.recipe.clone());
+        if self.estimator.is_some() {
+            let mut compressor = self.compressor.sharing_weights();
+            self.ab = None;
+            self.ab_pending = Some(poll_promise::Promise::spawn_thread(
+                "edgefit-compare",
+                move || {
+                    let comparison = compare_recipes(&mut compressor, a, b, &ra, &rb);
+                    wake();
+                    comparison
+                },
+            ));
+            return;
+        }
         let shared = &self.compressor;
         let compressor = self
             .ab_compressor
             .get_or_insert_with(|| shared.sharing_weights());
-        let cancel = CancelToken::new();
-        let applied = compressor.apply(&pa.recipe, &cancel).and_then(|ca| {
-            compressor
-                .apply(&pb.recipe, &cancel)
-                .map(|cb| (ca.layers, cb.layers))
-        });
-        match applied {
-            Ok((la, lb)) => {
-                comparison.rows = la
-                    .iter()
-                    .zip(&lb)
-                    .map(|(x, y)| AbRow {
-                        layer: x.report.name.clone(),
-                        a_settings: settings_text(&x.report.settings),
-                        b_settings: settings_text(&y.report.settings),
-                        a_sqnr_db: x.report.sqnr_db,
-                        b_sqnr_db: y.report.sqnr_db,
-                        a_bytes: x.report.bytes_after,
-                        b_bytes: y.report.bytes_after,
-                    })
-                    .collect();
-            }
-            Err(e) => comparison.error = Some(e.to_string()),
-        }
-        comparison
+        self.ab = Some(compare_recipes(compressor, a, b, &ra, &rb));
     }
+
+    /// Takes a finished background comparison, if any.
+    pub fn poll_comparison(&mut self) {
+        if let Some(pending) = self.ab_pending.take() {
+            match pending.try_take() {
+                Ok(comparison) => self.ab = Some(comparison),
+                Err(pending) => self.ab_pending = Some(pending),
+            }
+        }
+    }
+
+    /// Closes the comparison (and forgets one still being computed).
+    pub fn close_comparison(&mut self) {
+        self.ab = None;
+        self.ab_pending = None;
+    }
+
+    /// Whether a comparison is being computed in the background.
+    pub fn comparing(&self) -> bool {
+        self.ab_pending.is_some()
+    }
+}
+
+/// Points `a` and `b` (recipes `ra`, `rb`) layer by layer.
+fn compare_recipes(
+    compressor: &mut Compressor,
+    a: usize,
+    b: usize,
+    ra: &Recipe,
+    rb: &Recipe,
+) -> AbComparison {
+    let mut comparison = AbComparison {
+        a,
+        b,
+        rows: Vec::new(),
+        error: None,
+    };
+    let cancel = CancelToken::new();
+    let applied = compressor.apply(ra, &cancel).and_then(|ca| {
+        compressor
+            .apply(rb, &cancel)
+            .map(|cb| (ca.layers, cb.layers))
+    });
+    match applied {
+        Ok((la, lb)) => {
+            comparison.rows = la
+                .iter()
+                .zip(&lb)
+                .map(|(x, y)| AbRow {
+                    layer: x.report.name.clone(),
+                    a_settings: settings_text(&x.report.settings),
+                    b_settings: settings_text(&y.report.settings),
+                    a_sqnr_db: x.report.sqnr_db,
+                    b_sqnr_db: y.report.sqnr_db,
+                    a_bytes: x.report.bytes_after,
+                    b_bytes: y.report.bytes_after,
+                })
+                .collect();
+        }
+        Err(e) => comparison.error = Some(e.to_string()),
+    }
+    comparison
 }
 
 /// The model's own data, else inputs generated at the shape `inputs` resolve to.

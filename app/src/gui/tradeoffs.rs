@@ -133,6 +133,12 @@ pub fn tradeoff_ui(
         ));
     }
     points_ui(ui, session, commands);
+    if session.comparing() {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.label("Comparing the two points layer by layer");
+        });
+    }
     if let Some(ab) = &session.ab {
         ui.separator();
         ab_ui(ui, session, ab, commands);
