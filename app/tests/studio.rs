@@ -696,3 +696,34 @@ fn a_layer_selected_elsewhere_is_scrolled_into_the_layers_table() {
     harness.run();
     assert!(row_shown(&harness), "selected row scrolled into view");
 }
+
+#[test]
+fn a_model_tract_cannot_run_points_to_onnxruntime_in_the_window() {
+    use edgefit_engine::runtime::RuntimeKind;
+    let mut harness = studio(&fixture("runtimes/loop_ort_only.onnx"));
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let error = harness.state().error.clone().expect("tract has no Loop");
+    assert!(error.contains("`Loop`"), "{error}");
+    assert!(
+        error.contains("choose onnxruntime under Inputs and runtime"),
+        "{error}"
+    );
+    assert!(!error.contains("--runtime"), "{error}");
+    if !onnxruntime_available() {
+        return;
+    }
+    harness
+        .state_mut()
+        .send(Command::SetRun(edgefit::gui::session::RunSettings {
+            runtime: RuntimeKind::OnnxRuntime,
+            ..Default::default()
+        }));
+    harness.run();
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(s.points.len(), 1, "{:?}", harness.state().error);
+    assert_eq!(s.points[0].runtime, RuntimeKind::OnnxRuntime);
+    assert!(s.points[0].verified);
+}

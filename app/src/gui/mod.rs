@@ -403,13 +403,15 @@ impl StudioApp {
             Ok(Err(message)) => {
                 self.error = Some(match kind {
                     JobKind::Load(path) => format!("Could not open {}: {message}", path.display()),
-                    JobKind::Evaluate => format!("Evaluation failed: {message}"),
+                    JobKind::Evaluate => format!("Evaluation failed: {}", for_the_window(&message)),
                     JobKind::Reanalyse => {
                         format!("Could not analyse the model at that input shape: {message}")
                     }
-                    JobKind::Export(path) => {
-                        format!("Export to {} failed: {message}", path.display())
-                    }
+                    JobKind::Export(path) => format!(
+                        "Export to {} failed: {}",
+                        path.display(),
+                        for_the_window(&message)
+                    ),
                 });
             }
             Ok(Ok(JobOutput::Loaded(open))) => {
@@ -803,6 +805,20 @@ impl eframe::App for StudioApp {
         self.remember_session();
         eframe::set_value(storage, STORAGE_KEY, &self.persisted);
     }
+}
+
+/// An engine message as the window says it: command-line advice becomes the control that
+/// does the same here.
+fn for_the_window(message: &str) -> String {
+    message
+        .replace(
+            "use `--runtime onnxruntime`",
+            "choose onnxruntime under Inputs and runtime",
+        )
+        .replace(
+            "(--input-shape ",
+            "(under Inputs and runtime, or --input-shape ",
+        )
 }
 
 /// How the studio starts (the command line's options).
