@@ -1,0 +1,419 @@
+//! Applying the commands panels sent, at the end of the frame, and collecting what
+//! background jobs deliver: loading, evaluation, export, re-analysis, tours.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest};
+use super::session::{self, EvalPoint, Session};
+use super::{AUTO_EVALUATE_AFTER, Command, MAX_RECENT, MAX_REMEMBERED_SESSIONS, StudioApp};
+
+impl StudioApp {
+    pub(super) fn apply_commands(&mut self, ctx: &egui::Context) {
+        let commands = std::mem::take(&mut self.commands);
+        if !commands.is_empty() {
+            // The state changed after this frame was drawn: draw it again.
+            ctx.request_repaint();
+        }
+        for command in commands {
+            match command {
+                Command::PickFile => {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .add_filter("ONNX model", &["onnx"])
+                        .pick_file()
+                    {
+                        self.start(Job::load(path, ctx));
+                    }
+                }
+                Command::Open(path) => self.start(Job::load(path, ctx)),
+                Command::CancelJob => {
+                    if let Some(job) = &self.job {
+                        job.cancel.cancel();
+                    }
+                }
+                Command::ClearRecent => self.persisted.recent_files.clear(),
+                Command::SetRecipe { recipe, record } => {
+                    if let Some(s) = &mut self.session {
+                        s.set_recipe(recipe, record);
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::Undo | Command::Redo => {
+                    if let Some(s) = &mut self.session {
+                        if command == Command::Undo {
+                            s.undo()
+                        } else {
+                            s.redo()
+                        }
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::SelectLayer(i) => {
+                    if let Some(s) = &mut self.session {
+                        s.select(i);
+                    }
+                }
+                Command::SetFormat(f) => {
+                    if let Some(s) = &mut self.session {
+                        s.format = f;
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
+                Command::Evaluate => self.start_optimize(None, ctx),
+                Command::PickExportPath => {
+                    let picked = rfd::FileDialog::new()
+                        .add_filter("ONNX model", &["onnx"])
+                        .set_file_name("model.optimized.onnx")
+                        .save_file();
+                    if let Some(path) = picked {
+                        self.start_optimize(Some(path), ctx);
+                    }
+                }
+                Command::Export(path) => self.start_optimize(Some(path), ctx),
+                Command::PickSaveSession => {
+                    let picked = rfd::FileDialog::new()
+                        .add_filter("Edgefit session", &["json"])
+                        .set_file_name("session.edgefit.json")
+                        .save_file();
+                    if let Some(path) = picked {
+                        self.commands.push(Command::SaveSession(path));
+                    }
+                }
+                Command::PickOpenSession => {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .add_filter("Edgefit session", &["json"])
+                        .pick_file()
+                    {
+                        self.commands.push(Command::OpenSession(path));
+                    }
+                }
+                Command::SaveSession(path) => {
+                    if let Some(s) = &self.session {
+                        let json = serde_json::to_string_pretty(&s.to_file()).unwrap_or_default();
+                        match edgefit_engine::write::write_bytes_atomic(&path, json.as_bytes()) {
+                            Ok(()) => {
+                                self.status = Some(format!("Saved session {}", path.display()))
+                            }
+                            Err(e) => self.error = Some(format!("Could not save the session: {e}")),
+                        }
+                    }
+                }
+                Command::OpenSession(path) => {
+                    let read = std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| {
+                            serde_json::from_str::<session::SessionFile>(&t)
+                                .map_err(|e| e.to_string())
+                        });
+                    match read {
+                        Ok(file) => {
+                            self.pending_session = Some(file.clone());
+                            self.start(Job::load(file.model, ctx));
+                        }
+                        Err(e) => {
+                            self.error =
+                                Some(format!("Could not open session {}: {e}", path.display()))
+                        }
+                    }
+                }
+                Command::SetRun(run) => self.set_run(run, ctx),
+                Command::PickOnnxRuntimeLibrary => {
+                    if let Some(path) = rfd::FileDialog::new()
+                        .set_title("ONNX Runtime shared library (libonnxruntime.so*)")
+                        .pick_file()
+                    {
+                        self.commands.push(Command::SetOnnxRuntimeLibrary(path));
+                    }
+                }
+                Command::SetOnnxRuntimeLibrary(path) => self.set_onnxruntime_library(path),
+                Command::CompareAb { a, b } => {
+                    if let Some(s) = &mut self.session {
+                        let repaint = ctx.clone();
+                        s.compare(a, b, move || repaint.request_repaint());
+                    }
+                }
+                Command::CloseAb => {
+                    if let Some(s) = &mut self.session {
+                        s.close_comparison();
+                    }
+                }
+                Command::RestorePoint(i) => {
+                    if let Some(s) = &mut self.session
+                        && let Some(p) = s.points.get(i).cloned()
+                    {
+                        s.format = p.format;
+                        s.set_recipe(p.recipe, true);
+                    }
+                }
+            }
+        }
+        if let Some(s) = &mut self.session {
+            s.refresh();
+        }
+    }
+
+    /// Applies new run settings; onnxruntime is loaded first, and when it cannot be the
+    /// runtime stays what it was and the message says how to enable it.
+    fn set_run(&mut self, run: session::RunSettings, ctx: &egui::Context) {
+        if run.runtime == edgefit_engine::runtime::RuntimeKind::OnnxRuntime
+            && let Err(e) = edgefit_engine::runtime::onnxruntime::load(
+                self.persisted.onnxruntime_library.as_deref(),
+            )
+        {
+            self.error = Some(format!(
+                "onnxruntime is not available: {e}. Install it (pip install onnxruntime) or \
+                 choose its library with \"ONNX Runtime library...\"; tract stays in use."
+            ));
+            return;
+        }
+        if let Some(s) = &mut self.session
+            && s.run != run
+        {
+            let inputs_changed = s.run.inputs != run.inputs;
+            s.set_run(run);
+            self.error = None;
+            self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+            // Symbolic or -1 dims hid shapes and MACs: infer them at the shape now given.
+            let open_dims = s.open.loaded.graph.inputs.first().is_some_and(|i| {
+                i.shape
+                    .as_ref()
+                    .is_none_or(|d| d.iter().any(|d| d.known().is_none()))
+            });
+            if inputs_changed
+                && open_dims
+                && let Ok(shape) = edgefit_engine::pipeline::resolve_input_shape(
+                    &s.open.loaded,
+                    None,
+                    &s.run.inputs,
+                )
+            {
+                let job = Job::reanalyse(s.open.clone(), shape, ctx);
+                self.start(job);
+            }
+        }
+    }
+
+    /// Remembers `path` as the ONNX Runtime library and loads it now if none is loaded.
+    fn set_onnxruntime_library(&mut self, path: PathBuf) {
+        use edgefit_engine::runtime::onnxruntime::{load, loaded_library};
+        self.persisted.onnxruntime_library = Some(path.clone());
+        match loaded_library() {
+            Some(loaded) if loaded != path => {
+                self.status = Some(format!(
+                    "onnxruntime is already loaded from {}; {} is used from the next start",
+                    loaded.display(),
+                    path.display()
+                ));
+            }
+            _ => match load(Some(&path)) {
+                Ok(p) => self.status = Some(format!("onnxruntime loaded from {}", p.display())),
+                Err(e) => self.error = Some(format!("Could not load onnxruntime: {e}")),
+            },
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        if let Some(old) = self.job.take() {
+            old.cancel.cancel();
+        }
+        self.job = Some(job);
+    }
+
+    fn start_optimize(&mut self, export: Option<PathBuf>, ctx: &egui::Context) {
+        let Some(s) = &self.session else { return };
+        self.auto_evaluate_at = None;
+        let data = match &s.data {
+            Ok(data) => data.clone(),
+            Err(e) => {
+                self.error = Some(format!(
+                    "Cannot evaluate yet: {e}. Set the input shape under Inputs and runtime."
+                ));
+                return;
+            }
+        };
+        let job = Job::optimize(
+            OptimizeRequest {
+                open: s.open.clone(),
+                data,
+                run: s.run.clone(),
+                onnxruntime_library: self.persisted.onnxruntime_library.clone(),
+                recipe: s.recipe.clone(),
+                format: s.format,
+                export,
+            },
+            ctx,
+        );
+        self.start(job);
+    }
+
+    pub(super) fn poll_job(&mut self, ctx: &egui::Context) {
+        let Some(job) = self.job.take() else { return };
+        let kind = job.kind.clone();
+        match job.promise.try_take() {
+            Err(promise) => self.job = Some(Job { promise, ..job }),
+            Ok(Err(message)) => {
+                self.error = Some(match kind {
+                    JobKind::Load(path) => format!("Could not open {}: {message}", path.display()),
+                    JobKind::Evaluate => format!("Evaluation failed: {}", for_the_window(&message)),
+                    JobKind::Reanalyse => {
+                        format!("Could not analyse the model at that input shape: {message}")
+                    }
+                    JobKind::Export(path) => format!(
+                        "Export to {} failed: {}",
+                        path.display(),
+                        for_the_window(&message)
+                    ),
+                });
+            }
+            Ok(Ok(JobOutput::Loaded(open))) => {
+                if let JobKind::Load(path) = &kind {
+                    self.remember_recent(path);
+                }
+                let mut session = Session::new(open);
+                if session.is_large(self.background_estimates_above) {
+                    let repaint = ctx.clone();
+                    session.estimate_in_background(move || repaint.request_repaint());
+                }
+                // An explicit session file wins, then the autosaved one of this model.
+                let path = session.open.loaded.path.clone();
+                let saved = self.pending_session.take().or_else(|| {
+                    self.persisted
+                        .sessions
+                        .iter()
+                        .find(|f| f.model == path)
+                        .cloned()
+                });
+                if let Some(file) = saved {
+                    session.restore(&file);
+                }
+                if let Some(recipe) = self.initial_recipe.take() {
+                    session.set_recipe(recipe, false);
+                    session.refresh();
+                    if let Some(e) = &session.compression_error {
+                        self.error = Some(format!("The recipe does not fit this model: {e}"));
+                    }
+                }
+                self.session = Some(session);
+                self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
+                // Measure the original once so the trade-off chart has its reference.
+                self.auto_evaluate_at = Some(Instant::now());
+            }
+            Ok(Ok(JobOutput::Reanalysed(open))) => {
+                if let Some(s) = &mut self.session
+                    && s.open.loaded.path == open.loaded.path
+                {
+                    let repaint = ctx.clone();
+                    s.replace_analysis(open, move || repaint.request_repaint());
+                }
+            }
+            Ok(Ok(JobOutput::Optimized { report, export })) => {
+                self.error = None;
+                if let Some(s) = &mut self.session {
+                    let measured =
+                        |m: &edgefit_engine::pipeline::Measured| m.accuracy.map(|a| a.top1);
+                    let accuracy =
+                        measured(&report.compressed).unwrap_or(report.fidelity.agreement);
+                    if s.baseline.is_none() {
+                        s.baseline = Some(EvalPoint {
+                            recipe: edgefit_engine::plan::Recipe::default(),
+                            format: edgefit_engine::export::ExportFormat::Fp32,
+                            accuracy: measured(&report.original).unwrap_or(1.0),
+                            size_bytes: report.original.size_bytes,
+                            latency_ms: report.original.latency_ms.as_ref().map(|l| l.median),
+                            verified: true,
+                            runtime: report.runtime,
+                        });
+                    }
+                    s.points.push(EvalPoint {
+                        recipe: report.recipe.clone(),
+                        format: report.format,
+                        accuracy,
+                        size_bytes: report.compressed.size_bytes,
+                        latency_ms: report.compressed.latency_ms.as_ref().map(|l| l.median),
+                        verified: report.verification.passed,
+                        runtime: report.runtime,
+                    });
+                }
+                if export {
+                    self.status = Some(format!(
+                        "Exported {} - verification {}: {}",
+                        report.output,
+                        if report.verification.passed {
+                            "passed"
+                        } else {
+                            "FAILED"
+                        },
+                        report.verification.message
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Starts the next tour step once the window is idle (the original measured, no job).
+    pub(super) fn run_tour_step(&mut self) {
+        let Some(s) = &self.session else { return };
+        // Idle means no job, none about to start (queued commands, a pending auto-evaluation)
+        // and no failure to look at.
+        if self.job.is_some()
+            || !self.commands.is_empty()
+            || self.auto_evaluate_at.is_some()
+            || self.error.is_some()
+        {
+            return;
+        }
+        let Some(step) = self.tour.pop_front() else {
+            return;
+        };
+        if let Some(format) = step.format {
+            self.commands.push(Command::SetFormat(format));
+        }
+        if let Some(recipe) = step.recipe {
+            self.commands.push(Command::SetRecipe {
+                recipe,
+                record: true,
+            });
+        }
+        if let Some(name) = &step.select {
+            match s.compressor.layers.iter().position(|l| &l.name == name) {
+                Some(i) => self.commands.push(Command::SelectLayer(i)),
+                None => self.error = Some(format!("tour: the model has no layer `{name}`")),
+            }
+        }
+        if step.evaluate {
+            self.commands.push(Command::Evaluate);
+        }
+    }
+
+    /// Autosave: the open model's plan and points go into the persisted state.
+    pub fn remember_session(&mut self) {
+        let Some(s) = &self.session else { return };
+        let file = s.to_file();
+        let sessions = &mut self.persisted.sessions;
+        sessions.retain(|f| f.model != file.model);
+        sessions.insert(0, file);
+        sessions.truncate(MAX_REMEMBERED_SESSIONS);
+    }
+
+    fn remember_recent(&mut self, path: &std::path::Path) {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let recent = &mut self.persisted.recent_files;
+        recent.retain(|p| p != &path);
+        recent.insert(0, path);
+        recent.truncate(MAX_RECENT);
+    }
+}
+
+/// An engine message as the window says it: command-line advice becomes the control that
+/// does the same here.
+fn for_the_window(message: &str) -> String {
+    message
+        .replace(
+            "use `--runtime onnxruntime`",
+            "choose onnxruntime under Inputs and runtime",
+        )
+        .replace(
+            "(--input-shape ",
+            "(under Inputs and runtime, or --input-shape ",
+        )
+}
