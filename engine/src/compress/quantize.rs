@@ -116,9 +116,20 @@ pub(super) fn quantize_weight(
         *v = p.dequantize(q);
     };
     if inner == 1 && channels > 1 {
+        // Channels along the last axis: every element of a row has its own parameters. Kept
+        // as separate arrays of scales and zero points (not the structs) so the row loop
+        // vectorizes; same arithmetic as `QuantParams::quantize` / `dequantize`.
+        let scales: Vec<f32> = params.iter().map(|p| p.scale).collect();
+        let zeros: Vec<f32> = params.iter().map(|p| p.zero_point as f32).collect();
+        let (qmin, qmax) = crate::quant::code_range(bits, s.symmetric);
+        let (qmin, qmax) = (qmin as f32, qmax as f32);
         for (row, row_codes) in values.chunks_mut(channels).zip(codes.chunks_mut(channels)) {
-            for ((v, c), p) in row.iter_mut().zip(row_codes).zip(&params) {
-                code(p, v, c);
+            for (((v, c), &scale), &zero) in row.iter_mut().zip(row_codes).zip(&scales).zip(&zeros)
+            {
+                let y = (*v / scale + zero).clamp(qmin, qmax);
+                let q = (y + 0.5f32.copysign(y)) as i32;
+                *c = q as i8;
+                *v = (q as f32 - zero) * scale;
             }
         }
     } else {
@@ -140,5 +151,36 @@ pub(super) fn quantize_weight(
         params,
         axis,
         codes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_last_axis_fast_path_matches_the_per_value_arithmetic() {
+        // [5 rows, 7 channels], channels along the last axis (a MatMul weight).
+        let original: Vec<f32> = (0..35)
+            .map(|i| ((i * 37 % 29) as f32 - 14.0) * 0.037 + (i % 7) as f32 * 0.2)
+            .collect();
+        for symmetric in [true, false] {
+            for bits in [8u8, 4, 2] {
+                let settings = LayerSettings {
+                    symmetric,
+                    ..LayerSettings::default()
+                };
+                let mut values = original.clone();
+                let q = quantize_weight(&mut values, &[5, 7], Some(1), bits, settings, None);
+                assert_eq!(q.params.len(), 7);
+                for (i, &v) in original.iter().enumerate() {
+                    let p = &q.params[i % 7];
+                    let code = p.quantize(v, bits, symmetric);
+                    assert_eq!(i32::from(q.codes[i]), code, "value {i}, {bits} bits");
+                    assert_eq!(values[i], p.dequantize(code), "value {i}, {bits} bits");
+                }
+            }
+        }
     }
 }
