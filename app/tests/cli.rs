@@ -2,15 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use edgefit_tests::root;
 
 fn edgefit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_edgefit"))

@@ -3,25 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use edgefit_engine::runtime::RuntimeKind;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn sample(name: &str) -> PathBuf {
-    root().join("sample-models").join(name).join("model.onnx")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("tests").join("fixtures").join(name)
-}
+use edgefit_tests::{fixture, onnxruntime, sample_model as sample};
 
 fn edgefit(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_edgefit"));
@@ -37,21 +21,6 @@ fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
-}
-
-/// Whether onnxruntime loads here (a failure when `EDGEFIT_REQUIRE_ONNXRUNTIME` is set).
-fn onnxruntime() -> bool {
-    match RuntimeKind::OnnxRuntime.available() {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(
-                std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
-                "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load: {e}"
-            );
-            eprintln!("note: skipping: {e}");
-            false
-        }
-    }
 }
 
 #[test]

@@ -2,19 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgefit::gui::{Command, Persisted, StudioApp};
+use edgefit_tests::{fixture, onnxruntime, sample_model as sample};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-
-fn sample(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sample-models")
-        .join(name)
-        .join("model.onnx")
-}
 
 fn studio(model: &Path) -> Harness<'static, StudioApp> {
     let model = model.to_path_buf();
@@ -171,24 +165,6 @@ fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
     assert!(harness.query_all_by_label("fc1.gemm").count() >= 1);
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(name)
-}
-
-/// Whether onnxruntime loads here; a failure when CI requires it.
-fn onnxruntime_available() -> bool {
-    let available = edgefit_engine::runtime::RuntimeKind::OnnxRuntime
-        .available()
-        .is_ok();
-    assert!(
-        available || std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
-        "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load"
-    );
-    available
-}
-
 #[test]
 fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     use edgefit_engine::runtime::RuntimeKind;
@@ -235,7 +211,7 @@ fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     assert!(s.points[0].verified);
     assert_eq!(s.points[0].runtime, RuntimeKind::Tract);
 
-    if onnxruntime_available() {
+    if onnxruntime() {
         harness.get_by_label("Runtime").click();
         harness.run();
         harness.get_by_label("onnxruntime").click();
@@ -710,7 +686,7 @@ fn a_model_tract_cannot_run_points_to_onnxruntime_in_the_window() {
         "{error}"
     );
     assert!(!error.contains("--runtime"), "{error}");
-    if !onnxruntime_available() {
+    if !onnxruntime() {
         return;
     }
     harness

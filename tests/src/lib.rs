@@ -22,6 +22,26 @@ pub fn sample_model(name: &str) -> PathBuf {
     root().join("sample-models").join(name).join("model.onnx")
 }
 
+/// Whether onnxruntime can be used here, for tests whose onnxruntime part is skipped
+/// without it. With `EDGEFIT_REQUIRE_ONNXRUNTIME` set (CI sets it after `pip install
+/// onnxruntime`), a missing library fails the test instead.
+///
+/// # Panics
+/// When the library does not load and `EDGEFIT_REQUIRE_ONNXRUNTIME` is set.
+pub fn onnxruntime() -> bool {
+    match edgefit_engine::runtime::RuntimeKind::OnnxRuntime.available() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
+                "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load: {e}"
+            );
+            eprintln!("note: skipping the onnxruntime part of this test: {e}");
+            false
+        }
+    }
+}
+
 /// The names of the bundled sample models.
 pub const SAMPLE_MODELS: &[&str] = &["mnist-cnn", "digits-mlp"];
 

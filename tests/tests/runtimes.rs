@@ -16,22 +16,7 @@ use edgefit_engine::pipeline::{
 use edgefit_engine::plan::{Precision, Recipe};
 use edgefit_engine::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, Error, LoadedModel, NoProgress, load_model};
-use edgefit_tests::{SAMPLE_MODELS, fixture, sample_model};
-
-/// Whether onnxruntime can be used here; a failure when `EDGEFIT_REQUIRE_ONNXRUNTIME` is set.
-fn onnxruntime() -> bool {
-    match RuntimeKind::OnnxRuntime.available() {
-        Ok(()) => true,
-        Err(e) => {
-            assert!(
-                std::env::var_os("EDGEFIT_REQUIRE_ONNXRUNTIME").is_none(),
-                "EDGEFIT_REQUIRE_ONNXRUNTIME is set but onnxruntime does not load: {e}"
-            );
-            eprintln!("note: skipping the onnxruntime part of this test: {e}");
-            false
-        }
-    }
-}
+use edgefit_tests::{SAMPLE_MODELS, fixture, onnxruntime, sample_model};
 
 fn open(path: &std::path::Path) -> LoadedModel {
     load_model(path, &NoProgress, &CancelToken::new()).unwrap()
