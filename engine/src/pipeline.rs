@@ -11,8 +11,9 @@ pub use calibration::{
     recalibrate_batchnorm,
 };
 pub use inputs::{
-    InputSetting, InputShapes, ResolvedInputs, concrete_input_shape, merge_input_settings,
-    parse_input_shape, parse_input_value, resolve_input_shape, resolve_inputs,
+    GENERATED_SAMPLES, InputSetting, InputShapes, ResolvedInputs, concrete_input_shape,
+    generated_data, merge_input_settings, parse_input_shape, parse_input_value,
+    resolve_input_shape, resolve_inputs,
 };
 pub use verify::{Verification, verify_written, verify_written_in};
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use edgefit_engine::LoadedModel;
 use edgefit_engine::dataset::{
-    ChannelOrder, Dataset, Layout, Preprocess, generated_inputs, load_calibration, load_dataset,
+    ChannelOrder, Dataset, Layout, Preprocess, load_calibration, load_dataset,
 };
 use edgefit_engine::pipeline::{
-    InputSetting, merge_input_settings, parse_input_shape, parse_input_value, resolve_input_shape,
+    InputSetting, generated_data, merge_input_settings, parse_input_shape, parse_input_value,
 };
 use edgefit_engine::runtime::RuntimeKind;
 
@@ -177,9 +177,6 @@ pub fn runtime_of(name: &str) -> Result<RuntimeKind> {
         .with_context(|| format!("--runtime takes tract or onnxruntime, not `{name}`"))
 }
 
-/// Number of generated inputs when no data is given.
-const GENERATED_SAMPLES: usize = 64;
-
 impl DataArgs {
     /// Loads the data for `model` (and its calibration split, when the source has one);
     /// generated inputs take their shape from `shapes` when the model's is symbolic.
@@ -218,15 +215,7 @@ impl DataArgs {
                 };
                 (data, calibration)
             }
-            None => {
-                let shape = resolve_input_shape(model, None, shapes)?;
-                // One sample is the input without its batch dim (of 1).
-                let sample = match shape.split_first() {
-                    Some((1, rest)) if !rest.is_empty() => rest,
-                    _ => &shape[..],
-                };
-                (generated_inputs(sample, GENERATED_SAMPLES, 0), None)
-            }
+            None => (generated_data(model, shapes)?, None),
         };
         if let Some(n) = self.samples {
             data = data.first(n);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgefit_engine::compress::{Compression, Compressor};
 use edgefit_engine::dataset::Dataset;
 use edgefit_engine::export::ExportFormat;
-use edgefit_engine::pipeline::{InputSetting, resolve_input_shape};
+use edgefit_engine::pipeline::{InputSetting, generated_data};
 use edgefit_engine::plan::Recipe;
 use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{CancelToken, LoadedModel, ModelAnalysis};
@@ -31,9 +31,6 @@ pub struct RunSettings {
     pub runtime: RuntimeKind,
     pub inputs: Vec<InputSetting>,
 }
-
-/// Generated inputs when the model has no data beside it (fidelity only).
-const GENERATED_SAMPLES: usize = 64;
 
 /// One measured configuration, shown on the trade-off chart.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -506,15 +503,7 @@ fn session_data(open: &OpenModel, inputs: &[InputSetting]) -> Result<Arc<Dataset
     if let Some(data) = &open.data {
         return Ok(data.clone());
     }
-    let shape = resolve_input_shape(&open.loaded, None, inputs).map_err(|e| e.to_string())?;
-    // Samples hold one batch item unless the shape asks for a larger batch.
-    let sample_shape = match shape.split_first() {
-        Some((1, rest)) => rest,
-        _ => &shape[..],
-    };
-    Ok(Arc::new(edgefit_engine::dataset::generated_inputs(
-        sample_shape,
-        GENERATED_SAMPLES,
-        0,
-    )))
+    generated_data(&open.loaded, inputs)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
