@@ -87,12 +87,7 @@ impl LoadedModel {
             .cloned()
             .collect();
         let mut shapes = infer_shapes(&concrete, Some(dir), &mut warnings);
-        for (name, declared) in &self.graph.declared {
-            let known = shapes.get(name).is_some_and(|f| f.shape.is_some());
-            if !known && declared.kind == "tensor" {
-                shapes.values.insert(name.clone(), declared.clone());
-            }
-        }
+        fill_declared(&mut shapes, &self.graph);
         LoadedModel {
             shapes,
             warnings,
@@ -161,13 +156,7 @@ pub fn from_proto(
     let graph = GraphView::new(&proto);
     warn_unsupported_ops(&graph, &mut warnings);
     let mut shapes = infer_shapes(&proto, Some(&dir), &mut warnings);
-    // Where tract learned nothing, the model's own declarations still hold.
-    for (name, declared) in &graph.declared {
-        let known = shapes.get(name).is_some_and(|f| f.shape.is_some());
-        if !known && declared.kind == "tensor" {
-            shapes.values.insert(name.clone(), declared.clone());
-        }
-    }
+    fill_declared(&mut shapes, &graph);
 
     Ok(LoadedModel {
         path,
@@ -179,6 +168,16 @@ pub fn from_proto(
         shapes,
         warnings,
     })
+}
+
+/// Where tract learned nothing, the model's own declarations still hold.
+fn fill_declared(shapes: &mut ShapeFacts, graph: &GraphView) {
+    for (name, declared) in &graph.declared {
+        let known = shapes.get(name).is_some_and(|f| f.shape.is_some());
+        if !known && declared.kind == "tensor" {
+            shapes.values.insert(name.clone(), declared.clone());
+        }
+    }
 }
 
 fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
