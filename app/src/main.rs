@@ -34,7 +34,7 @@ enum Command {
     /// Print the model's structure, parameters, MACs and weight statistics.
     Inspect(cli::InspectArgs),
     /// Prune and quantize a model, measure it against the original, export and verify it.
-    Optimize(cli::optimize::OptimizeArgs),
+    Optimize(Box<cli::optimize::OptimizeArgs>),
     /// Accuracy (labelled data) or fidelity (against --reference) of a model, in tract or
     /// onnxruntime.
     Eval(cli::optimize::EvalArgs),

@@ -123,6 +123,9 @@ impl Compression {
     }
 }
 
+/// A layer's result with the settings and the weight-bits cap it was computed with.
+type CachedLayer = (LayerSettings, Option<u8>, Arc<LayerResult>);
+
 /// Holds the original weights and a cache of per-layer results.
 pub struct Compressor {
     pub layers: Vec<CompressibleLayer>,
@@ -130,7 +133,7 @@ pub struct Compressor {
     originals: Vec<Arc<Vec<f32>>>,
     /// Calibration input statistics per layer, for output-MSE clipping.
     grams: Vec<Option<Arc<InputGram>>>,
-    cache: Vec<Option<(LayerSettings, Arc<LayerResult>)>>,
+    cache: Vec<Option<CachedLayer>>,
 }
 
 impl Compressor {
@@ -207,8 +210,18 @@ impl Compressor {
             .iter()
             .map(|l| recipe.settings_for(&l.name))
             .collect();
+        let kernel_cap = recipe.integer_kernel_bits_cap();
+        let caps: Vec<Option<u8>> = self
+            .layers
+            .iter()
+            .map(|l| kernel_cap.filter(|_| INTEGER_KERNEL_OPS.contains(&l.op.as_str())))
+            .collect();
         let stale: Vec<usize> = (0..self.layers.len())
-            .filter(|&i| self.cache[i].as_ref().is_none_or(|(s, _)| *s != wanted[i]))
+            .filter(|&i| {
+                self.cache[i]
+                    .as_ref()
+                    .is_none_or(|(s, cap, _)| *s != wanted[i] || *cap != caps[i])
+            })
             .collect();
         let fresh: Vec<(usize, LayerResult)> = stale
             .par_iter()
@@ -216,23 +229,24 @@ impl Compressor {
                 cancel.check()?;
                 Ok((
                     i,
-                    compress_layer_with(
+                    compress_layer_capped(
                         &self.layers[i],
                         &self.originals[i],
                         wanted[i],
                         self.grams[i].as_deref(),
+                        caps[i],
                     ),
                 ))
             })
             .collect::<Result<_>>()?;
         let recomputed = fresh.len();
         for (i, result) in fresh {
-            self.cache[i] = Some((wanted[i], Arc::new(result)));
+            self.cache[i] = Some((wanted[i], caps[i], Arc::new(result)));
         }
         let layers = self
             .cache
             .iter()
-            .map(|c| c.as_ref().map(|(_, r)| r.clone()))
+            .map(|c| c.as_ref().map(|(_, _, r)| r.clone()))
             .collect::<Option<Vec<_>>>()
             .unwrap_or_default();
         let mut skipped = self.skipped.clone();
@@ -257,6 +271,10 @@ impl Compressor {
         })
     }
 }
+
+/// Ops that the QDQ export gives int8 activations, so that runtimes run them as integer
+/// kernels (their weight codes obey [`Recipe::integer_kernel_bits_cap`]).
+pub const INTEGER_KERNEL_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 
 /// Ops whose main weight the engine compresses.
 const COMPRESSIBLE_OPS: &[&str] = &[
@@ -396,6 +414,18 @@ pub fn compress_layer_with(
     settings: LayerSettings,
     gram: Option<&InputGram>,
 ) -> LayerResult {
+    compress_layer_capped(layer, original, settings, gram, None)
+}
+
+/// [`compress_layer_with`] with integer codes limited to `bits_cap` bits (the 7-bit weight
+/// range that integer kernels compute exactly on every CPU, see [`crate::plan::Target`]).
+pub fn compress_layer_capped(
+    layer: &CompressibleLayer,
+    original: &[f32],
+    settings: LayerSettings,
+    gram: Option<&InputGram>,
+    bits_cap: Option<u8>,
+) -> LayerResult {
     let bytes_before = original.len() as u64 * 4;
     let mut values = original.to_vec();
     let mut notes = Vec::new();
@@ -427,7 +457,19 @@ pub fn compress_layer_with(
                     .iter_mut()
                     .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
             }
-            Precision::Int { bits } => {
+            Precision::Int { bits: asked } => {
+                let bits = bits_cap.map_or(asked, |cap| asked.min(cap));
+                if bits < asked {
+                    notes.push(format!(
+                        "int{asked} weights of integer layers use {bits}-bit codes (|code| ≤ {}) \
+                         so that onnxruntime's u8×s8 kernels compute them exactly on every CPU \
+                         (x86-64 without VNNI saturates full-range products); target \
+                         x86-64-vnni or arm64 allows the full range",
+                        crate::quant::code_range(bits, settings.symmetric)
+                            .1
+                            .max(-crate::quant::code_range(bits, settings.symmetric).0)
+                    ));
+                }
                 if settings.per_channel && !layer.per_channel_ok {
                     notes.push(
                         "per-channel quantization needs opset 13 or later; per-tensor used"
@@ -445,7 +487,7 @@ pub fn compress_layer_with(
                     notes.push("output-MSE clipping needs calibration inputs of a Conv/Gemm/MatMul layer; weight MSE used".to_owned());
                 }
                 let q = quantize_weight(&mut values, &layer.dims, axis, bits, settings, gram);
-                if bits < 8 {
+                if asked < 8 {
                     notes.push(format!(
                         "{bits}-bit codes are stored in int8 containers (tract cannot read INT4)"
                     ));

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::{Compression, Compressor};
 use crate::error::{Error, Result};
+use crate::graph_edit::node as node_proto;
 use crate::graph_edit::{
     constant_node, float_tensor, half_tensor, int_attr, int8_tensor, node, top_level_names,
     uint8_tensor, unique,
@@ -85,15 +86,19 @@ pub struct ActivationTarget {
     pub node: usize,
     /// The data input that gets a QuantizeLinear/DequantizeLinear pair.
     pub input: String,
+    /// The layer's own output.
     pub output: String,
-    /// Whether the output gets a pair too (not when nothing reads it).
-    pub quantize_output: bool,
+    /// The tensor that gets a pair after the layer: the output of a `Relu` that alone reads
+    /// the layer's output (quantizing both would round twice; onnxruntime fuses layer + Relu
+    /// \+ QuantizeLinear into one integer kernel that rounds once), else the layer's output.
+    /// `None` when nothing reads it (e.g. the graph's `logits`): a pair there is dead code.
+    pub quantized_output: Option<String>,
 }
 
 impl ActivationTarget {
     /// The tensors whose ranges calibration must measure.
     pub fn tensors(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.input).chain(self.quantize_output.then_some(&self.output))
+        std::iter::once(&self.input).chain(self.quantized_output.as_ref())
     }
 }
 
@@ -103,13 +108,16 @@ pub fn activation_tensors(
     compressor: &Compressor,
     compression: &Compression,
 ) -> Vec<ActivationTarget> {
+    let graph = &model.graph;
+    let readers = |tensor: &str| graph.consumers.get(tensor).map_or(&[][..], Vec::as_slice);
+    let is_graph_output = |tensor: &str| graph.outputs.iter().any(|o| o.name == tensor);
     let mut out = Vec::new();
     for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
         let s = result.report.settings;
         if s.exclude || !matches!(s.precision, Precision::Int { .. }) {
             continue;
         }
-        let node = &model.graph.nodes[layer.node];
+        let node = &graph.nodes[layer.node];
         let data_slot = match node.op_type.as_str() {
             "Conv" | "ConvTranspose" | "Gemm" => 0,
             "MatMul" if node.inputs.get(1) == Some(&layer.weight) => 0,
@@ -117,22 +125,173 @@ pub fn activation_tensors(
             _ => continue, // Gather reads indices; recurrent ops keep float activations.
         };
         if let (Some(input), Some(output)) = (node.inputs.get(data_slot), node.outputs.first()) {
-            // An output nothing reads (e.g. the graph's `logits`) gains nothing from a QDQ pair:
-            // the graph output would still be the float tensor and the pair dead code.
-            let quantize_output = model
-                .graph
-                .consumers
-                .get(output)
-                .is_some_and(|c| !c.is_empty());
+            let relu = match readers(output) {
+                [only] if !is_graph_output(output) => {
+                    let reader = &graph.nodes[*only];
+                    (reader.op_type == "Relu" && reader.domain.is_empty())
+                        .then(|| reader.outputs.first().cloned())
+                        .flatten()
+                }
+                _ => None,
+            };
+            let after = relu.unwrap_or_else(|| output.clone());
             out.push(ActivationTarget {
                 node: layer.node,
                 input: input.clone(),
                 output: output.clone(),
-                quantize_output,
+                quantized_output: (!readers(&after).is_empty()).then_some(after),
             });
         }
     }
     out
+}
+
+/// What [`quantize_biases`] did.
+struct BiasQuantization {
+    quantized: usize,
+    notes: Vec<String>,
+}
+
+/// Replaces the float bias of every integer Conv/Gemm by int32 codes at the scale
+/// `input scale × weight scale` (per channel) and a `DequantizeLinear`: the form onnxruntime's
+/// quantizer writes and the one its integer kernels compute (they add the bias to the int32
+/// accumulator). A float bias would be rounded to that grid inside the runtime (onnxruntime's
+/// weight/bias quantization pass) but not in a runtime that simulates QDQ in float, so the
+/// two would round some outputs differently; quantized here, both compute the same sums.
+#[allow(clippy::too_many_arguments)]
+fn quantize_biases(
+    model: &LoadedModel,
+    graph: &mut GraphProto,
+    compressor: &Compressor,
+    compression: &Compression,
+    targets: &[ActivationTarget],
+    ranges: &ActivationRanges,
+    names: &mut HashSet<String>,
+    prelude: &mut Vec<NodeProto>,
+) -> Result<BiasQuantization> {
+    let mut done = BiasQuantization {
+        quantized: 0,
+        notes: Vec::new(),
+    };
+    let by_node: HashMap<usize, &ActivationTarget> = targets.iter().map(|t| (t.node, t)).collect();
+    for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
+        let (Some(target), Some(q)) = (by_node.get(&layer.node), &result.quantized) else {
+            continue;
+        };
+        let node = &model.graph.nodes[layer.node];
+        let attr = |name: &str| {
+            node.attributes
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.value.as_str())
+        };
+        let plain = match node.op_type.as_str() {
+            "Conv" => true,
+            // alpha·A·B + beta·C: the integer kernel adds C unscaled.
+            "Gemm" => {
+                attr("alpha").is_none_or(|v| v.parse() == Ok(1.0f32))
+                    && attr("beta").is_none_or(|v| v.parse() == Ok(1.0f32))
+            }
+            _ => false,
+        };
+        let Some(bias_name) = node.inputs.get(2).filter(|b| plain && !b.is_empty()) else {
+            continue;
+        };
+        let Some(bias) = model.weight(bias_name) else {
+            continue;
+        };
+        let channels = layer
+            .channel_axis
+            .map_or(0, |a| layer.dims[a].max(0) as usize);
+        let readers = model.graph.consumers.get(bias_name).map_or(0, Vec::len);
+        let Some(values) = bias.values.as_ref().filter(|v| {
+            bias.dtype == crate::dtype::DType::FLOAT32
+                && bias.dims.len() == 1
+                && v.len() == channels
+                && readers == 1
+                && bias.graph.is_empty()
+        }) else {
+            continue;
+        };
+        let per_channel = q.params.len() == channels && q.axis == layer.channel_axis;
+        if !(per_channel || q.params.len() == 1) {
+            continue;
+        }
+        let Some(&(lo, hi)) = ranges.get(&target.input) else {
+            continue;
+        };
+        let (input_scale, _) = activation_params(lo, hi);
+        let scales: Vec<f32> = (0..channels)
+            .map(|c| input_scale * q.params[if per_channel { c } else { 0 }].scale)
+            .collect();
+        let codes: Option<Vec<i32>> = values
+            .iter()
+            .zip(&scales)
+            .map(|(&b, &scale)| {
+                let code = (f64::from(b) / f64::from(scale)).round();
+                (code.is_finite() && code.abs() <= f64::from(i32::MAX)).then_some(code as i32)
+            })
+            .collect();
+        let Some(codes) = codes else {
+            done.notes.push(format!(
+                "the bias of `{}` does not fit int32 at its scale; it stays float",
+                layer.name
+            ));
+            continue;
+        };
+        take_weight(graph, bias_name)?;
+        let codes_name = unique(names, &format!("{bias_name}_quantized"));
+        let scale_name = unique(names, &format!("{bias_name}_scale"));
+        let group_dims: Vec<i64> = if per_channel {
+            vec![channels as i64]
+        } else {
+            vec![]
+        };
+        let stored_scales = if per_channel {
+            &scales[..]
+        } else {
+            &scales[..1]
+        };
+        graph
+            .initializer
+            .push(int32_tensor(&codes_name, &[channels as i64], &codes));
+        graph
+            .initializer
+            .push(float_tensor(&scale_name, &group_dims, stored_scales));
+        let attrs = if per_channel {
+            vec![int_attr("axis", 0)]
+        } else {
+            vec![]
+        };
+        prelude.push(node_proto(
+            "DequantizeLinear",
+            &unique(names, &format!("{bias_name}_dequantize")),
+            // No zero point: an int32 bias has zero point 0, the input's default.
+            &[&codes_name, &scale_name],
+            bias_name,
+            &attrs,
+        ));
+        done.quantized += 1;
+    }
+    Ok(done)
+}
+
+fn int32_tensor(name: &str, dims: &[i64], values: &[i32]) -> crate::proto::TensorProto {
+    crate::graph_edit::tensor(
+        name,
+        crate::dtype::DType::INT32,
+        dims,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// Scale and zero point of a uint8 activation with the calibrated range `[lo, hi]` (widened
+/// to include 0, so that 0.0 — padding, Relu's floor — is exact).
+pub fn activation_params(lo: f32, hi: f32) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero_point)
 }
 
 /// Builds the export of `compression` in `format`. `ranges` are required for `QdqInt8`.
@@ -243,21 +402,40 @@ pub fn build_export(
     }
 
     let mut quantized_activations = Vec::new();
-    let mut body: Vec<NodeProto> = std::mem::take(&mut graph.node);
-    if format == ExportFormat::QdqInt8 {
+    let body: Vec<NodeProto> = if format == ExportFormat::QdqInt8 {
         let ranges = ranges.ok_or_else(|| Error::InvalidArgument {
             what: "export",
             reason: "qdq-int8 needs calibration data for activation ranges (--data)".to_owned(),
         })?;
         let targets = activation_tensors(model, compressor, compression);
-        body = insert_activation_qdq(
-            body,
+        let biases = quantize_biases(
+            model,
+            graph,
+            compressor,
+            compression,
+            &targets,
+            ranges,
+            &mut names,
+            &mut prelude,
+        )?;
+        if biases.quantized > 0 {
+            notes.push(format!(
+                "quantized the biases of {} integer layers to int32 at the input scale × weight \
+                 scale, as integer kernels add them (the preview computes the same sums)",
+                biases.quantized
+            ));
+        }
+        notes.extend(biases.notes);
+        insert_activation_qdq(
+            std::mem::take(&mut graph.node),
             &targets,
             ranges,
             &mut names,
             &mut quantized_activations,
-        )?;
-    }
+        )?
+    } else {
+        std::mem::take(&mut graph.node)
+    };
     prelude.extend(body);
     graph.node = prelude;
     Ok(BuiltModel {
@@ -269,8 +447,9 @@ pub fn build_export(
     })
 }
 
-/// Inserts uint8 QuantizeLinear → DequantizeLinear pairs on the data input and the output of
-/// each target layer, rewiring every consumer of a quantized tensor to its dequantized copy.
+/// Inserts uint8 QuantizeLinear → DequantizeLinear pairs on the data input of each target
+/// layer (before it) and on its quantized output (after the node producing it), rewiring
+/// every later reader of a quantized tensor to its dequantized copy.
 fn insert_activation_qdq(
     body: Vec<NodeProto>,
     targets: &[ActivationTarget],
@@ -280,8 +459,14 @@ fn insert_activation_qdq(
 ) -> Result<Vec<NodeProto>> {
     // Layers are found by their output (unique in a valid graph): positions shift when
     // Constant-node weights are taken out.
-    let by_output: HashMap<&str, &ActivationTarget> =
-        targets.iter().map(|t| (t.output.as_str(), t)).collect();
+    let before: HashMap<&str, &str> = targets
+        .iter()
+        .map(|t| (t.output.as_str(), t.input.as_str()))
+        .collect();
+    let after: HashSet<&str> = targets
+        .iter()
+        .filter_map(|t| t.quantized_output.as_deref())
+        .collect();
     let mut replaced: HashMap<String, String> = HashMap::new();
     let mut out = Vec::with_capacity(body.len() + 4 * targets.len());
     let mut qdq = |tensor: &str,
@@ -295,9 +480,7 @@ fn insert_activation_qdq(
             what: "calibration",
             reason: format!("no activation range for `{tensor}`"),
         })?;
-        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-        let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        let (scale, zero_point) = activation_params(lo, hi);
         let scale_name = unique(names, &format!("{tensor}_act_scale"));
         let zp_name = unique(names, &format!("{tensor}_act_zero_point"));
         let q_name = unique(names, &format!("{tensor}_act_quantized"));
@@ -331,21 +514,27 @@ fn insert_activation_qdq(
         Ok(())
     };
     for mut n in body {
-        let target = n
+        let input = n
             .output
             .first()
-            .and_then(|o| by_output.get(o.as_str()).copied());
-        if let Some(t) = target {
-            qdq(&t.input, &mut out, &mut replaced)?;
+            .and_then(|o| before.get(o.as_str()).copied());
+        if let Some(input) = input {
+            qdq(input, &mut out, &mut replaced)?;
         }
         for input in n.input.iter_mut() {
             if let Some(r) = replaced.get(input.as_str()) {
                 *input = r.clone();
             }
         }
+        let produced: Vec<String> = n
+            .output
+            .iter()
+            .filter(|o| after.contains(o.as_str()))
+            .cloned()
+            .collect();
         out.push(n);
-        if let Some(t) = target.filter(|t| t.quantize_output) {
-            qdq(&t.output, &mut out, &mut replaced)?;
+        for tensor in produced {
+            qdq(&tensor, &mut out, &mut replaced)?;
         }
     }
     Ok(out)

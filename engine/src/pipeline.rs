@@ -75,9 +75,44 @@ pub struct OptimizeReport {
     pub macs_before: u64,
     pub macs_after: u64,
     pub quantized_activations: Vec<String>,
+    /// For a QDQ export: the CPU it was made for and the weight range of its integer layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integer_kernels: Option<IntegerKernels>,
     pub notes: Vec<String>,
     pub verification: Verification,
     pub recipe: Recipe,
+}
+
+/// The target of a QDQ export's integer kernels and the weight range that follows from it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntegerKernels {
+    pub target: crate::plan::Target,
+    /// Bits of the int8 weight codes of the integer layers (7 = onnxruntime's `reduce_range`).
+    pub weight_bits: u8,
+    /// Where the file computes what the preview showed.
+    pub exact_on: String,
+}
+
+impl IntegerKernels {
+    /// What `recipe` (with int8 activations) resolves to.
+    pub fn of(recipe: &Recipe) -> Option<Self> {
+        if !recipe.activations.int8 {
+            return None;
+        }
+        let cap = recipe.integer_kernel_bits_cap();
+        Some(Self {
+            target: recipe.target,
+            weight_bits: cap.unwrap_or(8),
+            exact_on: if cap.is_some() {
+                "every CPU (x86-64 with or without VNNI, ARM64)".to_owned()
+            } else {
+                format!(
+                    "{} (onnxruntime's integer kernels on x86-64 without VNNI saturate full-range weights)",
+                    recipe.target.describe()
+                )
+            },
+        })
+    }
 }
 
 /// Options of [`optimize`].
@@ -279,6 +314,16 @@ pub fn optimize(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<OptimizeReport> {
+    // The format decides whether activations are int8 (and so the integer layers' weight
+    // range), whatever the recipe file said.
+    let normalized = options
+        .recipe
+        .clone()
+        .with_int8_activations(options.format == ExportFormat::QdqInt8);
+    let options = &OptimizeOptions {
+        recipe: &normalized,
+        ..*options
+    };
     let analysis = crate::analysis::analyse(model, &Default::default(), progress, cancel)?;
     let structured = structured_pass(model, &analysis, options.recipe, cancel)?;
     let (working, recipe) = match &structured {
@@ -460,6 +505,7 @@ pub fn optimize(
         macs_before: analysis.macs,
         macs_after: working_analysis.macs,
         quantized_activations: preview.built.quantized_activations.clone(),
+        integer_kernels: IntegerKernels::of(options.recipe),
         notes,
         verification,
         recipe: options.recipe.clone(),

@@ -130,7 +130,132 @@ pub struct ActivationSettings {
     /// Quantize activations to int8 (QDQ) when true.
     pub int8: bool,
     pub calibration: ActivationCalibration,
+    /// The range of the int8 weight codes of layers that run as integer kernels.
+    pub weight_range: WeightRange,
 }
+
+/// The CPU an integer (QDQ) export is meant to run on. It decides which int8 weight range
+/// the integer kernels compute exactly.
+///
+/// onnxruntime fuses QDQ Conv/Gemm/MatMul into u8×s8 integer kernels. On x86-64 without
+/// VNNI they multiply with `VPMADDUBSW`, which adds pairs of u8·s8 products into int16 and
+/// saturates: with full-range weights (|w| up to 127) a pair reaches 2·255·127 = 64,770 >
+/// 32,767, and the outputs differ from the exact (and the preview's) result. With weights in
+/// the 7-bit range (|w| ≤ 64, onnxruntime's `reduce_range`) a pair stays within
+/// 2·255·64 = 32,640. With VNNI (`VPDPBUSD`, 32-bit sums) and on ARM64 (`SDOT`/`UDOT`, widening
+/// multiplies) the full range is exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Any CPU: weights in the 7-bit range, exact everywhere.
+    #[default]
+    Portable,
+    /// x86-64 with AVX2 and no VNNI (e.g. AMD EPYC before Zen 4): 7-bit weights.
+    #[serde(rename = "x86-64")]
+    X86_64,
+    /// x86-64 with AVX-VNNI or AVX512-VNNI: the full 8-bit range is exact.
+    #[serde(rename = "x86-64-vnni")]
+    X86_64Vnni,
+    /// ARM64 (NEON dot products): the full 8-bit range is exact.
+    Arm64,
+}
+
+impl Target {
+    /// Every target, in CLI order.
+    pub const ALL: [Target; 4] = [Self::Portable, Self::X86_64, Self::X86_64Vnni, Self::Arm64];
+
+    /// The CLI/JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::X86_64 => "x86-64",
+            Self::X86_64Vnni => "x86-64-vnni",
+            Self::Arm64 => "arm64",
+        }
+    }
+
+    /// A short description for reports and the studio.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Portable => "any CPU",
+            Self::X86_64 => "x86-64 without VNNI",
+            Self::X86_64Vnni => "x86-64 with VNNI",
+            Self::Arm64 => "ARM64",
+        }
+    }
+
+    /// Parses a CLI/JSON name; `host` is the CPU this program runs on.
+    pub fn parse(name: &str) -> Option<Self> {
+        if name == "host" {
+            return Some(Self::host());
+        }
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The kind of CPU this program runs on.
+    pub fn host() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                || std::arch::is_x86_feature_detected!("avxvnni")
+            {
+                Self::X86_64Vnni
+            } else {
+                Self::X86_64
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            Self::Arm64
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            Self::Portable
+        }
+    }
+
+    /// Whether integer kernels on this target compute full-range (8-bit) weights exactly.
+    pub fn full_range_exact(self) -> bool {
+        matches!(self, Self::X86_64Vnni | Self::Arm64)
+    }
+}
+
+/// The range of the int8 weight codes of layers that run as integer kernels (QDQ export).
+/// Weight-only formats dequantize to float and always use the full range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightRange {
+    /// The widest range the target computes exactly: full on `x86-64-vnni` and `arm64`,
+    /// 7-bit elsewhere.
+    #[default]
+    Auto,
+    /// 7-bit codes (`reduce_range`): exact on every CPU, about 6 dB less weight SQNR.
+    Reduced,
+    /// Full 8-bit codes: only for targets where it is exact.
+    Full,
+}
+
+impl WeightRange {
+    /// The CLI/JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Reduced => "reduced",
+            Self::Full => "full",
+        }
+    }
+
+    /// Parses a CLI/JSON name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Auto, Self::Reduced, Self::Full]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+}
+
+/// The largest number of bits the weight codes of integer-kernel layers may use so that
+/// every CPU's kernels compute them exactly (see [`Target`]).
+pub const REDUCED_RANGE_BITS: u8 = 7;
 
 /// A compression recipe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,6 +281,9 @@ pub struct Recipe {
     /// Data-aware re-solving of the kept weights of pruned layers (off by default).
     #[serde(default)]
     pub reconstruct: Reconstruction,
+    /// The CPU the integer (QDQ) export is meant for; it decides the weight range.
+    #[serde(default)]
+    pub target: Target,
 }
 
 /// Layer-wise weight reconstruction after unstructured pruning (OBC / SparseGPT / AdaPrune
@@ -239,6 +367,7 @@ impl Default for Recipe {
             recalibrate_batchnorm: BatchNormRecalibration::WhenPruned,
             fold_batchnorm: true,
             reconstruct: Reconstruction::default(),
+            target: Target::default(),
         }
     }
 }
@@ -264,6 +393,27 @@ impl Recipe {
             Some(o) => o.apply(self.defaults),
             None => self.defaults,
         }
+    }
+
+    /// The bits that the weight codes of integer-kernel layers (Conv, ConvTranspose, Gemm,
+    /// MatMul with int8 activations) are limited to, when the target needs it: `Some(7)`
+    /// for a QDQ recipe whose weight range resolves to 7 bits, else `None`.
+    pub fn integer_kernel_bits_cap(&self) -> Option<u8> {
+        if !self.activations.int8 {
+            return None;
+        }
+        match self.activations.weight_range {
+            WeightRange::Reduced => Some(REDUCED_RANGE_BITS),
+            WeightRange::Full => None,
+            WeightRange::Auto => (!self.target.full_range_exact()).then_some(REDUCED_RANGE_BITS),
+        }
+    }
+
+    /// The recipe with int8 activations on or off: the export format decides it (a QDQ
+    /// export quantizes activations, the other formats do not), whatever the file said.
+    pub fn with_int8_activations(mut self, int8: bool) -> Self {
+        self.activations.int8 = int8;
+        self
     }
 
     /// Reads a recipe from JSON, rejecting unknown fields and other versions.
@@ -313,6 +463,21 @@ impl Recipe {
         {
             return Err(Error::Recipe {
                 reason: format!("activation percentile {percentile} is outside 50–100"),
+            });
+        }
+        if self.activations.int8
+            && self.activations.weight_range == WeightRange::Full
+            && !self.target.full_range_exact()
+        {
+            return Err(Error::Recipe {
+                reason: format!(
+                    "full-range int8 weights are not computed exactly on target `{}` ({}): \
+                     onnxruntime's u8×s8 kernels on x86-64 without VNNI saturate int16 pair \
+                     sums, so the file would not compute what the preview shows; use weight \
+                     range `auto`/`reduced`, or target `x86-64-vnni` or `arm64`",
+                    self.target.name(),
+                    self.target.describe()
+                ),
             });
         }
         let damp = self.reconstruct.dampening;
@@ -440,6 +605,55 @@ mod tests {
         let mut bad = Recipe::default();
         bad.reconstruct.dampening = -1.0;
         assert!(bad.validate(["a"]).is_err());
+    }
+
+    #[test]
+    fn the_integer_weight_range_follows_the_target_and_full_range_is_refused_where_it_saturates() {
+        let qdq = |target, range| {
+            let mut r = Recipe {
+                target,
+                ..Recipe::default()
+            }
+            .with_int8_activations(true);
+            r.activations.weight_range = range;
+            r
+        };
+        assert_eq!(Recipe::default().target, Target::Portable);
+        // Weight-only formats: no integer kernels, no cap.
+        assert_eq!(Recipe::default().integer_kernel_bits_cap(), None);
+        for (target, cap) in [
+            (Target::Portable, Some(7)),
+            (Target::X86_64, Some(7)),
+            (Target::X86_64Vnni, None),
+            (Target::Arm64, None),
+        ] {
+            assert_eq!(
+                qdq(target, WeightRange::Auto).integer_kernel_bits_cap(),
+                cap,
+                "{target:?}"
+            );
+            assert_eq!(
+                qdq(target, WeightRange::Reduced).integer_kernel_bits_cap(),
+                Some(7)
+            );
+            let full = qdq(target, WeightRange::Full);
+            assert_eq!(full.validate(["a"]).is_ok(), target.full_range_exact());
+            if target.full_range_exact() {
+                assert_eq!(full.integer_kernel_bits_cap(), None);
+            }
+            assert_eq!(Target::parse(target.name()), Some(target));
+        }
+        assert!(Target::parse("host").is_some());
+        assert_eq!(Target::parse("riscv"), None);
+        let recipe = qdq(Target::Arm64, WeightRange::Full);
+        let json = recipe.to_json();
+        assert!(
+            json.contains("\"target\": \"arm64\"") && json.contains("\"weight_range\": \"full\""),
+            "{json}"
+        );
+        assert_eq!(Recipe::from_json(&json).unwrap(), recipe);
+        let vnni = Recipe::from_json(r#"{"version": 1, "target": "x86-64-vnni"}"#).unwrap();
+        assert_eq!(vnni.target, Target::X86_64Vnni);
     }
 
     #[test]

@@ -37,6 +37,15 @@ pub fn markdown(report: &OptimizeReport) -> String {
         report.format.name()
     );
     let _ = writeln!(out, "- data: {}", report.data);
+    if let Some(k) = &report.integer_kernels {
+        let _ = writeln!(
+            out,
+            "- integer kernels: target `{}`, {}-bit weight codes — exact on {}",
+            k.target.name(),
+            k.weight_bits,
+            k.exact_on
+        );
+    }
     let v = &report.verification;
     let _ = writeln!(
         out,

@@ -10,7 +10,8 @@ use edgefit_engine::pipeline::{
     InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, optimize, resolve_inputs,
 };
 use edgefit_engine::plan::{
-    BatchNormRecalibration, Clipping, Precision, PruneMask, PruneMethod, Recipe,
+    BatchNormRecalibration, Clipping, Precision, PruneMask, PruneMethod, Recipe, Target,
+    WeightRange,
 };
 use edgefit_engine::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
@@ -65,6 +66,16 @@ pub struct OptimizeArgs {
     /// Export format.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
     pub format: String,
+    /// The CPU a qdq-int8 file is meant for: `portable` (default; exact on every CPU),
+    /// `x86-64` (no VNNI), `x86-64-vnni`, `arm64`, or `host` (this machine's kind). It decides
+    /// the weight range of the integer layers.
+    #[arg(long, value_parser = ["portable", "x86-64", "x86-64-vnni", "arm64", "host"])]
+    pub target: Option<String>,
+    /// Weight codes of qdq-int8 integer layers: `auto` (default: the widest range the target
+    /// computes exactly), `reduced` (7-bit, exact everywhere) or `full` (8-bit; only for
+    /// x86-64-vnni and arm64, where onnxruntime's u8×s8 kernels do not saturate).
+    #[arg(long, value_parser = ["auto", "reduced", "full"])]
+    pub weight_range: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Latency runs per model (0 skips latency).
@@ -139,6 +150,12 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if format == ExportFormat::QdqInt8 {
         recipe.activations.int8 = true;
     }
+    if let Some(target) = args.target.as_deref().and_then(Target::parse) {
+        recipe.target = target;
+    }
+    if let Some(range) = args.weight_range.as_deref().and_then(WeightRange::parse) {
+        recipe.activations.weight_range = range;
+    }
     if let Some(mode) = &args.recalibrate_batchnorm {
         recipe.recalibrate_batchnorm = match mode.as_str() {
             "always" => BatchNormRecalibration::Always,
@@ -202,6 +219,14 @@ fn print_optimize(r: &OptimizeReport) {
         "runtime: {} (input {:?}; preview, latency and verification)",
         r.runtime, r.input_shape
     );
+    if let Some(k) = &r.integer_kernels {
+        println!(
+            "integer kernels: target {}, {}-bit weight codes, exact on {}",
+            k.target.name(),
+            k.weight_bits,
+            k.exact_on
+        );
+    }
     println!(
         "{:<12} {:>9} {:>12} {:>14}",
         "", "top-1", "size", "latency (p50)"
