@@ -110,6 +110,8 @@ pub struct ModelAnalysis {
     pub layers: Vec<LayerReport>,
     pub tensors: Vec<TensorReport>,
     pub warnings: Vec<String>,
+    /// The model checked against the ONNX operator schemas of its opsets.
+    pub schema: crate::schema::SchemaReport,
 }
 
 /// Ops treated as layers when they read a weight.
@@ -180,6 +182,13 @@ pub fn analyse(
     cancel.check()?;
 
     let mut warnings = model.warnings.clone();
+    let schema = crate::schema::check_model(&model.proto);
+    warnings.extend(
+        schema
+            .problems
+            .iter()
+            .map(|p| format!("not valid against the ONNX operator schemas: {p}")),
+    );
     for t in &tensors {
         if let Some(s) = &t.stats
             && (s.nan_count > 0 || s.inf_count > 0)
@@ -256,6 +265,7 @@ pub fn analyse(
         layers,
         tensors,
         warnings,
+        schema,
     })
 }
 

@@ -35,9 +35,10 @@ pub struct CompressibleLayer {
     pub channel_axis: Option<usize>,
     /// Whether structured (channel) pruning is possible for this op.
     pub structured_ok: bool,
-    /// Whether per-channel quantization can be exported (per-axis `DequantizeLinear` needs
-    /// opset 13 or later).
-    pub per_channel_ok: bool,
+    /// The model's default-domain opset: per-channel weights of integer-kernel (QDQ) layers
+    /// need a per-axis `DequantizeLinear` (opset 13); weight-only formats scale per channel
+    /// with a `Mul` at any opset.
+    pub opset: i64,
     pub macs: Option<u64>,
 }
 
@@ -69,7 +70,9 @@ pub struct LayerCompression {
     pub settings: LayerSettings,
     /// Fraction of the weight's values that are exactly zero afterwards.
     pub sparsity: f64,
-    /// Weight SQNR against the original, in dB (`null` when identical).
+    /// Weight SQNR against the original, in dB (`null` when identical, `"-inf"` when some
+    /// weight became NaN or infinite).
+    #[serde(serialize_with = "crate::report::json_db")]
     pub sqnr_db: Option<f64>,
     pub mse: f64,
     pub bytes_before: u64,
@@ -123,8 +126,28 @@ impl Compression {
     }
 }
 
-/// A layer's result with the settings and the weight-bits cap it was computed with.
-type CachedLayer = (LayerSettings, Option<u8>, Arc<LayerResult>);
+/// What a layer's result depends on besides its settings: what the export format allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerContext {
+    /// Integer codes limited to this many bits (see [`Recipe::integer_kernel_bits_cap`]).
+    pub bits_cap: Option<u8>,
+    /// Whether per-channel scales can be exported for this layer.
+    pub per_channel_ok: bool,
+}
+
+impl LayerContext {
+    /// The context of `layer` under `recipe` (whose int8 activations say QDQ).
+    pub fn of(layer: &CompressibleLayer, recipe: &Recipe) -> Self {
+        let kernel = INTEGER_KERNEL_OPS.contains(&layer.op.as_str());
+        Self {
+            bits_cap: recipe.integer_kernel_bits_cap().filter(|_| kernel),
+            per_channel_ok: !(recipe.activations.int8 && kernel) || layer.opset >= 13,
+        }
+    }
+}
+
+/// A layer's result with the settings and the context it was computed with.
+type CachedLayer = (LayerSettings, LayerContext, Arc<LayerResult>);
 
 /// Holds the original weights and a cache of per-layer results.
 pub struct Compressor {
@@ -210,11 +233,10 @@ impl Compressor {
             .iter()
             .map(|l| recipe.settings_for(&l.name))
             .collect();
-        let kernel_cap = recipe.integer_kernel_bits_cap();
-        let caps: Vec<Option<u8>> = self
+        let caps: Vec<LayerContext> = self
             .layers
             .iter()
-            .map(|l| kernel_cap.filter(|_| INTEGER_KERNEL_OPS.contains(&l.op.as_str())))
+            .map(|l| LayerContext::of(l, recipe))
             .collect();
         let stale: Vec<usize> = (0..self.layers.len())
             .filter(|&i| {
@@ -358,7 +380,7 @@ fn compressible(
         dims: weight.dims.clone(),
         channel_axis,
         structured_ok,
-        per_channel_ok: opset >= 13,
+        opset,
         macs: report.macs,
     })
 }
@@ -407,25 +429,32 @@ pub fn compress_layer(
     compress_layer_with(layer, original, settings, None)
 }
 
-/// [`compress_layer`] with the layer's calibration input statistics (for output-MSE clipping).
+/// [`compress_layer`] with the layer's calibration input statistics (for output-MSE clipping),
+/// for a weight-only export.
 pub fn compress_layer_with(
     layer: &CompressibleLayer,
     original: &[f32],
     settings: LayerSettings,
     gram: Option<&InputGram>,
 ) -> LayerResult {
-    compress_layer_capped(layer, original, settings, gram, None)
+    let context = LayerContext {
+        bits_cap: None,
+        per_channel_ok: true,
+    };
+    compress_layer_capped(layer, original, settings, gram, context)
 }
 
-/// [`compress_layer_with`] with integer codes limited to `bits_cap` bits (the 7-bit weight
-/// range that integer kernels compute exactly on every CPU, see [`crate::plan::Target`]).
+/// [`compress_layer_with`] in `context`: integer codes limited to its bits (the 7-bit weight
+/// range that integer kernels compute exactly on every CPU, see [`crate::plan::Target`]), and
+/// per-tensor scales where per-channel ones cannot be exported.
 pub fn compress_layer_capped(
     layer: &CompressibleLayer,
     original: &[f32],
     settings: LayerSettings,
     gram: Option<&InputGram>,
-    bits_cap: Option<u8>,
+    context: LayerContext,
 ) -> LayerResult {
+    let bits_cap = context.bits_cap;
     let bytes_before = original.len() as u64 * 4;
     let mut values = original.to_vec();
     let mut notes = Vec::new();
@@ -453,9 +482,22 @@ pub fn compress_layer_capped(
         match settings.precision {
             Precision::Float32 => {}
             Precision::Float16 => {
-                values
-                    .iter_mut()
-                    .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+                // Beyond float16's range a weight would become infinite (and every output it
+                // reaches with it): saturate to ±65504, as onnxconverter-common does, and say so.
+                let max = f32::from(half::f16::MAX);
+                let mut saturated = 0usize;
+                for v in values.iter_mut() {
+                    if v.is_finite() && v.abs() > max {
+                        *v = v.clamp(-max, max);
+                        saturated += 1;
+                    }
+                    *v = half::f16::from_f32(*v).to_f32();
+                }
+                if saturated > 0 {
+                    notes.push(format!(
+                        "{saturated} weights beyond float16's range (|w| > 65504) saturated to ±65504"
+                    ));
+                }
             }
             Precision::Int { bits: asked } => {
                 let bits = bits_cap.map_or(asked, |cap| asked.min(cap));
@@ -470,13 +512,14 @@ pub fn compress_layer_capped(
                             .max(-crate::quant::code_range(bits, settings.symmetric).0)
                     ));
                 }
-                if settings.per_channel && !layer.per_channel_ok {
-                    notes.push(
-                        "per-channel quantization needs opset 13 or later; per-tensor used"
-                            .to_owned(),
-                    );
+                if settings.per_channel && !context.per_channel_ok {
+                    notes.push(format!(
+                        "per-channel scales of integer (QDQ) layers need opset 13 (the model has \
+                         opset {}, and its ops could not be moved to 13); per-tensor used",
+                        layer.opset
+                    ));
                 }
-                let per_channel = settings.per_channel && layer.per_channel_ok;
+                let per_channel = settings.per_channel && context.per_channel_ok;
                 let axis = if per_channel {
                     layer.channel_axis
                 } else {
@@ -496,7 +539,13 @@ pub fn compress_layer_capped(
             }
         }
     }
-    let (sqnr, mse, zeros) = sqnr_db_and_mse(original, &values);
+    let error = sqnr_db_and_mse(original, &values);
+    if error.broken > 0 {
+        notes.push(format!(
+            "{} finite weights became NaN or infinite: the layer's outputs are not meaningful",
+            error.broken
+        ));
+    }
     let channels = layer
         .channel_axis
         .map_or(1, |a| layer.dims[a].max(1) as u64);
@@ -521,9 +570,9 @@ pub fn compress_layer_capped(
             op: layer.op.clone(),
             weight: layer.weight.clone(),
             settings,
-            sparsity: zeros as f64 / values.len().max(1) as f64,
-            sqnr_db: sqnr.is_finite().then_some(sqnr),
-            mse,
+            sparsity: error.zeros as f64 / values.len().max(1) as f64,
+            sqnr_db: (error.sqnr_db < f64::INFINITY).then_some(error.sqnr_db),
+            mse: error.mse,
             bytes_before,
             bytes_after,
             macs_before: layer.macs,

@@ -48,6 +48,10 @@ pub enum Error {
     /// Writing would overwrite the model that was opened.
     #[error("refusing to overwrite the model that was opened; choose another path: {path}")]
     WouldOverwriteSource { path: PathBuf },
+    /// The built export breaks the ONNX operator schemas (a runtime would refuse it): it was
+    /// not written.
+    #[error("the export would not be a valid ONNX model, so it was not written: {reason}")]
+    InvalidExport { reason: String },
     /// The job was cancelled by the user.
     #[error("cancelled")]
     Cancelled,

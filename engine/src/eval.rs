@@ -104,38 +104,105 @@ pub fn accuracy(outputs: &[Vec<f32>], labels: &[i64]) -> Accuracy {
 /// How closely a model's outputs follow a reference's, sample by sample.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Fidelity {
-    /// Fraction of samples whose top-1 class is the reference's.
+    /// Fraction of samples whose top-1 class is the reference's (a sample whose outputs hold
+    /// NaN or Inf where the reference's do not never agrees).
     pub agreement: f64,
-    /// Output signal-to-noise ratio in dB over all samples (`null` when identical).
+    /// Output signal-to-noise ratio in dB over all samples: `null` when the outputs are
+    /// identical, `"-inf"` when `nonfinite_values` > 0 (the outputs are broken).
+    #[serde(serialize_with = "crate::report::json_db")]
     pub sqnr_db: Option<f64>,
-    /// Largest absolute difference of any output value.
+    /// Largest absolute difference of any output value (`"inf"` when `nonfinite_values` > 0).
+    #[serde(serialize_with = "crate::report::json_float")]
     pub max_abs_err: f64,
     pub samples: usize,
+    /// Output values that are NaN or infinite in one of the two and not the same value in the
+    /// other: any makes the comparison fail.
+    pub nonfinite_values: usize,
+}
+
+impl Fidelity {
+    /// Whether the outputs are identical value for value (NaN matching NaN).
+    pub fn identical(&self) -> bool {
+        self.sqnr_db.is_none()
+    }
+
+    /// The SQNR for people: `∞ (identical)`, `27.4 dB`, or `−∞ (N values NaN or infinite)`.
+    pub fn sqnr_text(&self) -> String {
+        match self.sqnr_db {
+            None => "∞ (identical)".to_owned(),
+            Some(db) if db.is_finite() => format!("{db:.1} dB"),
+            Some(_) => format!(
+                "−∞ ({} output values NaN or infinite)",
+                self.nonfinite_values
+            ),
+        }
+    }
+}
+
+/// Differences between two sets of values, NaN- and Inf-aware.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Difference {
+    pub signal: f64,
+    pub noise: f64,
+    /// Largest |a − b| over pairs of finite values.
+    pub max_abs: f64,
+    /// Pairs where one value is NaN or infinite and the other is not the same value.
+    pub nonfinite: usize,
+}
+
+impl Difference {
+    /// Adds the pairs of `reference` and `values`.
+    pub fn add(&mut self, reference: &[f32], values: &[f32]) {
+        for (&a, &b) in reference.iter().zip(values) {
+            if !(a.is_finite() && b.is_finite()) {
+                let same = (a.is_nan() && b.is_nan()) || a == b;
+                self.nonfinite += usize::from(!same);
+                continue;
+            }
+            let (a, b) = (f64::from(a), f64::from(b));
+            self.signal += a * a;
+            let d = a - b;
+            self.noise += d * d;
+            self.max_abs = self.max_abs.max(d.abs());
+        }
+    }
+
+    /// SQNR in dB: `None` when the values are identical, −∞ when a non-finite pair differs.
+    pub fn sqnr_db(&self) -> Option<f64> {
+        if self.nonfinite > 0 {
+            return Some(f64::NEG_INFINITY);
+        }
+        (self.noise > 0.0).then(|| 10.0 * (self.signal / self.noise).log10())
+    }
+
+    /// `max_abs`, or infinity when a non-finite pair differs.
+    pub fn max_abs(&self) -> f64 {
+        if self.nonfinite > 0 {
+            f64::INFINITY
+        } else {
+            self.max_abs
+        }
+    }
 }
 
 /// Fidelity of `outputs` against `reference` outputs of the same samples.
 pub fn fidelity(reference: &[Vec<f32>], outputs: &[Vec<f32>]) -> Fidelity {
     let mut agree = 0usize;
-    let (mut signal, mut noise, mut max_abs) = (0f64, 0f64, 0f64);
+    let mut diff = Difference::default();
     for (r, o) in reference.iter().zip(outputs) {
-        if top_k(r, 1) == top_k(o, 1) {
+        let before = diff.nonfinite;
+        diff.add(r, o);
+        if diff.nonfinite == before && top_k(r, 1) == top_k(o, 1) {
             agree += 1;
-        }
-        for (&a, &b) in r.iter().zip(o) {
-            let (a, b) = (f64::from(a), f64::from(b));
-            signal += a * a;
-            let d = a - b;
-            noise += d * d;
-            max_abs = max_abs.max(d.abs());
         }
     }
     let n = reference.len().min(outputs.len());
-    let sqnr = (noise > 0.0).then(|| 10.0 * (signal / noise).log10());
     Fidelity {
         agreement: agree as f64 / n.max(1) as f64,
-        sqnr_db: sqnr,
-        max_abs_err: max_abs,
+        sqnr_db: diff.sqnr_db(),
+        max_abs_err: diff.max_abs(),
         samples: n,
+        nonfinite_values: diff.nonfinite,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Building the exported ONNX model from a compression: the exact protobuf that is evaluated
 //! for the preview and written to disk, so what is previewed is what ships.
 
+mod weights;
+
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -9,8 +11,7 @@ use crate::compress::{Compression, Compressor};
 use crate::error::{Error, Result};
 use crate::graph_edit::node as node_proto;
 use crate::graph_edit::{
-    constant_node, float_tensor, half_tensor, int_attr, int8_tensor, node, top_level_names,
-    uint8_tensor, unique,
+    constant_node, float_tensor, half_tensor, int_attr, node, top_level_names, uint8_tensor, unique,
 };
 use crate::load::LoadedModel;
 use crate::plan::Precision;
@@ -26,8 +27,8 @@ pub enum ExportFormat {
     Fp32,
     /// float16 weights followed by a `Cast` to float32.
     Fp16,
-    /// Integer layers as int8 codes + `DequantizeLinear` (a size format: runtimes dequantize
-    /// back to float, so it is not faster).
+    /// Integer layers as int8 codes + `Cast` and `Mul` (a size format: runtimes fold them into
+    /// float weights when the model loads, and compute in float).
     WeightsInt8,
     /// As `WeightsInt8`, plus int8 activations: `QuantizeLinear`/`DequantizeLinear` pairs on the
     /// inputs and outputs of integer layers, with ranges calibrated on data.
@@ -356,40 +357,11 @@ pub fn build_export(
                     &[int_attr("to", 1)],
                 ));
             }
+            Storage::Int8(q) if format == ExportFormat::QdqInt8 => {
+                weights::dequantize_linear(graph, &mut names, &mut prelude, w, &layer.dims, q)
+            }
             Storage::Int8(q) => {
-                let codes = unique(&mut names, &format!("{w}_quantized"));
-                let scale = unique(&mut names, &format!("{w}_scale"));
-                let zero_point = unique(&mut names, &format!("{w}_zero_point"));
-                graph
-                    .initializer
-                    .push(int8_tensor(&codes, &layer.dims, &q.codes));
-                let (scales, zps): (Vec<f32>, Vec<i8>) = q
-                    .params
-                    .iter()
-                    .map(|p| (p.scale, p.zero_point as i8))
-                    .unzip();
-                let group_dims: Vec<i64> = if q.axis.is_some() {
-                    vec![scales.len() as i64]
-                } else {
-                    vec![]
-                };
-                graph
-                    .initializer
-                    .push(float_tensor(&scale, &group_dims, &scales));
-                graph
-                    .initializer
-                    .push(int8_tensor(&zero_point, &group_dims, &zps));
-                let attrs = q
-                    .axis
-                    .map(|a| vec![int_attr("axis", a as i64)])
-                    .unwrap_or_default();
-                prelude.push(node(
-                    "DequantizeLinear",
-                    &unique(&mut names, &format!("{w}_dequantize")),
-                    &[&codes, &scale, &zero_point],
-                    w,
-                    &attrs,
-                ));
+                weights::cast_and_scale(graph, &mut names, &mut prelude, w, &layer.dims, q)
             }
         }
         layers_changed += 1;

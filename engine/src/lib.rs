@@ -28,6 +28,7 @@ pub mod quant;
 pub mod reconstruct;
 pub mod report;
 pub mod runtime;
+pub mod schema;
 pub mod shapes;
 pub mod staged;
 pub mod stats;

@@ -15,7 +15,10 @@ pub use inputs::{
     generated_data, merge_input_settings, parse_input_shape, parse_input_value,
     resolve_input_shape, resolve_inputs,
 };
-pub use verify::{Verification, verify_written, verify_written_in};
+pub use verify::{
+    RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export, verify_written,
+    verify_written_in,
+};
 
 use std::path::{Path, PathBuf};
 
@@ -375,7 +378,7 @@ pub fn optimize(
         progress,
         cancel,
     )?;
-    report(progress, "measuring latency", 0, 2);
+    report(progress, "measuring latency", 0, 3);
     let labels = options.data.labels.as_deref();
     let measure =
         |proto: &ModelProto, outputs: &[Vec<f32>], dir: Option<&Path>| -> Result<Measured> {
@@ -419,21 +422,49 @@ pub fn optimize(
     let compressed = measure(&preview.built.proto, &preview.outputs, None)?;
     cancel.check()?;
 
-    report(progress, "writing", 1, 2);
+    // An export the user's runtime would reject is not written at all.
+    let original_schema = crate::schema::check_model(&model.proto);
+    let new_problems = crate::schema::check_model(&preview.built.proto).new_since(&original_schema);
+    if !new_problems.is_empty() {
+        let listed: Vec<String> = new_problems
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect();
+        return Err(Error::InvalidExport {
+            reason: format!(
+                "{}{}",
+                listed.join("; "),
+                if new_problems.len() > 5 {
+                    format!(" (and {} more)", new_problems.len() - 5)
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+
+    report(progress, "writing", 1, 3);
     write_model_atomic(&preview.built.proto, output, &model.path)?;
     let written_size = std::fs::metadata(output)
         .map(|m| m.len())
         .unwrap_or(compressed.size_bytes);
-    let verification = verify_written_in(
-        options.runtime,
+    report(progress, "verifying", 2, 3);
+    let verify_build = BuildOptions {
+        fixed_inputs: preview.fixed_inputs.clone(),
+        output: options.output.map(str::to_owned),
+        ..BuildOptions::default()
+    };
+    let verification = verify_export(
         output,
-        options.data,
-        &preview.outputs,
-        &preview.input_shape,
-        &BuildOptions {
-            fixed_inputs: preview.fixed_inputs.clone(),
-            output: options.output.map(str::to_owned),
-            ..BuildOptions::default()
+        &VerifyInputs {
+            runtime: options.runtime,
+            data: options.data,
+            expected: &preview.outputs,
+            input_shape: &preview.input_shape,
+            build: &verify_build,
+            original_schema: &original_schema,
+            integer_kernels: options.format == ExportFormat::QdqInt8,
         },
         cancel,
     );
@@ -445,7 +476,7 @@ pub fn optimize(
         );
     }
     if options.format == ExportFormat::WeightsInt8 {
-        notes.push("weights-only int8 makes the file smaller, not faster: runtimes dequantize it back to float".to_owned());
+        notes.push("weights-only int8 makes the file smaller, not faster: runtimes fold the codes back into float weights when the model loads".to_owned());
     }
     let mut layer_notes: Vec<String> = preview
         .compression

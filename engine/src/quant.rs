@@ -224,11 +224,25 @@ fn kth_smallest_key(values: &[f32], rank: usize, key: impl Fn(f32) -> u32) -> u3
     *keys.select_nth_unstable(rank).1
 }
 
-/// Signal-to-quantization-noise ratio in dB of `approx` against `original`
-/// (`f64::INFINITY` when identical), the mean squared error, and how many values of `approx`
-/// are exactly zero — one pass.
-pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64, usize) {
+/// What [`sqnr_db_and_mse`] measures.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightError {
+    /// SQNR in dB (`f64::INFINITY` when identical, `f64::NEG_INFINITY` when some finite
+    /// value became NaN or infinite).
+    pub sqnr_db: f64,
+    /// Mean squared error over the pairs of finite values.
+    pub mse: f64,
+    /// Values of `approx` that are exactly zero.
+    pub zeros: usize,
+    /// Finite values of `original` whose approximation is NaN or infinite.
+    pub broken: usize,
+}
+
+/// Signal-to-quantization-noise ratio of `approx` against `original`, the mean squared
+/// error, zeros and values made non-finite — one pass.
+pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> WeightError {
     let (mut signal, mut noise, mut n, mut zeros) = (0f64, 0f64, 0usize, 0usize);
+    let mut broken = 0usize;
     // Sums in f32 over short blocks (vectorizable), accumulated in f64 across blocks.
     const BLOCK: usize = 256;
     for (a_block, b_block) in original.chunks(BLOCK).zip(approx.chunks(BLOCK)) {
@@ -238,6 +252,7 @@ pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64, usize) {
             // the loop then vectorizes in debug builds too.
             zeros = zeros.wrapping_add(usize::from(b == 0.0));
             let finite = a.is_finite() && b.is_finite();
+            broken = broken.wrapping_add(usize::from(a.is_finite() && !b.is_finite()));
             let d = a - b;
             s += if finite { a * a } else { 0.0 };
             e += if finite { d * d } else { 0.0 };
@@ -247,14 +262,21 @@ pub fn sqnr_db_and_mse(original: &[f32], approx: &[f32]) -> (f64, f64, usize) {
         noise += f64::from(e);
     }
     let mse = if n > 0 { noise / n as f64 } else { 0.0 };
-    let sqnr = if noise == 0.0 {
+    let sqnr = if broken > 0 {
+        f64::NEG_INFINITY
+    } else if noise == 0.0 {
         f64::INFINITY
     } else if signal == 0.0 {
         f64::NEG_INFINITY
     } else {
         10.0 * (signal / noise).log10()
     };
-    (sqnr, mse, zeros)
+    WeightError {
+        sqnr_db: sqnr,
+        mse,
+        zeros,
+        broken,
+    }
 }
 
 #[cfg(test)]
@@ -312,7 +334,7 @@ mod tests {
                 .iter()
                 .map(|&v| p.dequantize(p.quantize(v, 4, true)))
                 .collect();
-            sqnr_db_and_mse(&values, &approx).1
+            sqnr_db_and_mse(&values, &approx).mse
         };
         let minmax = error(clip_range(&values, Clipping::MinMax, 4, true));
         let mse = error(clip_range(&values, Clipping::Mse, 4, true));

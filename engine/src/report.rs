@@ -4,6 +4,28 @@ use std::fmt::Write;
 
 use crate::pipeline::{Measured, OptimizeReport};
 
+/// Serializes a dB value for JSON: `null` for `None` (identical), numbers, and `"-inf"` /
+/// `"inf"` / `"nan"` as strings (JSON has no such numbers; `null` would read as identical).
+pub fn json_db<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        None => s.serialize_none(),
+        Some(x) => json_float(x, s),
+    }
+}
+
+/// Serializes a float for JSON, non-finite values as the strings `"inf"`, `"-inf"`, `"nan"`.
+pub fn json_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else if v.is_nan() {
+        s.serialize_str("nan")
+    } else if *v > 0.0 {
+        s.serialize_str("inf")
+    } else {
+        s.serialize_str("-inf")
+    }
+}
+
 fn percent(v: f64) -> String {
     format!("{:.2}%", v * 100.0)
 }
@@ -66,8 +88,7 @@ pub fn markdown(report: &OptimizeReport) -> String {
         out,
         "\nFidelity to the original: top-1 agreement {}, output SQNR {}, max abs error {:.4e} ({} samples).\n",
         percent(f.agreement),
-        f.sqnr_db
-            .map_or("∞ (identical)".to_owned(), |s| format!("{s:.1} dB")),
+        f.sqnr_text(),
         f.max_abs_err,
         f.samples
     );

@@ -248,9 +248,7 @@ fn print_optimize(r: &OptimizeReport) {
     println!(
         "fidelity: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
         r.fidelity.agreement * 100.0,
-        r.fidelity
-            .sqnr_db
-            .map_or("∞".to_owned(), |s| format!("{s:.1} dB")),
+        r.fidelity.sqnr_text(),
         r.fidelity.max_abs_err
     );
     println!(
@@ -492,7 +490,7 @@ fn print_eval(e: &EvalOutput) {
         println!(
             "fidelity: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
             f.agreement * 100.0,
-            f.sqnr_db.map_or("∞".to_owned(), |s| format!("{s:.1} dB")),
+            f.sqnr_text(),
             f.max_abs_err
         );
     }
@@ -563,9 +561,7 @@ fn eval_both(args: &EvalArgs) -> Result<()> {
         println!(
             "onnxruntime vs tract: top-1 agreement {:.2}%, output SQNR {}, max abs difference {:.3e} over {} samples",
             agreement.agreement * 100.0,
-            agreement
-                .sqnr_db
-                .map_or("∞".to_owned(), |s| format!("{s:.1} dB")),
+            agreement.sqnr_text(),
             agreement.max_abs_err,
             agreement.samples
         );
