@@ -19,6 +19,7 @@ pub mod layer_inputs;
 pub mod layout;
 pub mod load;
 pub mod macs;
+pub mod opset;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;

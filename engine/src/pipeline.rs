@@ -298,6 +298,71 @@ pub fn preview(
     })
 }
 
+/// The model moved to the opset `format` needs, when it imports an older one: QDQ needs
+/// `QuantizeLinear` (opset 10) and per-axis `DequantizeLinear` (13); the weight-only int8
+/// form needs numpy broadcasting (7); fp16's `Cast` takes an integer `to` from opset 6. Moved
+/// only when no op's meaning changes (see [`crate::opset`]); for QDQ, 10–12 stays with
+/// per-tensor weights when 13 is out of reach. Below the minimum: a clear error.
+fn opset_stage(
+    model: &LoadedModel,
+    format: ExportFormat,
+) -> Result<Option<(LoadedModel, crate::opset::Upgrade)>> {
+    let current = crate::opset::default_opset(&model.proto);
+    let (wanted, minimum) = match format {
+        ExportFormat::QdqInt8 => (13, 10),
+        ExportFormat::WeightsInt8 => (7, 7),
+        ExportFormat::Fp16 => (6, 6),
+        ExportFormat::Fp32 => return Ok(None),
+    };
+    if current >= wanted || current == 0 {
+        return Ok(None);
+    }
+    let rank_of = |t: &str| {
+        model
+            .shapes
+            .get(t)
+            .and_then(|v| v.shape.as_ref())
+            .map(Vec::len)
+    };
+    let mut blocked = Vec::new();
+    for target in [wanted, minimum] {
+        if target <= current {
+            return Ok(None);
+        }
+        match crate::opset::upgrade(&model.proto, target, &rank_of) {
+            Ok((proto, up)) => {
+                let size = Message::compute_size(&proto);
+                let moved = crate::load::from_proto(
+                    proto,
+                    model.path.clone(),
+                    size,
+                    &crate::job::NoProgress,
+                )?;
+                return Ok(Some((moved, up)));
+            }
+            Err(b) => blocked = b,
+        }
+        if wanted == minimum {
+            break;
+        }
+    }
+    Err(Error::InvalidArgument {
+        what: "opset",
+        reason: format!(
+            "{} needs opset {minimum} or later, and this model imports opset {current}; it cannot be \
+             moved there without changing what these ops compute: {}. Export it as {}, or convert \
+             it first (e.g. onnx.version_converter.convert_version(model, 13)) and check the result",
+            format.name(),
+            blocked.join("; "),
+            if format == ExportFormat::Fp16 {
+                "fp32"
+            } else {
+                "fp16 or fp32"
+            }
+        ),
+    })
+}
+
 /// `OUT.onnx` → `OUT.recipe.json`, `OUT.report.json`, `OUT.report.md`.
 pub fn sidecar_paths(output: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let stem = output.with_extension("");
@@ -327,11 +392,13 @@ pub fn optimize(
         recipe: &normalized,
         ..*options
     };
-    let analysis = crate::analysis::analyse(model, &Default::default(), progress, cancel)?;
-    let structured = structured_pass(model, &analysis, options.recipe, cancel)?;
+    let upgraded = opset_stage(model, options.format)?;
+    let base = upgraded.as_ref().map_or(model, |(m, _)| m);
+    let analysis = crate::analysis::analyse(base, &Default::default(), progress, cancel)?;
+    let structured = structured_pass(base, &analysis, options.recipe, cancel)?;
     let (working, recipe) = match &structured {
         Some(pass) => (&pass.model, &pass.recipe),
-        None => (model, options.recipe),
+        None => (base, options.recipe),
     };
     let reconstructed =
         crate::reconstruct::reconstruct_pass(working, recipe, options, progress, cancel)?;
@@ -470,6 +537,22 @@ pub fn optimize(
     );
 
     let mut notes = preview.built.notes.clone();
+    if let Some((_, up)) = &upgraded {
+        notes.push(format!(
+            "moved the model from opset {} to {} for {} (no op used changes meaning between them{})",
+            up.from,
+            up.to,
+            options.format.name(),
+            if up.rewritten.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} nodes rewritten with attributes as inputs",
+                    up.rewritten.len()
+                )
+            }
+        ));
+    }
     if options.data.generated {
         notes.push(
             "no data given: fidelity is measured on generated inputs, not real data".to_owned(),

@@ -105,6 +105,13 @@ fn table() -> Option<&'static Table> {
         .as_ref()
 }
 
+/// The versions (`since_version`) at which `op` of `domain` changed, oldest first.
+pub fn since_versions(domain: &str, op: &str) -> Vec<i64> {
+    table()
+        .and_then(|t| t.ops.get(&format!("{}|{op}", canonical_domain(domain))))
+        .map_or_else(Vec::new, |v| v.iter().map(|e| e.0).collect())
+}
+
 fn canonical_domain(domain: &str) -> &str {
     if domain == "ai.onnx" { "" } else { domain }
 }
