@@ -111,10 +111,17 @@ fn tract_failures_name_the_op_and_suggest_onnxruntime() {
 fn input_shapes_for_symbolic_dims() {
     let model = fixture("runtimes/symbolic_chain.onnx");
     let model = model.to_str().unwrap();
-    let o = edgefit(&["eval", model], &[]);
-    let (_, err) = text(&o);
-    assert!(!o.status.success());
-    assert!(err.contains("--input-shape x="), "{err}");
+    // Out of the box: batch 1, the unknown image dims a stated default, said in the report.
+    let o = edgefit(&["eval", model, "--runs", "1", "--json"], &[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["input_shape"], serde_json::json!([1, 3, 224, 224]));
+    let data = json["data"].as_str().unwrap();
+    assert!(
+        data.contains("`x` at [1, 3, 224, 224] (batch 1, height 224, width 224 chosen)"),
+        "{data}"
+    );
     let mut runtimes = vec!["tract"];
     if onnxruntime() {
         runtimes.push("onnxruntime");
@@ -273,12 +280,17 @@ fn optimize_and_compare_in_onnxruntime() {
 fn input_values_for_the_inputs_the_data_does_not_feed() {
     let model = fixture("runtimes/three_inputs.onnx");
     let model = model.to_str().unwrap();
-    let o = edgefit(&["eval", model], &[]);
-    let (_, err) = text(&o);
+    // Out of the box: the first input fed, the others held at a stated value.
+    let o = edgefit(&["eval", model, "--runs", "1", "--json"], &[]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let data = json["data"].as_str().unwrap();
     assert!(
-        !o.status.success() && err.contains("--input-value"),
-        "{err}"
+        data.contains("`h` held at 0") && data.contains("`k` held at 0"),
+        "{data}"
     );
+    assert_eq!(json["fixed_inputs"][0]["name"], "h");
     let mut runtimes = vec!["tract"];
     if onnxruntime() {
         runtimes.push("onnxruntime");

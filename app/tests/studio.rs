@@ -169,12 +169,21 @@ fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
 fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     use edgefit_engine::runtime::RuntimeKind;
     use egui::accesskit::Role;
-    // Symbolic dims and no data beside the model: nothing to evaluate until a shape is given.
+    // Symbolic dims and no data beside the model: inputs are generated at a stated default
+    // shape until one is given.
     let mut harness = studio(&fixture("runtimes/symbolic_chain.onnx"));
     let data_error =
         |h: &Harness<'static, StudioApp>| h.state().session.as_ref().unwrap().data.clone().err();
-    let e = data_error(&harness).expect("no shape yet");
-    assert!(e.contains("--input-shape") || e.contains("x"), "{e}");
+    let generated = |h: &Harness<'static, StudioApp>| {
+        h.state().session.as_ref().unwrap().data.clone().unwrap()
+    };
+    let data = generated(&harness);
+    assert_eq!(data.sample_shape, vec![3, 224, 224]);
+    assert!(
+        data.description.contains("height 224, width 224 chosen"),
+        "{}",
+        data.description
+    );
     let field = harness.get_by_role_and_label(Role::TextInput, "Shape");
     field.focus();
     harness.run();
@@ -194,6 +203,7 @@ fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     harness.get_by_label("Apply inputs").click();
     wait_idle(&mut harness);
     assert_eq!(data_error(&harness), None, "{:?}", harness.state().error);
+    assert_eq!(generated(&harness).sample_shape, vec![3, 12, 20]);
     // The model was analysed again at that shape in the background: its MACs are known.
     let analysis = &harness.state().session.as_ref().unwrap().open.analysis;
     assert!(

@@ -230,12 +230,44 @@ pub fn latency<M: Runnable + ?Sized>(
     warmup: usize,
     cancel: &CancelToken,
 ) -> Result<Latency> {
-    for _ in 0..warmup {
+    latency_within(
+        model,
+        sample,
+        runs,
+        warmup,
+        std::time::Duration::MAX,
+        cancel,
+    )
+}
+
+/// Runs that [`latency_within`] always times, however long they take.
+const MIN_TIMED_RUNS: usize = 5;
+
+/// [`latency`] stopping early when the runs so far took `budget` (at least
+/// [`MIN_TIMED_RUNS`] timed runs; warm-up stops after half the budget): a large model's
+/// export does not spend minutes timing it. The result says how many runs were timed.
+pub fn latency_within<M: Runnable + ?Sized>(
+    model: &M,
+    sample: &[f32],
+    runs: usize,
+    warmup: usize,
+    budget: std::time::Duration,
+    cancel: &CancelToken,
+) -> Result<Latency> {
+    let started = Instant::now();
+    let mut warmed = 0;
+    while warmed < warmup && started.elapsed() < budget / 2 {
         cancel.check()?;
         model.run(sample)?;
+        warmed += 1;
     }
+    let warmup = warmed;
+    let timing = Instant::now();
     let mut times_ms = Vec::with_capacity(runs.max(1));
-    for _ in 0..runs.max(1) {
+    for i in 0..runs.max(1) {
+        if i >= MIN_TIMED_RUNS && timing.elapsed() >= budget {
+            break;
+        }
         cancel.check()?;
         let start = Instant::now();
         model.run(sample)?;

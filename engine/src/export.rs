@@ -53,6 +53,12 @@ impl ExportFormat {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
+
+    /// Whether only the weights change (no activation ranges to calibrate): such a file can
+    /// be written without running the model.
+    pub fn is_weight_only(self) -> bool {
+        !matches!(self, Self::QdqInt8)
+    }
 }
 
 /// Calibrated activation ranges, by tensor name: (min, max).

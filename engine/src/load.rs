@@ -217,7 +217,9 @@ struct Found<'a> {
 }
 
 enum TensorFound<'a> {
-    Proto(&'a TensorProto),
+    /// A stored tensor, and the name the graph reads it by when that is not the tensor's own
+    /// (a `Constant` node's `value` is read as the node's output; its own name may be empty).
+    Proto(&'a TensorProto, Option<String>),
     /// `Constant` with `value_float(s)` / `value_int(s)`: (name, dtype, dims, values).
     Inline(String, DType, Vec<i64>, Vec<f32>),
     /// Sparse tensors: counted by their dense shape, not decoded.
@@ -255,7 +257,7 @@ fn collect_weights(
 fn walk_graph<'a>(graph: &'a GraphProto, path: &str, found: &mut Vec<Found<'a>>) {
     for t in &graph.initializer {
         found.push(Found {
-            tensor: TensorFound::Proto(t),
+            tensor: TensorFound::Proto(t, None),
             graph: path.to_owned(),
             origin: WeightOrigin::Initializer,
         });
@@ -304,7 +306,10 @@ fn constant_value(attributes: &[AttributeProto], output: String) -> Option<Tenso
     let inline =
         |dtype, dims, values| Some(TensorFound::Inline(output.clone(), dtype, dims, values));
     match attr.name() {
-        "value" => attr.t.as_ref().map(TensorFound::Proto),
+        "value" => attr
+            .t
+            .as_ref()
+            .map(|t| TensorFound::Proto(t, Some(output.clone()))),
         "sparse_value" => attr.sparse_tensor.as_ref().map(|s| {
             let dtype = s.values.as_ref().map_or(DType(0), |v| DType(v.data_type()));
             TensorFound::Sparse(output.clone(), dtype, s.dims.clone())
@@ -338,8 +343,8 @@ fn decode_found(found: Found<'_>, dir: &Path) -> Result<Weight> {
         origin,
     } = found;
     match tensor {
-        TensorFound::Proto(t) => {
-            let name = t.name().to_owned();
+        TensorFound::Proto(t, read_as) => {
+            let name = read_as.unwrap_or_else(|| t.name().to_owned());
             let dtype = DType(t.data_type());
             let elements = element_count(&name, &t.dims)?;
             let external = t.data_location() == DataLocation::EXTERNAL;

@@ -3,17 +3,20 @@
 //! the written file and check it reproduces the measured outputs.
 
 mod calibration;
+mod generate;
 mod inputs;
+mod unmeasured;
 mod verify;
 
 pub use calibration::{
     batchnorm_statistics, batchnorm_statistics_in, calibrate, observe_tensors,
     recalibrate_batchnorm,
 };
+pub use generate::{AutoInputs, GENERATED_SAMPLES, auto_inputs, generated_for};
 pub use inputs::{
-    GENERATED_SAMPLES, InputSetting, InputShapes, ResolvedInputs, concrete_input_shape,
-    generated_data, merge_input_settings, parse_input_shape, parse_input_value,
-    resolve_input_shape, resolve_inputs,
+    InputSetting, InputShapes, ResolvedInputs, concrete_input_shape, generated_data,
+    merge_input_settings, parse_input_shape, parse_input_value, resolve_input_shape,
+    resolve_inputs,
 };
 pub use verify::{
     RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export, verify_written,
@@ -27,7 +30,7 @@ use serde::Serialize;
 use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
+use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, run_dataset};
 use crate::export::{BuiltModel, ExportFormat, activation_tensors, build_export};
 use crate::job::{CancelToken, ProgressSink, report};
 use crate::load::LoadedModel;
@@ -36,6 +39,10 @@ use crate::proto::{Message, ModelProto};
 use crate::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
 use crate::write::{write_bytes_atomic, write_model_atomic};
+
+/// How long an export spends timing each model (at least 5 runs): the figure is a median of
+/// what fits in it.
+const LATENCY_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Measurements of one model on the evaluation samples.
 #[derive(Clone, Debug, Serialize)]
@@ -64,8 +71,13 @@ pub struct OptimizeReport {
     pub evaluated_output: Option<String>,
     pub original: Measured,
     pub compressed: Measured,
-    /// The compressed model's outputs against the original's on the same samples.
-    pub fidelity: Fidelity,
+    /// The compressed model's outputs against the original's on the same samples (`null`
+    /// when they could not be measured: see `not_measured`).
+    pub fidelity: Option<Fidelity>,
+    /// Why the outputs were not measured (a weight-only file written for a model that no
+    /// available runtime could run at a known shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_measured: Option<String>,
     pub layers: Vec<LayerCompression>,
     pub skipped: Vec<SkippedLayer>,
     /// Channels physically removed by structured pruning, per planned layer.
@@ -363,6 +375,52 @@ fn opset_stage(
     })
 }
 
+/// The runtime to preview `model` in when the user did not choose: tract (built in), or
+/// onnxruntime when tract cannot build the model at the shape the inputs resolve to and
+/// onnxruntime loads (from `library`, else the usual places). The reason, when it is not tract.
+pub fn choose_runtime(
+    model: &LoadedModel,
+    data: &Dataset,
+    settings: &InputShapes,
+    library: Option<&Path>,
+) -> (RuntimeKind, Option<String>) {
+    let Ok(inputs) = resolve_inputs(model, Some(data), settings) else {
+        return (RuntimeKind::Tract, None);
+    };
+    let Ok(proto) = model.self_contained_proto() else {
+        return (RuntimeKind::Tract, None);
+    };
+    let build = BuildOptions {
+        fixed_inputs: inputs.fixed.clone(),
+        ..BuildOptions::default()
+    };
+    let dir = model.path.parent();
+    let Err(tract_error) =
+        RunnableModel::build_with(RuntimeKind::Tract, &proto, dir, &inputs.shape, &[], &build)
+    else {
+        return (RuntimeKind::Tract, None);
+    };
+    if crate::runtime::onnxruntime::load(library).is_err() {
+        return (RuntimeKind::Tract, None);
+    }
+    match RunnableModel::build_with(
+        RuntimeKind::OnnxRuntime,
+        &proto,
+        dir,
+        &inputs.shape,
+        &[],
+        &build,
+    ) {
+        Ok(_) => (
+            RuntimeKind::OnnxRuntime,
+            Some(format!(
+                "{tract_error}; previewing and verifying in onnxruntime instead (--runtime tract to insist)"
+            )),
+        ),
+        Err(_) => (RuntimeKind::Tract, None),
+    }
+}
+
 /// `OUT.onnx` → `OUT.recipe.json`, `OUT.report.json`, `OUT.report.md`.
 pub fn sidecar_paths(output: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let stem = output.with_extension("");
@@ -394,6 +452,23 @@ pub fn optimize(
     };
     let upgraded = opset_stage(model, options.format)?;
     let base = upgraded.as_ref().map_or(model, |(m, _)| m);
+    let mut stage_notes = Vec::new();
+    if let Some((_, up)) = &upgraded {
+        stage_notes.push(format!(
+            "moved the model from opset {} to {} for {} (no op used changes meaning between them{})",
+            up.from,
+            up.to,
+            options.format.name(),
+            if up.rewritten.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} nodes rewritten with attributes as inputs",
+                    up.rewritten.len()
+                )
+            }
+        ));
+    }
     let analysis = crate::analysis::analyse(base, &Default::default(), progress, cancel)?;
     let structured = structured_pass(base, &analysis, options.recipe, cancel)?;
     let (working, recipe) = match &structured {
@@ -403,9 +478,9 @@ pub fn optimize(
     let reconstructed =
         crate::reconstruct::reconstruct_pass(working, recipe, options, progress, cancel)?;
     let working = reconstructed.as_ref().map_or(working, |r| &r.model);
-    let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
     let calibration_data = options.calibration.unwrap_or(options.data);
     let folded = if options.format == ExportFormat::QdqInt8 {
+        let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
         crate::staged::fold_stage(
             working,
             recipe,
@@ -437,14 +512,35 @@ pub fn optimize(
         progress,
         cancel,
     )?;
-    let preview = preview(
+    let preview = match preview(
         model,
         working,
         &mut compressor,
         &working_options,
         progress,
         cancel,
-    )?;
+    ) {
+        Ok(p) => p,
+        // A weight-only file needs no run to be written: the model is written, checked
+        // against the schemas, and the report says plainly that nothing was measured.
+        Err(e) if options.format.is_weight_only() && unmeasured::cannot_run(&e) => {
+            return unmeasured::write(
+                &unmeasured::Unmeasured {
+                    original: model,
+                    working,
+                    options: &working_options,
+                    output,
+                    reason: e.to_string(),
+                    notes: stage_notes,
+                    macs_before: analysis.macs,
+                    macs_after: working_analysis.macs,
+                },
+                &mut compressor,
+                cancel,
+            );
+        }
+        Err(e) => return Err(e),
+    };
     report(progress, "measuring latency", 0, 3);
     let labels = options.data.labels.as_deref();
     let measure =
@@ -463,11 +559,12 @@ pub fn optimize(
                         ..BuildOptions::default()
                     },
                 )?;
-                Some(latency(
+                Some(crate::eval::latency_within(
                     &runnable,
                     options.data.sample(0),
                     options.latency_runs,
                     options.latency_runs.div_ceil(5),
+                    LATENCY_BUDGET,
                     cancel,
                 )?)
             } else {
@@ -536,23 +633,8 @@ pub fn optimize(
         cancel,
     );
 
-    let mut notes = preview.built.notes.clone();
-    if let Some((_, up)) = &upgraded {
-        notes.push(format!(
-            "moved the model from opset {} to {} for {} (no op used changes meaning between them{})",
-            up.from,
-            up.to,
-            options.format.name(),
-            if up.rewritten.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; {} nodes rewritten with attributes as inputs",
-                    up.rewritten.len()
-                )
-            }
-        ));
-    }
+    let mut notes = stage_notes;
+    notes.extend(preview.built.notes.iter().cloned());
     if options.data.generated {
         notes.push(
             "no data given: fidelity is measured on generated inputs, not real data".to_owned(),
@@ -601,7 +683,8 @@ pub fn optimize(
         input_shape: preview.input_shape.clone(),
         fixed_inputs: preview.fixed_inputs.clone(),
         evaluated_output: options.output.map(str::to_owned),
-        fidelity: fidelity(&preview.original_outputs, &preview.outputs),
+        fidelity: Some(fidelity(&preview.original_outputs, &preview.outputs)),
+        not_measured: None,
         original,
         compressed: Measured {
             size_bytes: written_size,
@@ -624,13 +707,19 @@ pub fn optimize(
         verification,
         recipe: options.recipe.clone(),
     };
+    write_sidecars(output, &report_)?;
+    Ok(report_)
+}
+
+/// Writes `OUT.recipe.json`, `OUT.report.json` and `OUT.report.md` beside `output`.
+fn write_sidecars(output: &Path, report: &OptimizeReport) -> Result<()> {
     let (recipe_path, json_path, md_path) = sidecar_paths(output);
-    write_bytes_atomic(&recipe_path, options.recipe.to_json().as_bytes())?;
-    let json = serde_json::to_string_pretty(&report_).map_err(|e| Error::InvalidArgument {
+    write_bytes_atomic(&recipe_path, report.recipe.to_json().as_bytes())?;
+    let json = serde_json::to_string_pretty(report).map_err(|e| Error::InvalidArgument {
         what: "report",
         reason: e.to_string(),
     })?;
     write_bytes_atomic(&json_path, json.as_bytes())?;
-    write_bytes_atomic(&md_path, crate::report::markdown(&report_).as_bytes())?;
-    Ok(report_)
+    write_bytes_atomic(&md_path, crate::report::markdown(report).as_bytes())?;
+    Ok(())
 }

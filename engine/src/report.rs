@@ -83,15 +83,25 @@ pub fn markdown(report: &OptimizeReport) -> String {
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     measured_row(&mut out, "original", &report.original);
     measured_row(&mut out, "compressed", &report.compressed);
-    let f = &report.fidelity;
-    let _ = writeln!(
-        out,
-        "\nFidelity to the original: top-1 agreement {}, output SQNR {}, max abs error {:.4e} ({} samples).\n",
-        percent(f.agreement),
-        f.sqnr_text(),
-        f.max_abs_err,
-        f.samples
-    );
+    match (&report.fidelity, &report.not_measured) {
+        (Some(f), _) => {
+            let _ = writeln!(
+                out,
+                "\nFidelity to the original: top-1 agreement {}, output SQNR {}, max abs error {:.4e} ({} samples).\n",
+                percent(f.agreement),
+                f.sqnr_text(),
+                f.max_abs_err,
+                f.samples
+            );
+        }
+        (None, reason) => {
+            let _ = writeln!(
+                out,
+                "\n**Outputs not measured**: {}.\n",
+                reason.as_deref().unwrap_or("the model was not run")
+            );
+        }
+    }
     let _ = writeln!(out, "## Layers\n");
     let _ = writeln!(
         out,

@@ -288,7 +288,7 @@ fn output_mse_clipping_beats_min_max_at_4_bits() {
         results.push(report);
     }
     let (minmax, output_mse) = (&results[0], &results[1]);
-    let sqnr = |r: &OptimizeReport| r.fidelity.sqnr_db.unwrap();
+    let sqnr = |r: &OptimizeReport| r.fidelity.unwrap().sqnr_db.unwrap();
     assert!(
         sqnr(output_mse) > sqnr(minmax) + 1.0,
         "logit SQNR: output-mse {} dB vs minmax {} dB",

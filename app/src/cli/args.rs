@@ -177,14 +177,21 @@ pub fn runtime_of(name: &str) -> Result<RuntimeKind> {
         .with_context(|| format!("--runtime takes tract or onnxruntime, not `{name}`"))
 }
 
+/// The data a command runs on.
+pub struct LoadedData {
+    pub data: Dataset,
+    /// The source's calibration split, when it has one.
+    pub calibration: Option<Dataset>,
+    /// The input settings to run with: the ones given, plus (for generated inputs) the
+    /// shapes and values chosen for what they left open.
+    pub settings: Vec<InputSetting>,
+}
+
 impl DataArgs {
     /// Loads the data for `model` (and its calibration split, when the source has one);
-    /// generated inputs take their shape from `shapes` when the model's is symbolic.
-    pub fn load(
-        &self,
-        model: &LoadedModel,
-        shapes: &[InputSetting],
-    ) -> Result<(Dataset, Option<Dataset>)> {
+    /// generated inputs take their shape from `shapes`, the rest chosen (see
+    /// `edgefit_engine::pipeline::auto_inputs`).
+    pub fn load(&self, model: &LoadedModel, shapes: &[InputSetting]) -> Result<LoadedData> {
         let beside = model
             .path
             .parent()
@@ -194,7 +201,7 @@ impl DataArgs {
             .data
             .clone()
             .or_else(|| beside.and_then(|p| p.parent().map(Path::to_path_buf)));
-        let (mut data, calibration) = match source {
+        let (mut data, calibration, settings) = match source {
             Some(path) => {
                 let preprocess = if path.is_dir() && !path.join("dataset.json").is_file() {
                     self.preprocess.for_folder(&path)?
@@ -213,13 +220,20 @@ impl DataArgs {
                 } else {
                     None
                 };
-                (data, calibration)
+                (data, calibration, shapes.to_vec())
             }
-            None => (generated_data(model, shapes)?, None),
+            None => {
+                let (data, settings) = generated_data(model, shapes)?;
+                (data, None, settings)
+            }
         };
         if let Some(n) = self.samples {
             data = data.first(n);
         }
-        Ok((data, calibration))
+        Ok(LoadedData {
+            data,
+            calibration,
+            settings,
+        })
     }
 }

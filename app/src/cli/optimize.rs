@@ -83,7 +83,9 @@ pub struct OptimizeArgs {
     pub runs: usize,
     /// Runtime of the preview (accuracy, fidelity, calibration), latency and verification of
     /// the written file.
-    #[arg(long, default_value = "tract", value_parser = ["tract", "onnxruntime"])]
+    /// `auto` (default): tract, or onnxruntime when tract cannot run the model and
+    /// onnxruntime is installed.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tract", "onnxruntime"])]
     pub runtime: String,
     #[command(flatten)]
     pub runtime_args: RuntimeArgs,
@@ -179,21 +181,38 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
 pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     let format = ExportFormat::parse(&args.format).context("unknown format")?;
     let recipe = recipe_from(args, format)?;
-    let runtime = runtime_of(&args.runtime)?;
+    let auto = args.runtime == "auto";
+    let mut runtime = if auto {
+        RuntimeKind::Tract
+    } else {
+        runtime_of(&args.runtime)?
+    };
     let shapes = args.runtime_args.shapes()?;
     args.runtime_args.prepare(&[runtime])?;
     let bar = progress_bar();
     let cancel = CancelToken::new();
     let model = load_model(&args.model, &sink(&bar), &cancel)?;
-    let (data, calibration) = args.data.load(&model, &shapes)?;
+    let loaded = args.data.load(&model, &shapes)?;
+    if auto {
+        let (chosen, why) = edgefit_engine::pipeline::choose_runtime(
+            &model,
+            &loaded.data,
+            &loaded.settings,
+            args.runtime_args.onnxruntime_lib.as_deref(),
+        );
+        runtime = chosen;
+        if let Some(why) = why {
+            bar.suspend(|| eprintln!("note: {why}"));
+        }
+    }
     let options = OptimizeOptions {
         recipe: &recipe,
         format,
-        data: &data,
-        calibration: calibration.as_ref(),
+        data: &loaded.data,
+        calibration: loaded.calibration.as_ref(),
         latency_runs: args.runs,
         runtime,
-        input_shapes: &shapes,
+        input_shapes: &loaded.settings,
         output: args.runtime_args.output.as_deref(),
     };
     let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel)?;
@@ -245,12 +264,18 @@ fn print_optimize(r: &OptimizeReport) {
         bytes(r.compressed.size_bytes),
         lat(&r.compressed.latency_ms)
     );
-    println!(
-        "fidelity: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
-        r.fidelity.agreement * 100.0,
-        r.fidelity.sqnr_text(),
-        r.fidelity.max_abs_err
-    );
+    match &r.fidelity {
+        Some(f) => println!(
+            "fidelity: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
+            f.agreement * 100.0,
+            f.sqnr_text(),
+            f.max_abs_err
+        ),
+        None => println!(
+            "fidelity: NOT MEASURED ({})",
+            r.not_measured.as_deref().unwrap_or("the model was not run")
+        ),
+    }
     println!(
         "verification: {} ({})",
         if r.verification.passed {
@@ -404,8 +429,9 @@ fn evaluate_with_outputs(
     let bar = progress_bar();
     let cancel = CancelToken::new();
     let model = load_model(path, &sink(&bar), &cancel)?;
-    let (data, _) = data_args.load(&model, &settings.shapes)?;
-    let inputs = resolve_inputs(&model, Some(&data), &settings.shapes)?;
+    let loaded = data_args.load(&model, &settings.shapes)?;
+    let data = loaded.data;
+    let inputs = resolve_inputs(&model, Some(&data), &loaded.settings)?;
     let runtime = settings.runtime;
     let output = settings.output.as_deref();
     let outputs = outputs_of(&model, &data, &inputs, output, runtime, &bar, &cancel)?;
@@ -606,11 +632,12 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
         samples: Some(1),
         preprocess: Default::default(),
     };
-    let (data, _) = one.load(&model, &shapes)?;
+    let loaded = one.load(&model, &shapes)?;
+    let data = loaded.data;
     if data.is_empty() {
         bail!("no sample to time the model on");
     }
-    let inputs = resolve_inputs(&model, Some(&data), &shapes)?;
+    let inputs = resolve_inputs(&model, Some(&data), &loaded.settings)?;
     let shape = inputs.shape.clone();
     let runs = args.runs.max(1);
     let mut results: Vec<Latency> = Vec::new();

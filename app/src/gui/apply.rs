@@ -235,7 +235,10 @@ impl StudioApp {
             OptimizeRequest {
                 open: s.open.clone(),
                 data,
-                run: s.run.clone(),
+                run: super::session::RunSettings {
+                    inputs: s.data_inputs.clone(),
+                    ..s.run.clone()
+                },
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 recipe: s.recipe.clone(),
                 format: s.format,
@@ -308,11 +311,25 @@ impl StudioApp {
             }
             Ok(Ok(JobOutput::Optimized { report, export })) => {
                 self.error = None;
-                if let Some(s) = &mut self.session {
+                if let Some(reason) = &report.not_measured {
+                    // Nothing to plot: the model could not be run here.
+                    self.error = Some(format!(
+                        "{} - outputs not measured: {reason}",
+                        if export {
+                            format!(
+                                "Exported {} (checked against the ONNX schemas)",
+                                report.output
+                            )
+                        } else {
+                            "Evaluated without running".to_owned()
+                        }
+                    ));
+                } else if let Some(s) = &mut self.session {
                     let measured =
                         |m: &edgefit_engine::pipeline::Measured| m.accuracy.map(|a| a.top1);
-                    let accuracy =
-                        measured(&report.compressed).unwrap_or(report.fidelity.agreement);
+                    let accuracy = measured(&report.compressed)
+                        .or(report.fidelity.map(|f| f.agreement))
+                        .unwrap_or(0.0);
                     if s.baseline.is_none() {
                         s.baseline = Some(EvalPoint {
                             recipe: edgefit_engine::plan::Recipe::default(),
@@ -334,7 +351,7 @@ impl StudioApp {
                         runtime: report.runtime,
                     });
                 }
-                if export {
+                if export && report.not_measured.is_none() {
                     self.status = Some(format!(
                         "Exported {} - verification {}: {}",
                         report.output,

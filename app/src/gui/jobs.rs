@@ -168,6 +168,10 @@ impl Job {
                 optimize(&open.loaded, &options, &out, sink, cancel).map_err(|e| e.to_string())?;
             if !is_export {
                 remove_scratch(&out);
+                // An evaluation that could not run the model has nothing to show: say why.
+                if let Some(reason) = &report.not_measured {
+                    return Err(reason.clone());
+                }
             }
             Ok(JobOutput::Optimized {
                 report: Box::new(report),

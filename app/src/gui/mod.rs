@@ -233,8 +233,10 @@ impl eframe::App for StudioApp {
                         egui::ScrollArea::vertical().show(ui, |ui| {
                             panels::controls_ui(ui, session, commands);
                             ui.separator();
-                            // Held open while the model cannot be evaluated for want of a shape.
+                            // Held open while the model cannot be evaluated for want of a shape;
+                            // open at first when inputs are generated (it lists what was chosen).
                             egui::CollapsingHeader::new("Inputs and runtime")
+                                .default_open(session.data.as_ref().is_ok_and(|d| d.generated))
                                 .open(session.data.is_err().then_some(true))
                                 .show(ui, |ui| {
                                     run_panel::run_settings_ui(

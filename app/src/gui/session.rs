@@ -75,8 +75,12 @@ pub struct Session {
     /// Runtime and input settings of evaluations.
     pub run: RunSettings,
     /// The samples evaluations run on: the model's data, or inputs generated at the shape
-    /// `run.inputs` gives; an error says which input needs a shape.
+    /// `run.inputs` gives (unknown dims chosen, other inputs held); an error says which
+    /// input needs a shape.
     pub data: Result<Arc<Dataset>, String>,
+    /// The input settings evaluations run with: `run.inputs`, plus the choices made for
+    /// generated inputs.
+    pub data_inputs: Vec<InputSetting>,
     /// Estimates for `recipe`, refreshed whenever it changes (only changed layers recompute).
     pub compression: Option<Compression>,
     pub compression_error: Option<String>,
@@ -223,7 +227,7 @@ impl Session {
     pub fn set_run(&mut self, run: RunSettings) {
         self.run = run;
         self.baseline = None;
-        self.data = session_data(&self.open, &self.run.inputs);
+        (self.data, self.data_inputs) = session_data(&self.open, &self.run.inputs);
     }
 
     pub fn new(open: Arc<OpenModel>) -> Self {
@@ -233,13 +237,15 @@ impl Session {
         } else {
             Some(0)
         };
+        let (data, data_inputs) = session_data(&open, &[]);
         let mut session = Self {
             open: open.clone(),
             compressor,
             recipe: Recipe::default(),
             format: ExportFormat::Fp32,
             run: RunSettings::default(),
-            data: session_data(&open, &[]),
+            data,
+            data_inputs,
             compression: None,
             compression_error: None,
             undo: Vec::new(),
@@ -498,12 +504,17 @@ fn compare_recipes(
     comparison
 }
 
-/// The model's own data, else inputs generated at the shape `inputs` resolve to.
-fn session_data(open: &OpenModel, inputs: &[InputSetting]) -> Result<Arc<Dataset>, String> {
+/// The model's own data, else inputs generated at the shape `inputs` resolve to (see
+/// [`generated_data`]); with the settings to run them with.
+fn session_data(
+    open: &OpenModel,
+    inputs: &[InputSetting],
+) -> (Result<Arc<Dataset>, String>, Vec<InputSetting>) {
     if let Some(data) = &open.data {
-        return Ok(data.clone());
+        return (Ok(data.clone()), inputs.to_vec());
     }
-    generated_data(&open.loaded, inputs)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    match generated_data(&open.loaded, inputs) {
+        Ok((data, settings)) => (Ok(Arc::new(data)), settings),
+        Err(e) => (Err(e.to_string()), inputs.to_vec()),
+    }
 }

@@ -346,21 +346,15 @@ pub fn resolve_inputs(
     )))
 }
 
-/// How many inputs are generated when a model is evaluated without data.
-pub const GENERATED_SAMPLES: usize = 64;
-
-/// Inputs generated for `model` when no data is given (fidelity only, see
-/// [`crate::dataset::generated_inputs`]): [`GENERATED_SAMPLES`] samples at the shape of its
-/// data input as `settings` resolve it, one batch item per sample when the batch is 1.
-pub fn generated_data(model: &LoadedModel, settings: &InputShapes) -> Result<Dataset> {
-    let shape = resolve_input_shape(model, None, settings)?;
-    let sample = match shape.split_first() {
-        Some((1, rest)) if !rest.is_empty() => rest,
-        _ => &shape[..],
-    };
-    Ok(crate::dataset::generated_inputs(
-        sample,
-        GENERATED_SAMPLES,
-        0,
-    ))
+/// Inputs generated for `model` when no data is given (fidelity only): the first input fed
+/// [`super::GENERATED_SAMPLES`] samples, every other input held at a value, unknown dims
+/// chosen — see [`super::auto_inputs`]. Returns the data and the settings to run it with
+/// (`settings` plus the automatic choices, which the data's description lists).
+pub fn generated_data(
+    model: &LoadedModel,
+    settings: &InputShapes,
+) -> Result<(Dataset, Vec<InputSetting>)> {
+    let auto = super::generate::auto_inputs(model, settings);
+    let data = super::generate::generated_for(model, &auto)?;
+    Ok((data, auto.settings))
 }

@@ -13,8 +13,13 @@ use crate::load::load_model;
 use crate::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
 use crate::schema::SchemaReport;
 
-/// Samples the written file is run on.
-const SAMPLES: usize = 64;
+/// Samples the written file is run on in each runtime (a file that differs at all differs on
+/// every sample; more only cost time on large models).
+const SAMPLES: usize = 8;
+/// Another runtime agrees when its outputs are within this of the preview's, whatever the
+/// SQNR: outputs near zero (an unlit detection map on generated inputs) make float noise of
+/// 1e-6 look like a low SQNR.
+const AGREE_ABS_FLOOR: f64 = 1e-4;
 /// The preview's runtime must reproduce the preview's outputs within this.
 const REPRODUCE_TOLERANCE: f64 = 1e-5;
 /// Another runtime must agree with the preview at least this well (output SQNR): float
@@ -210,7 +215,9 @@ fn run_verdict(
     let criterion = if reproduce {
         format!("the preview's outputs within {REPRODUCE_TOLERANCE:e}")
     } else {
-        format!("output SQNR against the preview ≥ {bound_db} dB")
+        format!(
+            "output SQNR against the preview ≥ {bound_db} dB, or every output within {AGREE_ABS_FLOOR:e} of it"
+        )
     };
     let verdict = |ran, passed, samples, diff: &Difference, message: String| RuntimeVerdict {
         runtime: runtime.name(),
@@ -284,7 +291,8 @@ fn run_verdict(
     let passed = if reproduce {
         diff.nonfinite == 0 && diff.max_abs <= REPRODUCE_TOLERANCE
     } else {
-        sqnr.is_none_or(|db| db >= bound_db)
+        diff.nonfinite == 0
+            && (sqnr.is_none_or(|db| db >= bound_db) || diff.max_abs <= AGREE_ABS_FLOOR)
     };
     let sqnr_text = match sqnr {
         None => "identical".to_owned(),

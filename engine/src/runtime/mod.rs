@@ -162,7 +162,9 @@ impl RunnableModel {
         options: &BuildOptions,
     ) -> Result<Self> {
         let mut copy: Option<ModelProto> = None;
-        if !options.fixed_inputs.is_empty() {
+        // tract runs held inputs as constants in the graph; onnxruntime is fed them on every
+        // run (see `OrtModel::fixed`).
+        if !options.fixed_inputs.is_empty() && runtime == RuntimeKind::Tract {
             copy = Some(with_fixed_inputs(model, &options.fixed_inputs)?);
         }
         if let Some(output) = &options.output {
@@ -182,6 +184,7 @@ impl RunnableModel {
                 input_shape,
                 extra_outputs,
                 options.threads,
+                &options.fixed_inputs,
             )?),
         })
     }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use super::FixedInput;
 use ort::environment::Environment;
 use ort::logging::LogLevel;
 use ort::session::Session;
@@ -380,6 +381,10 @@ pub struct OrtModel {
     pub output_names: Vec<String>,
     /// Intra-op threads of each session.
     pub threads: usize,
+    /// Inputs held at a value, fed as inputs on every run (not baked into the graph:
+    /// onnxruntime 1.32 crashes while constant-folding some `If` models, e.g. silero-vad,
+    /// whose state inputs were made initializers).
+    fixed: Vec<(FixedInput, InputType)>,
 }
 
 impl OrtModel {
@@ -393,11 +398,25 @@ impl OrtModel {
         input_shape: &[usize],
         extra_outputs: &[String],
         threads: usize,
+        fixed_inputs: &[FixedInput],
     ) -> Result<Self> {
         load(None)?;
         let threads = threads.max(1);
         let view = crate::graph::GraphView::new(model);
-        let inputs: Vec<String> = view.inputs.iter().map(|i| i.name.clone()).collect();
+        for f in fixed_inputs {
+            if !view.inputs.iter().any(|i| i.name == f.name) {
+                return Err(runtime_error(format!(
+                    "the model has no input `{}`",
+                    f.name
+                )));
+            }
+        }
+        let inputs: Vec<String> = view
+            .inputs
+            .iter()
+            .filter(|i| !fixed_inputs.iter().any(|f| f.name == i.name))
+            .map(|i| i.name.clone())
+            .collect();
         if inputs.len() != 1 {
             return Err(runtime_error(super::one_input_only(&view)));
         }
@@ -424,29 +443,36 @@ impl OrtModel {
             input_shape: input_shape.to_vec(),
             output_names,
             threads,
+            fixed: Vec::new(),
         };
         let session = built.new_session()?;
-        let input = session
-            .inputs()
-            .first()
-            .ok_or_else(|| runtime_error("the session has no input"))?;
-        built.input_name = input.name().to_owned();
-        built.input_type = match input.dtype().tensor_type() {
-            Some(TensorElementType::Float32) => InputType::F32,
-            Some(TensorElementType::Float64) => InputType::F64,
-            Some(TensorElementType::Int64) => InputType::I64,
-            Some(TensorElementType::Int32) => InputType::I32,
-            Some(TensorElementType::Uint8) => InputType::U8,
-            Some(TensorElementType::Int8) => InputType::I8,
-            Some(TensorElementType::Bool) => InputType::Bool,
-            other => {
-                return Err(runtime_error(format!(
-                    "input `{}` is {}; data can feed float32, float64, int64, int32, uint8, int8 and bool inputs",
-                    built.input_name,
-                    other.map_or_else(|| "not a tensor".to_owned(), |t| format!("{t:?}"))
-                )));
-            }
+        let type_of = |name: &str| -> Result<InputType> {
+            let input = session
+                .inputs()
+                .iter()
+                .find(|i| i.name() == name)
+                .ok_or_else(|| runtime_error(format!("the session has no input `{name}`")))?;
+            Ok(match input.dtype().tensor_type() {
+                Some(TensorElementType::Float32) => InputType::F32,
+                Some(TensorElementType::Float64) => InputType::F64,
+                Some(TensorElementType::Int64) => InputType::I64,
+                Some(TensorElementType::Int32) => InputType::I32,
+                Some(TensorElementType::Uint8) => InputType::U8,
+                Some(TensorElementType::Int8) => InputType::I8,
+                Some(TensorElementType::Bool) => InputType::Bool,
+                other => {
+                    return Err(runtime_error(format!(
+                        "input `{name}` is {}; data can feed float32, float64, int64, int32, uint8, int8 and bool inputs",
+                        other.map_or_else(|| "not a tensor".to_owned(), |t| format!("{t:?}"))
+                    )));
+                }
+            })
         };
+        built.input_type = type_of(&built.input_name)?;
+        built.fixed = fixed_inputs
+            .iter()
+            .map(|f| Ok((f.clone(), type_of(&f.name)?)))
+            .collect::<Result<_>>()?;
         for name in &built.output_names {
             if !session.outputs().iter().any(|o| o.name() == name) {
                 return Err(runtime_error(format!("no output called `{name}`")));
@@ -467,7 +493,7 @@ impl OrtModel {
         let build = || -> Result<Session> {
             let mut builder = Session::builder(environment)
                 .map_err(|e| ort_error("creating a session", e))?
-                .with_log_level(LogLevel::Error)
+                .with_log_level(LogLevel::Fatal)
                 .map_err(|e| ort_error("setting the log level", e))?
                 .with_optimization_level(GraphOptimizationLevel::All)
                 .map_err(|e| ort_error("setting the optimization level", e))?
@@ -509,20 +535,6 @@ impl OrtModel {
         result
     }
 
-    /// Runs `session` on `values` (the sample converted to the input's element type).
-    fn run_converted<'s, T>(
-        &self,
-        session: &'s mut Session,
-        shape: Vec<usize>,
-        values: Vec<T>,
-    ) -> ort::Result<ort::session::SessionOutputs<'s>>
-    where
-        T: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + 'static,
-    {
-        let tensor = ort::value::Tensor::from_array((shape, values))?;
-        session.run(ort::inputs![self.input_name.as_str() => tensor])
-    }
-
     fn run_in(&self, session: &mut Session, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
         let expected: usize = self.input_shape.iter().product();
         if sample.len() != expected {
@@ -532,35 +544,30 @@ impl OrtModel {
                 self.input_shape
             )));
         }
-        let shape = self.input_shape.clone();
-        let outputs = match self.input_type {
-            InputType::F32 => {
-                let tensor = TensorRef::from_array_view((shape, sample))
-                    .map_err(|e| ort_error("shaping the input", e))?;
-                session.run(ort::inputs![self.input_name.as_str() => tensor])
-            }
-            InputType::F64 => {
-                let values: Vec<f64> = sample.iter().map(|&v| f64::from(v)).collect();
-                self.run_converted(session, shape, values)
-            }
-            // `as` saturates; the samples of an integer input hold whole numbers.
-            InputType::I64 => {
-                self.run_converted(session, shape, sample.iter().map(|&v| v as i64).collect())
-            }
-            InputType::I32 => {
-                self.run_converted(session, shape, sample.iter().map(|&v| v as i32).collect())
-            }
-            InputType::U8 => {
-                self.run_converted(session, shape, sample.iter().map(|&v| v as u8).collect())
-            }
-            InputType::I8 => {
-                self.run_converted(session, shape, sample.iter().map(|&v| v as i8).collect())
-            }
-            InputType::Bool => {
-                self.run_converted(session, shape, sample.iter().map(|&v| v != 0.0).collect())
-            }
+        let shaping = |e| ort_error("shaping the input", e);
+        let mut inputs: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::with_capacity(1 + self.fixed.len());
+        let main = match self.input_type {
+            InputType::F32 => TensorRef::from_array_view((self.input_shape.clone(), sample))
+                .map_err(shaping)?
+                .into(),
+            other => tensor_of(
+                other,
+                &self.input_shape,
+                sample.iter().map(|&v| f64::from(v)),
+            )
+            .map_err(shaping)?,
+        };
+        inputs.push((self.input_name.as_str().into(), main));
+        for (f, ty) in &self.fixed {
+            let count: usize = f.shape.iter().product();
+            let value = tensor_of(*ty, &f.shape, std::iter::repeat_n(f.value, count))
+                .map_err(|e| ort_error(&format!("making input `{}`", f.name), e))?;
+            inputs.push((f.name.as_str().into(), value));
         }
-        .map_err(|e| ort_error("running", e))?;
+        let outputs = session.run(inputs).map_err(|e| ort_error("running", e))?;
         self.output_names
             .iter()
             .map(|name| {
@@ -571,6 +578,44 @@ impl OrtModel {
             })
             .collect()
     }
+}
+
+/// A tensor of `ty` holding `values` (whole numbers for integer types: `as` saturates).
+fn tensor_of(
+    ty: InputType,
+    shape: &[usize],
+    values: impl Iterator<Item = f64>,
+) -> ort::Result<ort::session::SessionInputValue<'static>> {
+    let shape = shape.to_vec();
+    Ok(match ty {
+        InputType::F32 => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v as f32).collect::<Vec<_>>()))?
+                .into()
+        }
+        InputType::F64 => {
+            ort::value::Tensor::from_array((shape, values.collect::<Vec<_>>()))?.into()
+        }
+        InputType::I64 => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v as i64).collect::<Vec<_>>()))?
+                .into()
+        }
+        InputType::I32 => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v as i32).collect::<Vec<_>>()))?
+                .into()
+        }
+        InputType::U8 => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v as u8).collect::<Vec<_>>()))?
+                .into()
+        }
+        InputType::I8 => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v as i8).collect::<Vec<_>>()))?
+                .into()
+        }
+        InputType::Bool => {
+            ort::value::Tensor::from_array((shape, values.map(|v| v != 0.0).collect::<Vec<_>>()))?
+                .into()
+        }
+    })
 }
 
 /// A sequence of maps (a scikit-learn classifier's ZipMap probabilities): each map's values
