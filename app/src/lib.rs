@@ -3,6 +3,7 @@
 //! `main.rs`; the library exists so UI tests can drive the real app.
 
 pub mod cli;
+pub mod exit;
 pub mod format;
 pub mod gui;
 pub mod samples;

@@ -174,9 +174,8 @@ fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     let mut harness = studio(&fixture("runtimes/symbolic_chain.onnx"));
     let data_error =
         |h: &Harness<'static, StudioApp>| h.state().session.as_ref().unwrap().data.clone().err();
-    let generated = |h: &Harness<'static, StudioApp>| {
-        h.state().session.as_ref().unwrap().data.clone().unwrap()
-    };
+    let generated =
+        |h: &Harness<'static, StudioApp>| h.state().session.as_ref().unwrap().data.clone().unwrap();
     let data = generated(&harness);
     assert_eq!(data.sample_shape, vec![3, 224, 224]);
     assert!(

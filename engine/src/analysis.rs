@@ -111,7 +111,7 @@ pub struct ModelAnalysis {
     pub tensors: Vec<TensorReport>,
     pub warnings: Vec<String>,
     /// The model checked against the ONNX operator schemas of its opsets.
-    pub schema: crate::schema::SchemaReport,
+    pub validity: crate::schema::SchemaReport,
 }
 
 /// Ops treated as layers when they read a weight.
@@ -182,9 +182,9 @@ pub fn analyse(
     cancel.check()?;
 
     let mut warnings = model.warnings.clone();
-    let schema = crate::schema::check_model(&model.proto);
+    let validity = crate::schema::check_model(&model.proto);
     warnings.extend(
-        schema
+        validity
             .problems
             .iter()
             .map(|p| format!("not valid against the ONNX operator schemas: {p}")),
@@ -265,7 +265,7 @@ pub fn analyse(
         layers,
         tensors,
         warnings,
-        schema,
+        validity,
     })
 }
 

@@ -23,6 +23,20 @@ pub fn run_dataset<M: Runnable + ?Sized>(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Vec<Vec<f32>>> {
+    Ok(run_dataset_outputs(model, data, progress, cancel)?
+        .into_iter()
+        .map(|mut outputs| outputs.swap_remove(0))
+        .collect())
+}
+
+/// Every selected output of `model` (its first, then the extra ones it was built with) for
+/// every sample of `data`: `[sample][output][value]`.
+pub fn run_dataset_outputs<M: Runnable + ?Sized>(
+    model: &M,
+    data: &Dataset,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<Vec<Vec<Vec<f32>>>> {
     let expected: usize = model.input_shape().iter().product();
     if data.sample_len() != expected {
         return Err(Error::Dataset {
@@ -39,13 +53,13 @@ pub fn run_dataset<M: Runnable + ?Sized>(
     let done = AtomicU64::new(0);
     report(progress, "running samples", 0, total);
     let indices: Vec<usize> = (0..data.len()).collect();
-    let chunks: Vec<Vec<Vec<f32>>> = indices
+    let chunks: Vec<Vec<Vec<Vec<f32>>>> = indices
         .par_chunks(CHUNK)
         .map(|chunk| {
             cancel.check()?;
             let outputs = chunk
                 .iter()
-                .map(|&i| model.run(data.sample(i)).map(|mut o| o.swap_remove(0)))
+                .map(|&i| model.run(data.sample(i)))
                 .collect::<Result<Vec<_>>>()?;
             let n = done.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
             report(progress, "running samples", n, total);
@@ -289,6 +303,32 @@ pub fn latency_within<M: Runnable + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nan_and_inf_outputs_are_never_read_as_identical() {
+        let reference = vec![vec![1.0, 2.0, 3.0], vec![0.5, 0.0, -1.0]];
+        let broken = vec![vec![f32::NAN, 2.0, 3.0], vec![0.5, f32::INFINITY, -1.0]];
+        let f = fidelity(&reference, &broken);
+        assert_eq!(f.nonfinite_values, 2);
+        assert_eq!(f.sqnr_db, Some(f64::NEG_INFINITY));
+        assert!(f.max_abs_err.is_infinite());
+        assert_eq!(f.agreement, 0.0, "a sample with NaN outputs never agrees");
+        assert!(!f.identical());
+        assert!(
+            f.sqnr_text().contains("NaN or infinite"),
+            "{}",
+            f.sqnr_text()
+        );
+        let json = serde_json::to_string(&f).unwrap_or_default();
+        assert!(
+            json.contains("\"sqnr_db\":\"-inf\"") && json.contains("\"max_abs_err\":\"inf\""),
+            "{json}"
+        );
+        // NaN where the reference has NaN too is the same value.
+        let same = fidelity(&broken, &broken);
+        assert!(same.identical() && same.nonfinite_values == 0, "{same:?}");
+        assert_eq!(same.sqnr_text(), "∞ (identical)");
+    }
 
     #[test]
     fn accuracy_and_fidelity() {

@@ -5,6 +5,7 @@
 mod calibration;
 mod generate;
 mod inputs;
+pub mod quality;
 mod unmeasured;
 mod verify;
 
@@ -30,7 +31,7 @@ use serde::Serialize;
 use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, run_dataset};
+use crate::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity};
 use crate::export::{BuiltModel, ExportFormat, activation_tensors, build_export};
 use crate::job::{CancelToken, ProgressSink, report};
 use crate::load::LoadedModel;
@@ -53,9 +54,15 @@ pub struct Measured {
     pub size_bytes: u64,
 }
 
+/// The `schema` of [`OptimizeReport`].
+pub const REPORT_SCHEMA: &str = "edgefit.optimize/1";
+
 /// The full report of an optimize run (written beside the model as JSON and Markdown).
 #[derive(Clone, Debug, Serialize)]
 pub struct OptimizeReport {
+    /// `edgefit.optimize/N`: what this JSON is and its version (raised when a field changes
+    /// meaning or goes away).
+    pub schema: &'static str,
     pub model: String,
     pub output: String,
     pub format: ExportFormat,
@@ -78,6 +85,12 @@ pub struct OptimizeReport {
     /// available runtime could run at a known shape).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_measured: Option<String>,
+    /// Every tensor output compared with the original's (the evaluated one first).
+    pub outputs: Vec<quality::OutputFidelity>,
+    /// The outputs held against the recipe's quality floor (`null` when not measured).
+    pub quality: Option<quality::Quality>,
+    /// Float tensors of 1,024 elements or more that the export leaves float, and why.
+    pub uncompressed: Vec<quality::UncompressedTensor>,
     pub layers: Vec<LayerCompression>,
     pub skipped: Vec<SkippedLayer>,
     /// Channels physically removed by structured pruning, per planned layer.
@@ -154,8 +167,11 @@ pub struct OptimizeOptions<'a> {
 pub struct Preview {
     pub compression: Compression,
     pub built: BuiltModel,
+    /// The evaluated output (the first, or the one asked for) of both models per sample.
     pub original_outputs: Vec<Vec<f32>>,
     pub outputs: Vec<Vec<f32>>,
+    /// Every tensor output of the model (the evaluated one first) compared with the original.
+    pub output_fidelity: Vec<quality::OutputFidelity>,
     pub input_shape: Vec<usize>,
     /// Inputs held at a value.
     pub fixed_inputs: Vec<FixedInput>,
@@ -282,12 +298,56 @@ pub fn preview(
         batchnorm.as_ref(),
     )?;
     let dir = original.path.parent().map(Path::to_path_buf);
+    // Every other tensor output is compared too: a model's first output may be an echo of
+    // its input (sentence-transformers exports return the token ids first).
+    let first_name = options
+        .output
+        .map(str::to_owned)
+        .or_else(|| model.graph.outputs.first().map(|o| o.name.clone()))
+        .unwrap_or_default();
+    let is_float = |o: &crate::graph::ValueDesc| {
+        o.kind == "tensor"
+            && o.dtype.is_none_or(|d| {
+                [
+                    crate::dtype::DType::FLOAT32,
+                    crate::dtype::DType::FLOAT16,
+                    crate::dtype::DType::FLOAT64,
+                    crate::dtype::DType::BFLOAT16,
+                ]
+                .contains(&d)
+            })
+    };
+    let extra: Vec<String> = if options.output.is_some() {
+        Vec::new()
+    } else {
+        model
+            .graph
+            .outputs
+            .iter()
+            .skip(1)
+            .filter(|o| is_float(o))
+            .map(|o| o.name.clone())
+            .collect()
+    };
+    let mut names = vec![first_name.clone()];
+    names.extend(extra.iter().cloned());
+    let float: Vec<bool> = names
+        .iter()
+        .map(|n| {
+            model
+                .graph
+                .outputs
+                .iter()
+                .find(|o| &o.name == n)
+                .is_none_or(&is_float)
+        })
+        .collect();
     let original = RunnableModel::build_with(
         runtime,
         &original.self_contained_proto()?,
         dir.as_deref(),
         &input_shape,
-        &[],
+        &extra,
         &build_options,
     )?;
     let compressed = RunnableModel::build_with(
@@ -295,16 +355,21 @@ pub fn preview(
         &built.proto,
         None,
         &input_shape,
-        &[],
+        &extra,
         &build_options,
     )?;
-    let original_outputs = run_dataset(&original, options.data, progress, cancel)?;
-    let outputs = run_dataset(&compressed, options.data, progress, cancel)?;
+    let original_all = crate::eval::run_dataset_outputs(&original, options.data, progress, cancel)?;
+    let all = crate::eval::run_dataset_outputs(&compressed, options.data, progress, cancel)?;
+    let output_fidelity = quality::output_fidelity(&names, &float, &original_all, &all);
+    let first = |all: Vec<Vec<Vec<f32>>>| -> Vec<Vec<f32>> {
+        all.into_iter().map(|mut s| s.swap_remove(0)).collect()
+    };
     Ok(Preview {
         compression,
         built,
-        original_outputs,
-        outputs,
+        original_outputs: first(original_all),
+        outputs: first(all),
+        output_fidelity,
         input_shape,
         fixed_inputs: fixed,
     })
@@ -633,6 +698,36 @@ pub fn optimize(
         cancel,
     );
 
+    let class_scores = options
+        .data
+        .labels
+        .is_some()
+        .then(|| preview.output_fidelity.first().map(|o| o.name.as_str()))
+        .flatten();
+    let mut quality = quality::judge(&preview.output_fidelity, recipe.quality, class_scores);
+    if !quality.passed {
+        report(progress, "finding the layers that add the most error", 2, 3);
+        // Against the model as it was before compression (after folding and structured
+        // pruning), so that only the compression of each layer is measured.
+        quality.layers = working
+            .self_contained_proto()
+            .and_then(|before| {
+                quality::layer_errors(
+                    &before,
+                    working.path.parent(),
+                    &preview.built.proto,
+                    working,
+                    &compressor,
+                    options.runtime,
+                    options.data,
+                    &preview.input_shape,
+                    &verify_build,
+                    cancel,
+                )
+            })
+            .unwrap_or_default();
+    }
+    let uncompressed = quality::uncompressed_tensors(working, &preview.compression);
     let mut notes = stage_notes;
     notes.extend(preview.built.notes.iter().cloned());
     if options.data.generated {
@@ -675,6 +770,7 @@ pub fn optimize(
         });
     }
     let report_ = OptimizeReport {
+        schema: REPORT_SCHEMA,
         model: model.path.display().to_string(),
         output: output.display().to_string(),
         format: options.format,
@@ -685,6 +781,9 @@ pub fn optimize(
         evaluated_output: options.output.map(str::to_owned),
         fidelity: Some(fidelity(&preview.original_outputs, &preview.outputs)),
         not_measured: None,
+        outputs: preview.output_fidelity.clone(),
+        quality: Some(quality),
+        uncompressed,
         original,
         compressed: Measured {
             size_bytes: written_size,

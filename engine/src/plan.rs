@@ -284,6 +284,31 @@ pub struct Recipe {
     /// The CPU the integer (QDQ) export is meant for; it decides the weight range.
     #[serde(default)]
     pub target: Target,
+    /// The floor the compressed model's outputs must stay above (else the export is marked
+    /// failed and the CLI exits with status 4).
+    #[serde(default)]
+    pub quality: QualityFloor,
+}
+
+/// The floor a compressed model's outputs must stay above.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QualityFloor {
+    /// Lowest acceptable output SQNR against the original, in dB, over every float output.
+    pub min_output_sqnr_db: f64,
+    /// For an output that is class scores (the data is labelled): a top-1 agreement with the
+    /// original at least this high passes it even below the SQNR floor (classifier logits
+    /// tolerate noise that leaves the decision unchanged).
+    pub min_top1_agreement: f64,
+}
+
+impl Default for QualityFloor {
+    fn default() -> Self {
+        Self {
+            min_output_sqnr_db: 20.0,
+            min_top1_agreement: 0.97,
+        }
+    }
 }
 
 /// Layer-wise weight reconstruction after unstructured pruning (OBC / SparseGPT / AdaPrune
@@ -368,6 +393,7 @@ impl Default for Recipe {
             fold_batchnorm: true,
             reconstruct: Reconstruction::default(),
             target: Target::default(),
+            quality: QualityFloor::default(),
         }
     }
 }
@@ -477,6 +503,16 @@ impl Recipe {
                      range `auto`/`reduced`, or target `x86-64-vnni` or `arm64`",
                     self.target.name(),
                     self.target.describe()
+                ),
+            });
+        }
+        let q = self.quality;
+        let sqnr_ok = (-100.0..=200.0).contains(&q.min_output_sqnr_db);
+        if !sqnr_ok || !(0.0..=1.0).contains(&q.min_top1_agreement) {
+            return Err(Error::Recipe {
+                reason: format!(
+                    "quality floor {} dB / {} agreement is outside -100–200 dB / 0–1",
+                    q.min_output_sqnr_db, q.min_top1_agreement
                 ),
             });
         }

@@ -487,3 +487,41 @@ fn optimize_evaluates_and_verifies_the_output_asked_for() {
     let json = std::fs::read_to_string(dir.path().join("out.report.json")).unwrap();
     assert!(json.contains("\"evaluated_output\""), "{json}");
 }
+
+#[test]
+fn float16_saturates_weights_beyond_its_range_instead_of_writing_infinity() {
+    use edgefit_engine::compress::{CompressibleLayer, compress_layer};
+    let layer = CompressibleLayer {
+        name: "big".into(),
+        op: "Gemm".into(),
+        node: 0,
+        weight: "w".into(),
+        weight_index: 0,
+        dims: vec![2, 2],
+        channel_axis: Some(0),
+        structured_ok: true,
+        opset: 13,
+        macs: None,
+    };
+    let original = [1.0e5f32, -2.0e5, 0.5, 1.0];
+    let settings = edgefit_engine::plan::LayerSettings {
+        precision: Precision::Float16,
+        ..Default::default()
+    };
+    let result = compress_layer(&layer, &original, settings);
+    assert!(
+        result.values.iter().all(|v| v.is_finite()),
+        "{:?}",
+        result.values
+    );
+    assert_eq!(result.values[0], 65504.0);
+    assert_eq!(result.values[1], -65504.0);
+    let notes = result.report.notes.join(" ");
+    assert!(
+        notes.contains("2 weights beyond float16's range"),
+        "{notes}"
+    );
+    // The weight SQNR reflects the clipped values: low, not the 70 dB of the rest.
+    let db = result.report.sqnr_db.unwrap();
+    assert!(db.is_finite() && db < 10.0, "{db}");
+}

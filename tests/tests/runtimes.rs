@@ -698,7 +698,11 @@ fn qdq_int8_folds_batch_norm_in_onnxruntime_for_a_model_tract_cannot_run() {
         ops.contains(&"Loop") && ops.contains(&"QuantizeLinear"),
         "{ops:?}"
     );
-    assert!(report.fidelity.unwrap().agreement > 0.5, "{:?}", report.fidelity);
+    assert!(
+        report.fidelity.unwrap().agreement > 0.5,
+        "{:?}",
+        report.fidelity
+    );
 }
 
 #[test]

@@ -87,11 +87,36 @@ pub fn inspect(args: &InspectArgs) -> Result<()> {
         if !args.histograms {
             analysis.tensors.iter_mut().for_each(|t| t.histogram = None);
         }
-        let json = serde_json::to_string_pretty(&analysis).context("encoding JSON")?;
-        println!("{json}");
+        print_json("inspect", &analysis)?;
     } else {
         print!("{}", inspect_table(&analysis));
     }
+    Ok(())
+}
+
+/// Version of the JSON every `--json` output prints; raised when a field changes meaning or
+/// goes away (new fields do not raise it).
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// Prints `value` as pretty JSON with `"schema": "edgefit.COMMAND/VERSION"` as its first
+/// field, so scripts can check what they parse.
+pub fn print_json(command: &str, value: &impl serde::Serialize) -> Result<()> {
+    let body = serde_json::to_value(value).context("encoding JSON")?;
+    let mut object = serde_json::Map::new();
+    object.insert(
+        "schema".to_owned(),
+        serde_json::Value::String(format!("edgefit.{command}/{JSON_SCHEMA_VERSION}")),
+    );
+    match body {
+        serde_json::Value::Object(fields) => object.extend(fields),
+        other => {
+            object.insert("value".to_owned(), other);
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::Value::Object(object))?
+    );
     Ok(())
 }
 
@@ -273,7 +298,7 @@ pub fn bench_analysis(args: &BenchAnalysisArgs) -> Result<()> {
             "total_ms": total_ms,
             "target_ms": 1000.0,
         });
-        println!("{json}");
+        print_json("bench-analysis", &json)?;
     } else {
         println!(
             "synthetic model: {} parameters, {} nodes, {} on disk",
@@ -422,7 +447,7 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
             "total_ms": total_ms,
             "layers": times,
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        print_json("profile", &json)?;
         return Ok(());
     }
     println!(

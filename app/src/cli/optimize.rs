@@ -66,6 +66,15 @@ pub struct OptimizeArgs {
     /// Export format.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
     pub format: String,
+    /// The lowest output SQNR (dB) accepted against the original, over every float output
+    /// (default 20; the recipe's `quality.min_output_sqnr_db`). Below it the file is still
+    /// written, its report marked failed, and the exit status is 4.
+    #[arg(long, value_name = "DB")]
+    pub min_sqnr: Option<f64>,
+    /// For class scores (labelled data): the top-1 agreement with the original that passes
+    /// an output below the SQNR floor (default 0.97).
+    #[arg(long, value_name = "FRACTION")]
+    pub min_agreement: Option<f64>,
     /// The CPU a qdq-int8 file is meant for: `portable` (default; exact on every CPU),
     /// `x86-64` (no VNNI), `x86-64-vnni`, `arm64`, or `host` (this machine's kind). It decides
     /// the weight range of the integer layers.
@@ -152,6 +161,12 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if format == ExportFormat::QdqInt8 {
         recipe.activations.int8 = true;
     }
+    if let Some(db) = args.min_sqnr {
+        recipe.quality.min_output_sqnr_db = db;
+    }
+    if let Some(a) = args.min_agreement {
+        recipe.quality.min_top1_agreement = a;
+    }
     if let Some(target) = args.target.as_deref().and_then(Target::parse) {
         recipe.target = target;
     }
@@ -218,12 +233,28 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel)?;
     bar.finish_and_clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json("optimize", &report)?;
     } else {
         print_optimize(&report);
     }
     if !report.verification.passed {
-        bail!("verification failed: {}", report.verification.message);
+        return Err(crate::exit::Failure::Verification(report.verification.message.clone()).into());
+    }
+    if let Some(q) = report.quality.as_ref().filter(|q| !q.passed) {
+        let worst: Vec<String> = q.layers.iter().take(5).map(|l| l.describe()).collect();
+        return Err(crate::exit::Failure::Quality(format!(
+            "{}; the file was written and its report marked failed{}",
+            q.message,
+            if worst.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the layers adding the most error: {} — exclude them or give them more bits",
+                    worst.join(", ")
+                )
+            }
+        ))
+        .into());
     }
     Ok(())
 }
@@ -276,6 +307,16 @@ fn print_optimize(r: &OptimizeReport) {
             r.not_measured.as_deref().unwrap_or("the model was not run")
         ),
     }
+    if let Some(q) = &r.quality {
+        println!(
+            "quality: {} ({})",
+            if q.passed { "passed" } else { "FAILED" },
+            q.message
+        );
+        for l in q.layers.iter().take(5) {
+            println!("  {}", l.describe());
+        }
+    }
     println!(
         "verification: {} ({})",
         if r.verification.passed {
@@ -285,6 +326,18 @@ fn print_optimize(r: &OptimizeReport) {
         },
         r.verification.message
     );
+    let ratio = r.compressed.size_bytes as f64 / r.original.size_bytes.max(1) as f64;
+    if r.format != ExportFormat::Fp32 && ratio > 0.8 && !r.uncompressed.is_empty() {
+        let float_bytes: u64 = r.uncompressed.iter().map(|u| u.bytes).sum();
+        let mut reasons: Vec<&str> = r.uncompressed.iter().map(|u| u.reason.as_str()).collect();
+        reasons.dedup();
+        println!(
+            "warning: the file barely shrank ({ratio:.2}× the original): {} float tensors ({}) stay float — {}",
+            r.uncompressed.len(),
+            bytes(float_bytes),
+            reasons.into_iter().take(3).collect::<Vec<_>>().join("; ")
+        );
+    }
     let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for s in &r.skipped {
         by_reason.entry(&s.reason).or_default().push(&s.name);
@@ -544,7 +597,7 @@ pub fn eval_cmd(args: &EvalArgs) -> Result<()> {
         &settings,
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_json("eval", &out)?;
     } else {
         print_eval(&out);
     }
@@ -579,7 +632,7 @@ fn eval_both(args: &EvalArgs) -> Result<()> {
             "onnxruntime": results[1].0,
             "onnxruntime_vs_tract": agreement,
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        super::print_json("eval", &json)?;
     } else {
         for (out, _) in &results {
             print_eval(out);
@@ -683,7 +736,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
                 "onnxruntime_library": library,
             })
         };
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        super::print_json("bench", &json)?;
     } else {
         println!(
             "{model_name} ({}, input {shape:?})",
@@ -756,7 +809,7 @@ pub fn compare_cmd(args: &CompareArgs) -> Result<()> {
     let b = evaluate(&args.b, &data, Some(&args.a), args.runs, &settings)?;
     if args.json {
         let json = serde_json::json!({ "a": a, "b": b, "fidelity": b.fidelity });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        super::print_json("compare", &json)?;
     } else {
         print_eval(&a);
         print_eval(&b);

@@ -109,6 +109,7 @@ pub(super) fn write(
         );
     }
     let report = OptimizeReport {
+        schema: super::REPORT_SCHEMA,
         model: job.original.path.display().to_string(),
         output: job.output.display().to_string(),
         format: options.format,
@@ -129,6 +130,9 @@ pub(super) fn write(
         },
         fidelity: None,
         not_measured: Some(job.reason.clone()),
+        outputs: Vec::new(),
+        quality: None,
+        uncompressed: super::quality::uncompressed_tensors(job.working, &compression),
         layers: compression
             .layers
             .iter()
