@@ -97,6 +97,29 @@ fn every_float_output_is_judged_not_only_the_first() {
 fn usage_errors_exit_2_and_json_names_its_schema() {
     let o = edgefit(&["optimize", "sample-models/mnist-cnn/model.onnx"]);
     assert_eq!(o.status.code(), Some(2), "missing --out: {}", stderr(&o));
+    // Bad values are usage errors, found before any model is read (this one does not exist).
+    for bad in [
+        &["--bits", "11"][..],
+        &["--clipping", "foo"],
+        &["--clipping", "percentile:20"],
+        &["--prune", "1.5"],
+        &["--min-agreement", "2"],
+    ] {
+        let mut args = vec!["optimize", "/no/such/model.onnx", "--out", "/tmp/x.onnx"];
+        args.extend_from_slice(bad);
+        let o = edgefit(&args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("/no/such/model.onnx"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // An I/O error says its OS message once.
+    let o = edgefit(&["inspect", "/no/such/model.onnx"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     let o = edgefit(&["inspect", "sample-models/digits-mlp/model.onnx", "--json"]);
     assert!(o.status.success());
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -343,11 +343,24 @@ fn quantization_by_weight(model: &LoadedModel) -> HashMap<String, QuantInfo> {
                 .and_then(|a| a.value.parse().ok());
             let scales = values(node.inputs.get(s));
             let per_channel = scales.len() > 1;
+            // Without an `axis` attribute: DequantizeLinear's default is 1; QLinearConv's
+            // weight scales run along the output channels (axis 0); QLinearMatMul's along
+            // the last axis of the operand (its columns).
+            let rank = model.weight(weight).map_or(2, |w| w.dims.len() as i64);
+            let default_axis = match node.op_type.as_str() {
+                "QLinearConv" => 0,
+                "QLinearMatMul" => rank - 1,
+                _ => 1,
+            };
             out.insert(
                 weight.clone(),
                 QuantInfo {
                     zero_points: values(node.inputs.get(z)),
-                    axis: if per_channel { axis.or(Some(1)) } else { None },
+                    axis: if per_channel {
+                        axis.or(Some(default_axis))
+                    } else {
+                        None
+                    },
                     scales,
                 },
             );
@@ -420,12 +433,19 @@ fn layer_report(
             weights.push(*t);
         }
     }
+    // The shape the node reads: the stored tensor's when it reads the weight directly; through
+    // a Transpose/Reshape/(Un)Squeeze, the shape after it (from shape inference), or unknown.
     let weight_dims = |slot: usize| -> Option<Vec<i64>> {
-        resolved
-            .get(slot)
-            .copied()
-            .flatten()
-            .map(|t| tensors[t].shape.clone())
+        let t = resolved.get(slot).copied().flatten()?;
+        let input = node.inputs.get(slot)?;
+        if *input == tensors[t].name {
+            return Some(tensors[t].shape.clone());
+        }
+        model
+            .shapes
+            .get(input)
+            .and_then(|v| v.shape.as_ref())
+            .and_then(|dims| dims.iter().map(|d| d.known()).collect())
     };
     let (macs, macs_note) = if node.graph.is_empty() {
         match node_macs(node, &model.shapes, weight_dims) {

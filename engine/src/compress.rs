@@ -364,7 +364,7 @@ fn compressible(
             "weight `{weight_name}` is shared by {consumers} nodes: not compressed"
         ));
     }
-    let (channel_axis, structured_ok) = channel_axis(node, &weight.dims);
+    let (channel_axis, structured_ok) = channel_axis(node, &weight_name, &weight.dims);
     let opset = model
         .proto
         .opset_import
@@ -394,9 +394,15 @@ fn attr_int(node: &NodeDesc, name: &str, default: i64) -> i64 {
 }
 
 /// The output-channel axis of a layer's weight, and whether channel removal applies.
-fn channel_axis(node: &NodeDesc, dims: &[i64]) -> (Option<usize>, bool) {
+fn channel_axis(node: &NodeDesc, weight: &str, dims: &[i64]) -> (Option<usize>, bool) {
     let rank = dims.len();
     match node.op_type.as_str() {
+        // W·X with the weight on the left: its rows make the output's rows (axis rank − 2);
+        // the last axis is the reduction. Removing rows would change the output's rows, not
+        // a channel dimension downstream layers can follow.
+        "MatMul" if rank >= 2 && node.inputs.first().map(String::as_str) == Some(weight) => {
+            (Some(rank - 2), false)
+        }
         "Conv" if rank >= 3 => (Some(0), true),
         "ConvTranspose" if rank >= 3 => (Some(1), false),
         "Gemm" if rank == 2 => {

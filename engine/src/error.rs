@@ -6,13 +6,13 @@ use std::path::PathBuf;
 /// Everything that can go wrong in the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read or written.
-    #[error("{action}: {source}: {path}")]
+    /// The file could not be read or written. (The OS error is part of the message, not a
+    /// separate cause: `{:#}` printing would show it twice.)
+    #[error("{action}: {cause}: {path}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file has no bytes.
     #[error("the file is empty (0 bytes), not an ONNX model: {path}")]
@@ -69,7 +69,7 @@ impl Error {
         Self::Io {
             action,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

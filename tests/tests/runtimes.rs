@@ -122,25 +122,30 @@ fn a_loop_model_runs_in_onnxruntime_and_tract_names_the_op() {
 fn an_if_with_disagreeing_branches_runs_in_onnxruntime_and_tract_says_where_it_fails() {
     let model = open(&fixture("runtimes/if_mismatch.onnx"));
     let data = generated_inputs(&[16], 16, 3);
-    match RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 16], &[]) {
-        Err(e) => {
-            let message = runtime_message(&e);
-            eprintln!("tract on if_mismatch.onnx: {message}");
-            assert_readable(&message);
-            assert!(message.contains("`branch` (If)"), "{message}");
-        }
-        Ok(tract) => {
-            // Should tract learn to run it, it must at least agree with onnxruntime below.
-            eprintln!("note: tract runs if_mismatch.onnx");
-            let _ = run_dataset(&tract, &data, &NoProgress, &CancelToken::new());
-        }
-    }
+    let tract_outputs =
+        match RunnableModel::build(RuntimeKind::Tract, &model.proto, None, &[1, 16], &[]) {
+            Err(e) => {
+                let message = runtime_message(&e);
+                eprintln!("tract on if_mismatch.onnx: {message}");
+                assert_readable(&message);
+                assert!(message.contains("`branch` (If)"), "{message}");
+                None
+            }
+            // Should tract learn to run it, it must agree with onnxruntime below.
+            Ok(tract) => {
+                Some(run_dataset(&tract, &data, &NoProgress, &CancelToken::new()).unwrap())
+            }
+        };
     if !onnxruntime() {
         return;
     }
     let ort = build(RuntimeKind::OnnxRuntime, &model, &[1, 16]);
     let outputs = run_dataset(&ort, &data, &NoProgress, &CancelToken::new()).unwrap();
     assert!(outputs.iter().all(|o| o.len() == 10));
+    if let Some(tract) = tract_outputs {
+        let diff = max_abs_diff(&tract, &outputs);
+        assert!(diff < 1e-5, "tract and onnxruntime disagree by {diff}");
+    }
 }
 
 #[test]

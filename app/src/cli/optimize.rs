@@ -33,13 +33,13 @@ pub struct OptimizeArgs {
     #[arg(long)]
     pub recipe: Option<PathBuf>,
     /// Global prune ratio, 0–0.99.
-    #[arg(long)]
+    #[arg(long, value_parser = prune_ratio)]
     pub prune: Option<f32>,
     /// Pruning method.
     #[arg(long, value_parser = ["magnitude", "channels-l1", "channels-l2"])]
     pub prune_method: Option<String>,
     /// Weight precision: integer bits 2–8, or `fp16` / `fp32`.
-    #[arg(long)]
+    #[arg(long, value_parser = ["2", "3", "4", "5", "6", "7", "8", "fp16", "fp32"])]
     pub bits: Option<String>,
     /// Asymmetric integer quantization (default symmetric).
     #[arg(long)]
@@ -49,7 +49,7 @@ pub struct OptimizeArgs {
     pub per_tensor: bool,
     /// Clipping: `minmax`, `mse` (weight error), `output-mse` (layer output error on the
     /// calibration data), or `percentile:99.99`.
-    #[arg(long)]
+    #[arg(long, value_parser = clipping_name)]
     pub clipping: Option<String>,
     /// Re-estimate BatchNormalization statistics on the calibration data after compression:
     /// `when-pruned` (default), `always` or `never`.
@@ -73,7 +73,7 @@ pub struct OptimizeArgs {
     pub min_sqnr: Option<f64>,
     /// For class scores (labelled data): the top-1 agreement with the original that passes
     /// an output below the SQNR floor (default 0.97).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", value_parser = fraction)]
     pub min_agreement: Option<f64>,
     /// The CPU a qdq-int8 file is meant for: `portable` (default; exact on every CPU),
     /// `x86-64` (no VNNI), `x86-64-vnni`, `arm64`, or `host` (this machine's kind). It decides
@@ -101,6 +101,38 @@ pub struct OptimizeArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--prune`: a ratio in 0–0.99, checked before anything loads.
+fn prune_ratio(text: &str) -> std::result::Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (0.0..=0.99).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a prune ratio in 0–0.99")),
+    }
+}
+
+/// `--min-agreement`: a fraction in 0–1.
+fn fraction(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{text}` is not a fraction in 0–1")),
+    }
+}
+
+/// `--clipping`: `minmax`, `mse`, `output-mse` or `percentile:P` with P in 50–100.
+fn clipping_name(text: &str) -> std::result::Result<String, String> {
+    let ok = match text.split_once(':') {
+        None => ["minmax", "mse", "output-mse"].contains(&text),
+        Some(("percentile", p)) => p.parse::<f32>().is_ok_and(|p| (50.0..=100.0).contains(&p)),
+        Some(_) => false,
+    };
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not one of minmax, mse, output-mse, percentile:P (P in 50–100)"
+        ))
+    }
 }
 
 fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {

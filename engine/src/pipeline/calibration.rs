@@ -201,8 +201,21 @@ pub fn batchnorm_statistics_in(
             Some((n.name.clone(), x.clone(), scale.elements as usize))
         })
         .collect();
+    let batch = input_shape.first().copied().unwrap_or(1).max(1);
     let mut stats = BatchNormStats::new();
     for (name, x, channels) in nodes {
+        // Values per channel and item: the dims after the channel axis ([N, C, H, W] → H·W),
+        // from the shape facts, else from the input's batch.
+        let spatial: Option<usize> = model
+            .shapes
+            .get(&x)
+            .and_then(|v| v.shape.as_ref())
+            .and_then(|dims| {
+                dims.get(2..)?
+                    .iter()
+                    .map(|d| d.known().filter(|&v| v > 0).map(|v| v as usize))
+                    .product::<Option<usize>>()
+            });
         let proto = build(&stats)?;
         let (mut sum, mut sum_sq, mut count) = (
             vec![0f64; channels.max(1)],
@@ -220,18 +233,29 @@ pub fn batchnorm_statistics_in(
             progress,
             cancel,
             |_, out| {
-                let inner = out.len() / sum.len();
+                let per_channel = out.len() / sum.len();
+                let inner = spatial
+                    .filter(|&s| s > 0 && per_channel % s == 0)
+                    .unwrap_or_else(|| {
+                        if per_channel % batch == 0 {
+                            per_channel / batch
+                        } else {
+                            per_channel
+                        }
+                    });
                 if inner == 0 {
                     return;
                 }
-                for (c, run) in out.chunks(inner).enumerate() {
-                    let c = c % sum.len();
+                // Runs of `inner` values go channel by channel, item by item: run i is
+                // channel i mod C.
+                for (i, run) in out.chunks(inner).enumerate() {
+                    let c = i % sum.len();
                     for &v in run {
                         sum[c] += f64::from(v);
                         sum_sq[c] += f64::from(v) * f64::from(v);
                     }
                 }
-                count += inner as u64;
+                count += per_channel as u64;
             },
         )?;
         if count == 0 {
