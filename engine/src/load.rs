@@ -69,6 +69,39 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
+    /// The external-data files the model reads (every graph), beside it.
+    pub fn external_data_files(&self) -> Vec<PathBuf> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut visit = |t: &TensorProto| {
+            if t.data_location() == DataLocation::EXTERNAL
+                && let Some(location) = t.external_data.iter().find(|e| e.key() == "location")
+            {
+                let path = dir.join(location.value());
+                if !files.contains(&path) {
+                    files.push(path);
+                }
+            }
+        };
+        fn walk(graph: &GraphProto, visit: &mut dyn FnMut(&TensorProto)) {
+            graph.initializer.iter().for_each(&mut *visit);
+            for node in &graph.node {
+                for attr in &node.attribute {
+                    if let Some(t) = attr.t.as_ref() {
+                        visit(t);
+                    }
+                    for g in attr.g.as_ref().into_iter().chain(&attr.graphs) {
+                        walk(g, visit);
+                    }
+                }
+            }
+        }
+        if let Some(g) = self.proto.graph.as_ref() {
+            walk(g, &mut visit);
+        }
+        files
+    }
+
     /// The main-graph weight called `name`.
     pub fn weight(&self, name: &str) -> Option<&Weight> {
         self.weight_index.get(name).map(|&i| &self.weights[i])

@@ -39,7 +39,7 @@ use crate::plan::{BatchNormRecalibration, Recipe};
 use crate::proto::{Message, ModelProto};
 use crate::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
 use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
-use crate::write::{write_bytes_atomic, write_model_atomic};
+use crate::write::OutputSet;
 
 /// How long an export spends timing each model (at least 5 runs): the figure is a median of
 /// what fits in it.
@@ -505,6 +505,9 @@ pub fn optimize(
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<OptimizeReport> {
+    // Every file this job writes, checked against the model it reads (and its external data)
+    // and each other before any work: an output never replaces an input.
+    let mut outputs = output_set(model, output)?;
     // The format decides whether activations are int8 (and so the integer layers' weight
     // range), whatever the recipe file said.
     let normalized = options
@@ -601,6 +604,7 @@ pub fn optimize(
                     macs_after: working_analysis.macs,
                 },
                 &mut compressor,
+                outputs,
                 cancel,
             );
         }
@@ -674,8 +678,8 @@ pub fn optimize(
     }
 
     report(progress, "writing", 1, 3);
-    write_model_atomic(&preview.built.proto, output, &model.path)?;
-    let written_size = std::fs::metadata(output)
+    let staged = outputs.stage(output, &crate::write::serialize(&preview.built.proto)?)?;
+    let written_size = std::fs::metadata(&staged)
         .map(|m| m.len())
         .unwrap_or(compressed.size_bytes);
     report(progress, "verifying", 2, 3);
@@ -684,8 +688,9 @@ pub fn optimize(
         output: options.output.map(str::to_owned),
         ..BuildOptions::default()
     };
+    // The file as written (still under its temporary name) is what is verified.
     let verification = verify_export(
-        output,
+        &staged,
         &VerifyInputs {
             runtime: options.runtime,
             data: options.data,
@@ -806,19 +811,39 @@ pub fn optimize(
         verification,
         recipe: options.recipe.clone(),
     };
-    write_sidecars(output, &report_)?;
+    write_sidecars(output, &report_, outputs, cancel)?;
     Ok(report_)
 }
 
-/// Writes `OUT.recipe.json`, `OUT.report.json` and `OUT.report.md` beside `output`.
-fn write_sidecars(output: &Path, report: &OptimizeReport) -> Result<()> {
+/// The outputs of an optimize job to `output`: the model and its three sidecars, checked
+/// against `model`'s file and external data.
+fn output_set(model: &LoadedModel, output: &Path) -> Result<OutputSet> {
     let (recipe_path, json_path, md_path) = sidecar_paths(output);
-    write_bytes_atomic(&recipe_path, report.recipe.to_json().as_bytes())?;
+    let external = model.external_data_files();
+    let mut inputs: Vec<&Path> = vec![&model.path];
+    inputs.extend(external.iter().map(PathBuf::as_path));
+    OutputSet::new(
+        &[output.to_path_buf(), recipe_path, json_path, md_path],
+        &inputs,
+    )
+}
+
+/// Stages `OUT.recipe.json`, `OUT.report.json` and `OUT.report.md` beside `output`, then
+/// moves them and the staged model into place together (or, cancelled, none of them).
+fn write_sidecars(
+    output: &Path,
+    report: &OptimizeReport,
+    mut outputs: OutputSet,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let (recipe_path, json_path, md_path) = sidecar_paths(output);
+    outputs.stage(&recipe_path, report.recipe.to_json().as_bytes())?;
     let json = serde_json::to_string_pretty(report).map_err(|e| Error::InvalidArgument {
         what: "report",
         reason: e.to_string(),
     })?;
-    write_bytes_atomic(&json_path, json.as_bytes())?;
-    write_bytes_atomic(&md_path, crate::report::markdown(report).as_bytes())?;
-    Ok(())
+    outputs.stage(&json_path, json.as_bytes())?;
+    outputs.stage(&md_path, crate::report::markdown(report).as_bytes())?;
+    cancel.check()?;
+    outputs.commit()
 }

@@ -44,6 +44,26 @@ pub(crate) fn progress_bar() -> ProgressBar {
     bar
 }
 
+/// A cancel token that Ctrl-C sets: the job stops at its next check, removes its temporary
+/// files and the command exits with status 130. A second Ctrl-C exits at once.
+pub(crate) fn interruptible() -> CancelToken {
+    static TOKEN: std::sync::OnceLock<CancelToken> = std::sync::OnceLock::new();
+    TOKEN
+        .get_or_init(|| {
+            let token = CancelToken::new();
+            let handler = token.clone();
+            // Without a handler (e.g. one is already set) Ctrl-C keeps its default: exit.
+            let _ = ctrlc::set_handler(move || {
+                if handler.is_cancelled() {
+                    std::process::exit(i32::from(crate::exit::CANCELLED));
+                }
+                handler.cancel();
+            });
+            token
+        })
+        .clone()
+}
+
 pub(crate) fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
     move |p: Progress| {
         bar.set_message(p.stage);

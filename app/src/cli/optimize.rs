@@ -237,7 +237,7 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     let shapes = args.runtime_args.shapes()?;
     args.runtime_args.prepare(&[runtime])?;
     let bar = progress_bar();
-    let cancel = CancelToken::new();
+    let cancel = super::interruptible();
     let model = load_model(&args.model, &sink(&bar), &cancel)?;
     let loaded = args.data.load(&model, &shapes)?;
     if auto {

@@ -12,7 +12,7 @@ use crate::export::build_export;
 use crate::job::CancelToken;
 use crate::load::LoadedModel;
 use crate::proto::Message;
-use crate::write::write_model_atomic;
+use crate::write::OutputSet;
 
 /// Whether `error` means the model could not be run here (so a weight-only file can still be
 /// written), rather than a problem with the file, the recipe or the disk.
@@ -44,6 +44,7 @@ pub(super) struct Unmeasured<'a> {
 pub(super) fn write(
     job: &Unmeasured<'_>,
     compressor: &mut Compressor,
+    mut outputs: OutputSet,
     cancel: &CancelToken,
 ) -> Result<OptimizeReport> {
     let options = job.options;
@@ -70,8 +71,8 @@ pub(super) fn write(
         });
     }
     cancel.check()?;
-    write_model_atomic(&built.proto, job.output, &job.original.path)?;
-    let size_bytes = std::fs::metadata(job.output)
+    let staged = outputs.stage(job.output, &crate::write::serialize(&built.proto)?)?;
+    let size_bytes = std::fs::metadata(&staged)
         .map(|m| m.len())
         .unwrap_or_else(|_| Message::compute_size(&built.proto));
     let schema = SchemaVerdict {
@@ -161,6 +162,6 @@ pub(super) fn write(
         },
         recipe: options.recipe.clone(),
     };
-    write_sidecars(job.output, &report)?;
+    write_sidecars(job.output, &report, outputs, cancel)?;
     Ok(report)
 }
