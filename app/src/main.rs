@@ -27,6 +27,29 @@ struct Args {
     /// and recipe, selecting a layer and evaluating (see assets/screenshot-tour.json).
     #[arg(long, value_name = "JSON")]
     tour: Option<PathBuf>,
+    /// The most memory a size computed from a model's declared dims may take (generated
+    /// inputs, constants a runtime folds), e.g. `512M`, `16G`; default: the larger of 8 GiB and
+    /// 4× the model file. Larger requests are refused before anything is allocated.
+    #[arg(long, global = true, value_name = "BYTES", value_parser = byte_size)]
+    memory_budget: Option<u64>,
+}
+
+/// `1234`, `512K`, `512M`, `16G` (binary units).
+fn byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|v| v.checked_mul(1u64 << shift))
+        .filter(|&v| v > 0)
+        .ok_or_else(|| format!("`{text}` is not a size such as 512M or 16G"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +75,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(bytes) = args.memory_budget {
+        edgefit_engine::guard::set_memory_budget_bytes(bytes);
+    }
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),
         Some(Command::BenchAnalysis(a)) => cli::bench_analysis(&a),
@@ -71,7 +97,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Names inside the message come from the model: no escape sequence reaches the
+            // terminal.
+            eprintln!(
+                "error: {}",
+                edgefit::format::terminal_safe(&format!("{error:#}"))
+            );
             edgefit::exit::status_of(&error)
         }
     }

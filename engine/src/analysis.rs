@@ -233,7 +233,8 @@ pub fn analyse(
     }
     let mut bytes_by_dtype = BTreeMap::new();
     for w in &model.weights {
-        *bytes_by_dtype.entry(w.dtype.name()).or_insert(0) += w.bytes;
+        let total = bytes_by_dtype.entry(w.dtype.name()).or_insert(0u64);
+        *total = total.saturating_add(w.bytes);
     }
     let proto = &model.proto;
     Ok(ModelAnalysis {
@@ -253,14 +254,24 @@ pub fn analyse(
             .iter()
             .map(|p| (p.key().to_owned(), p.value().to_owned()))
             .collect(),
-        parameters: model.weights.iter().map(|w| w.elements).sum(),
-        weight_bytes: model.weights.iter().map(|w| w.bytes).sum(),
+        // Saturating: declared dims of a hostile file can sum past 64 bits.
+        parameters: model
+            .weights
+            .iter()
+            .fold(0u64, |a, w| a.saturating_add(w.elements)),
+        weight_bytes: model
+            .weights
+            .iter()
+            .fold(0u64, |a, w| a.saturating_add(w.bytes)),
         bytes_by_dtype,
         nodes: model.graph.nodes.len(),
         ops,
         inputs: with_inferred(&model.graph.inputs, model),
         outputs: with_inferred(&model.graph.outputs, model),
-        macs: layers.iter().filter_map(|l| l.macs).sum(),
+        macs: layers
+            .iter()
+            .filter_map(|l| l.macs)
+            .fold(0u64, u64::saturating_add),
         macs_complete: layers.iter().all(|l| l.macs.is_some()),
         layers,
         tensors,
@@ -464,8 +475,12 @@ fn layer_report(
         name: node.name.clone(),
         op: node.op_type.clone(),
         graph: node.graph.clone(),
-        parameters: weights.iter().map(|&t| tensors[t].elements).sum(),
-        bytes: weights.iter().map(|&t| tensors[t].bytes).sum(),
+        parameters: weights
+            .iter()
+            .fold(0u64, |a, &t| a.saturating_add(tensors[t].elements)),
+        bytes: weights
+            .iter()
+            .fold(0u64, |a, &t| a.saturating_add(tensors[t].bytes)),
         macs,
         macs_note,
         weight: Some(main_report.name.clone()),

@@ -358,6 +358,17 @@ fn compressible(
     {
         return Err("weight could not be decoded".to_owned());
     }
+    // Every size the kernels compute comes from the dims: they must describe the data held.
+    let declared = weight.dims.iter().try_fold(1usize, |a, &d| {
+        usize::try_from(d).ok().and_then(|d| a.checked_mul(d))
+    });
+    let held = weight.values.as_ref().map_or(0, Vec::len);
+    if held == 0 || declared != Some(held) {
+        return Err(format!(
+            "weight dims {:?} do not describe its {held} values: not compressed",
+            weight.dims
+        ));
+    }
     let consumers = model.graph.consumers.get(&weight_name).map_or(0, Vec::len);
     if consumers > 1 {
         return Err(format!(

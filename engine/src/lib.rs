@@ -14,6 +14,7 @@ pub mod export;
 pub mod fold;
 pub mod graph;
 mod graph_edit;
+pub mod guard;
 pub mod job;
 pub mod layer_inputs;
 pub mod layout;

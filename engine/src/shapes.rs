@@ -5,7 +5,6 @@
 //! says where it stopped.
 
 use std::collections::HashMap;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use tract_onnx::prelude::*;
@@ -38,6 +37,9 @@ pub fn tract_supports_op(op_type: &str) -> bool {
     OPS.with(|ops| ops.0.contains_key(op_type))
 }
 
+/// The most memory a constant folded during shape inference may take (1 GiB).
+const ANALYSIS_BUDGET_BYTES: u64 = 1 << 30;
+
 /// Runs tract's analysis on `model` and collects what it learns; never fails: problems become
 /// `warnings`. `model_dir` lets tract read external data (locations already checked).
 pub fn infer_shapes(
@@ -45,7 +47,19 @@ pub fn infer_shapes(
     model_dir: Option<&Path>,
     warnings: &mut Vec<String>,
 ) -> ShapeFacts {
-    let result = catch_unwind(AssertUnwindSafe(|| infer_with_tract(model, model_dir)));
+    let size = crate::proto::Message::compute_size(model);
+    // Shape inference folds constants: a few seconds of analysis must not fold gigabytes.
+    let analysis_budget = crate::guard::memory_budget_bytes(size).min(ANALYSIS_BUDGET_BYTES);
+    let hazards = crate::guard::hazards(model, analysis_budget);
+    if !hazards.is_empty() {
+        let listed: Vec<String> = hazards.iter().take(3).map(ToString::to_string).collect();
+        warnings.push(format!(
+            "shape inference skipped (the model would crash, hang or exhaust memory in tract): {}; only declared shapes are shown",
+            listed.join("; ")
+        ));
+        return ShapeFacts::default();
+    }
+    let result = crate::guard::quietly(|| infer_with_tract(model, model_dir));
     match result {
         Ok(Ok((facts, None))) => facts,
         Ok(Ok((facts, Some(stopped)))) => {

@@ -12,7 +12,7 @@ use edgefit_engine::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::format::{bytes, si, thousands};
+use crate::format::{bytes, display_width, fit, si, terminal_safe, thousands};
 
 /// `edgefit inspect`.
 #[derive(Debug, clap::Args)]
@@ -149,7 +149,7 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
         .iter()
         .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
         .collect();
-    let _ = writeln!(out, "Model       {}", a.path);
+    let _ = writeln!(out, "Model       {}", terminal_safe(&a.path));
     let _ = writeln!(
         out,
         "            {} on disk, IR {}, opsets {}, producer {}",
@@ -157,9 +157,9 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
         a.ir_version,
         opsets.join(" "),
         if a.producer.is_empty() {
-            "?"
+            "?".to_owned()
         } else {
-            &a.producer
+            terminal_safe(&a.producer)
         }
     );
     for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
@@ -172,7 +172,12 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
                 format!(" ({})", v.kind)
             };
             let head = if i == 0 { label } else { "" };
-            let _ = writeln!(out, "{head:<12}{} {dtype} {shape}{kind}", v.name);
+            let _ = writeln!(
+                out,
+                "{head:<12}{} {dtype} {}{kind}",
+                terminal_safe(&v.name),
+                terminal_safe(&shape)
+            );
         }
     }
     let by_dtype: Vec<String> = a
@@ -199,16 +204,19 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
     );
     let mut ops: Vec<(&String, &usize)> = a.ops.iter().collect();
     ops.sort_by(|x, y| y.1.cmp(x.1).then(x.0.cmp(y.0)));
-    let ops: Vec<String> = ops.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let ops: Vec<String> = ops
+        .iter()
+        .map(|(o, n)| format!("{} {n}", terminal_safe(o)))
+        .collect();
     let _ = writeln!(out, "Nodes       {} ({})", a.nodes, ops.join(", "));
     let _ = writeln!(out);
     let name_width = a
         .layers
         .iter()
-        .map(|l| l.name.len())
+        .map(|l| display_width(&terminal_safe(&l.name)))
         .max()
         .unwrap_or(4)
-        .clamp(4, 40);
+        .clamp(5, 40);
     let _ = writeln!(
         out,
         "{:<name_width$}  {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>6}",
@@ -225,15 +233,11 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
             ),
             None => Default::default(),
         };
-        let mut name = l.name.clone();
-        if name.len() > name_width {
-            name.truncate(name_width - 1);
-            name.push('…');
-        }
+        let name = fit(&l.name, name_width);
         let _ = writeln!(
             out,
-            "{name:<name_width$}  {:<18} {:>10} {macs:>10} {:>10} {min:>10} {max:>10} {std:>9} {zeros:>6}",
-            l.op,
+            "{name}  {} {:>10} {macs:>10} {:>10} {min:>10} {max:>10} {std:>9} {zeros:>6}",
+            fit(&l.op, 18),
             thousands(l.parameters),
             bytes(l.bytes),
         );
@@ -241,7 +245,11 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
     let unknown: Vec<String> = a
         .layers
         .iter()
-        .filter_map(|l| l.macs_note.as_ref().map(|n| format!("  {}: {n}", l.name)))
+        .filter_map(|l| {
+            l.macs_note
+                .as_ref()
+                .map(|n| format!("  {}: {}", terminal_safe(&l.name), terminal_safe(n)))
+        })
         .collect();
     if !unknown.is_empty() {
         let _ = writeln!(out, "\nMACs not counted:");
@@ -252,7 +260,7 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
     if !a.warnings.is_empty() {
         let _ = writeln!(out, "\nWarnings:");
         for w in &a.warnings {
-            let _ = writeln!(out, "  - {w}");
+            let _ = writeln!(out, "  - {}", terminal_safe(w));
         }
     }
     out

@@ -249,7 +249,7 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
         );
         runtime = chosen;
         if let Some(why) = why {
-            bar.suspend(|| eprintln!("note: {why}"));
+            bar.suspend(|| eprintln!("note: {}", crate::format::terminal_safe(&why)));
         }
     }
     let options = OptimizeOptions {
@@ -375,7 +375,10 @@ fn print_optimize(r: &OptimizeReport) {
         by_reason.entry(&s.reason).or_default().push(&s.name);
     }
     for (reason, layers) in by_reason {
-        println!("left as is ({}): {reason}", layers.join(", "));
+        println!(
+            "{}",
+            crate::format::terminal_safe(&format!("left as is ({}): {reason}", layers.join(", ")))
+        );
     }
     if !r.structured.is_empty() {
         println!(
@@ -395,7 +398,7 @@ fn print_optimize(r: &OptimizeReport) {
         );
     }
     for n in &r.notes {
-        println!("note: {n}");
+        println!("note: {}", crate::format::terminal_safe(n));
     }
 }
 

@@ -319,6 +319,17 @@ pub fn generated_for(model: &LoadedModel, auto: &AutoInputs) -> Result<Dataset> 
         Some((1, rest)) if !rest.is_empty() => rest,
         _ => &shape[..],
     };
+    // A declared input of absurd size must not be allocated (e.g. [1, 2^38, 4]).
+    let elements = sample
+        .iter()
+        .try_fold(GENERATED_SAMPLES as u64, |a, &d| a.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
+    crate::guard::check_allocation(
+        &format!("{GENERATED_SAMPLES} generated inputs of shape {sample:?}"),
+        elements,
+        4,
+        model.file_size_bytes,
+    )?;
     let mut data = crate::dataset::generated_inputs(sample, GENERATED_SAMPLES, 0);
     let (lo, hi, integer) = auto.range;
     if integer || (lo, hi) != (-1.0, 1.0) {

@@ -402,6 +402,18 @@ impl OrtModel {
     ) -> Result<Self> {
         load(None)?;
         let threads = threads.max(1);
+        // Constants above a quarter of the memory budget (onnxruntime folds them at load) are
+        // refused before the session exists; the rest of onnxruntime validates itself.
+        let size = Message::compute_size(model);
+        let budget = crate::guard::memory_budget_bytes(size) / 4;
+        if let Some(h) = crate::guard::hazards(model, budget)
+            .into_iter()
+            .find(|h| h.message.contains("memory budget"))
+        {
+            return Err(runtime_error(format!(
+                "the model would exhaust memory ({h}); --memory-budget raises the limit"
+            )));
+        }
         let view = crate::graph::GraphView::new(model);
         for f in fixed_inputs {
             if !view.inputs.iter().any(|i| i.name == f.name) {

@@ -4,7 +4,6 @@
 //! When tract cannot run a model, the error names the op and the node and suggests
 //! onnxruntime; tract's own analysis text is reduced to its root cause.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -169,9 +168,18 @@ impl TractModel {
         if let Some(message) = unsupported_ops(&view) {
             return Err(runtime_error(message));
         }
-        catch_unwind(AssertUnwindSafe(|| {
+        let size = crate::proto::Message::compute_size(model);
+        // tract holds a folded constant several times over (the fold, the optimized model, the
+        // plan): a quarter of the budget per constant.
+        let hazards = crate::guard::hazards(model, crate::guard::memory_budget_bytes(size) / 4);
+        if let Some(h) = hazards.first() {
+            return Err(runtime_error(format!(
+                "the model would crash, hang or exhaust memory in tract ({h}); {TRY_ORT}"
+            )));
+        }
+        crate::guard::quietly(|| {
             Self::build_inner(model, &view, model_dir, input_shape, extra_outputs)
-        }))
+        })
         .unwrap_or_else(|_| {
             Err(runtime_error(format!(
                 "tract crashed while preparing the model; {TRY_ORT}"
@@ -288,9 +296,10 @@ impl TractModel {
     /// output flattened.
     pub fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
         let input = self.input_tensor(sample)?;
-        let outputs = self
-            .plan
-            .run(tvec!(input.into()))
+        let outputs = crate::guard::quietly(|| self.plan.run(tvec!(input.into())))
+            .map_err(|_| {
+                runtime_error(format!("tract crashed while running the model; {TRY_ORT}"))
+            })?
             .map_err(|e| tract_error("running", &e))?;
         outputs
             .iter()

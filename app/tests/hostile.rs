@@ -1,0 +1,109 @@
+//! Hostile files never crash, hang, exhaust memory or print a panic: each fixture of
+//! tests/fixtures/make_hostile_fixtures.py reproduces one failure the fuzzer found, run
+//! through the real binary (a segfault or a hang cannot be caught in-process).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgefit_tests::{fixture, root};
+
+/// Runs edgefit with a deadline: (exit code, stderr, elapsed). Killed past the deadline.
+fn run(args: &[&str], deadline: Duration) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgefit"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), reader.join().unwrap(), started.elapsed());
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edgefit {args:?} hung past {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const FIXTURES: &[&str] = &[
+    "if_empty_cond.onnx",
+    "macs_overflow.onnx",
+    "string_huge.onnx",
+    "conv_dims_overflow.onnx",
+    "gemm_alloc.onnx",
+    "huge_input.onnx",
+    "pads_hang.onnx",
+    "constant_of_shape.onnx",
+    "hostile_names.onnx",
+];
+
+#[test]
+fn every_hostile_fixture_gives_a_clean_answer_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let path = fixture(&format!("hostile/{name}"));
+        let model = path.to_str().unwrap();
+        let out = dir.path().join(format!("{name}.out.onnx"));
+        let commands: [Vec<&str>; 4] = [
+            vec!["inspect", model],
+            vec!["inspect", model, "--json"],
+            vec!["eval", model, "--runs", "1"],
+            vec![
+                "optimize",
+                model,
+                "--out",
+                out.to_str().unwrap(),
+                "--format",
+                "weights-int8",
+                "--runs",
+                "0",
+            ],
+        ];
+        for args in commands {
+            let (code, stderr, elapsed) = run(&args, Duration::from_secs(60));
+            // 0 (done), 1 (a clear error) or 4 (quality): never a crash (101 panic, 134
+            // abort, 139 segfault, None: killed by a signal).
+            assert!(
+                matches!(code, Some(0 | 1 | 4)),
+                "{name} {args:?}: exit {code:?} after {elapsed:?}\n{stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{name} {args:?}:\n{stderr}");
+            assert!(
+                !stderr.contains('\u{1b}'),
+                "{name} {args:?}: raw escape on the terminal"
+            );
+            assert!(
+                elapsed < Duration::from_secs(30),
+                "{name} {args:?}: {elapsed:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_declared_input_too_large_for_the_budget_is_refused_before_allocating() {
+    let model = fixture("hostile/huge_input.onnx");
+    let (code, stderr, _) = run(
+        &["eval", model.to_str().unwrap(), "--runs", "1"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("memory budget") && stderr.contains("[274877906944, 4]"),
+        "{stderr}"
+    );
+}
