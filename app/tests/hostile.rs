@@ -107,3 +107,94 @@ fn a_declared_input_too_large_for_the_budget_is_refused_before_allocating() {
         "{stderr}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn pipes_and_paths_outside_the_dataset_are_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.onnx");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, stderr, _) = run(
+        &["inspect", fifo.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    // A dataset whose inputs are a pipe, then a file outside its folder.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(data.join("inputs.npy"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let write_meta = |inputs: &str| {
+        std::fs::write(
+            data.join("dataset.json"),
+            format!(r#"{{"format": "edgefit-dataset/1", "inputs": "{inputs}"}}"#),
+        )
+        .unwrap();
+    };
+    let model = edgefit_tests::sample_model("digits-mlp");
+    for (inputs, expected) in [
+        ("inputs.npy", "not a regular file"),
+        ("../../../etc/passwd", "outside the dataset's folder"),
+    ] {
+        write_meta(inputs);
+        let (code, stderr, _) = run(
+            &[
+                "eval",
+                model.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(1), "{inputs}: {stderr}");
+        assert!(stderr.contains(expected), "{inputs}: {stderr}");
+    }
+}
+
+#[test]
+fn an_npz_that_inflates_past_the_budget_is_refused_before_inflating() {
+    // 16 MiB of zeros compress to a few KiB; with a 32 MiB budget its 5× decode is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let npz = dir.path().join("bomb.npz");
+    let file = std::fs::File::create(&npz).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("x.npy", options).unwrap();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (64, 65536), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let padded = format!("{header:<118}\n");
+    npy.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+    npy.extend_from_slice(padded.as_bytes());
+    std::io::Write::write_all(&mut zip, &npy).unwrap();
+    std::io::Write::write_all(&mut zip, &vec![0u8; 64 * 65536 * 4]).unwrap();
+    zip.finish().unwrap();
+    assert!(std::fs::metadata(&npz).unwrap().len() < 1 << 20);
+    let model = edgefit_tests::sample_model("digits-mlp");
+    let (code, stderr, _) = run(
+        &[
+            "eval",
+            model.to_str().unwrap(),
+            "--data",
+            npz.to_str().unwrap(),
+            "--memory-budget",
+            "32M",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("memory budget"), "{stderr}");
+}

@@ -322,13 +322,13 @@ pub fn load_calibration(path: &Path) -> Result<Option<Dataset>> {
     let Some(calibration) = &meta.calibration else {
         return Ok(None);
     };
-    let calib_path = dir.join(calibration);
+    let calib_path = crate::guard::confined(&dir, calibration)?;
     let bytes = read_file(&calib_path)?;
     let array = npy::parse(&bytes).map_err(|r| dataset_error(&calib_path, r))?;
     let (sample_shape, values) =
         split_samples(&array).map_err(|r| dataset_error(&calib_path, r))?;
     // The calibration samples must feed the same input as the evaluation samples.
-    let inputs_path = dir.join(&meta.inputs);
+    let inputs_path = crate::guard::confined(&dir, &meta.inputs)?;
     if let Ok(header) = read_npy_header(&inputs_path)
         && header.shape.get(1..) != Some(sample_shape.as_slice())
     {
@@ -401,11 +401,13 @@ fn parent_dir(file: &Path) -> PathBuf {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
+    crate::guard::regular_file(path, "dataset file")?;
     std::fs::read(path).map_err(|e| Error::io("cannot read the dataset file", path, e))
 }
 
 /// Reads just enough of a `.npy` file to parse its header.
 fn read_npy_header(path: &Path) -> Result<npy::NpyHeader> {
+    crate::guard::regular_file(path, "dataset file")?;
     let file = std::fs::File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
     let mut start = Vec::new();
     // Headers are small; 64 KiB covers any realistic one (version 1 caps them at 64 KiB).
@@ -416,6 +418,7 @@ fn read_npy_header(path: &Path) -> Result<npy::NpyHeader> {
 }
 
 fn read_dataset_file(json: &Path) -> Result<DatasetFile> {
+    crate::guard::regular_file(json, "dataset metadata")?;
     let text = std::fs::read_to_string(json)
         .map_err(|e| Error::io("cannot read the dataset metadata", json, e))?;
     let meta: DatasetFile = serde_json::from_str(&text)
@@ -446,7 +449,7 @@ fn read_dataset_file(json: &Path) -> Result<DatasetFile> {
 /// Loads the `inputs` (and `labels`) of an `edgefit-dataset/1` folder.
 fn load_dataset_folder(dir: &Path, json: &Path) -> Result<Dataset> {
     let meta = read_dataset_file(json)?;
-    let inputs_path = dir.join(&meta.inputs);
+    let inputs_path = crate::guard::confined(dir, &meta.inputs)?;
     let input_bytes = read_file(&inputs_path)?;
     let inputs = npy::parse(&input_bytes).map_err(|r| dataset_error(&inputs_path, r))?;
     let (sample_shape, values) =
@@ -454,7 +457,7 @@ fn load_dataset_folder(dir: &Path, json: &Path) -> Result<Dataset> {
     let count = inputs.shape.first().copied().unwrap_or(0);
     let labels = match &meta.labels {
         Some(file) => {
-            let labels_path = dir.join(file);
+            let labels_path = crate::guard::confined(dir, file)?;
             let bytes = read_file(&labels_path)?;
             let array = npy::parse(&bytes).map_err(|r| dataset_error(&labels_path, r))?;
             let labels = check_labels(&array, count, &meta.inputs)

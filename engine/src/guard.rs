@@ -78,6 +78,58 @@ fn human_bytes(b: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
+/// Refuses to read `path` unless it is a regular file (a FIFO named as a model, external data
+/// or dataset file would block forever; a device would never end). Checked before opening.
+pub fn regular_file(path: &std::path::Path, what: &'static str) -> crate::Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| crate::Error::io("cannot read", path, e))?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument {
+            what,
+            reason: format!(
+                "`{}` is not a regular file ({}); refused",
+                path.display(),
+                if meta.is_dir() {
+                    "a folder"
+                } else {
+                    "a pipe, socket or device"
+                }
+            ),
+        })
+    }
+}
+
+/// `relative` resolved inside `dir`, refusing absolute paths, `..` and symlinks that lead
+/// out of it (dataset files are read from the dataset's folder only).
+pub fn confined(dir: &std::path::Path, relative: &str) -> crate::Result<std::path::PathBuf> {
+    use std::path::{Component, Path};
+    let bad = |reason: String| crate::Error::Dataset {
+        reason,
+        path: dir.join(relative),
+    };
+    let rel = Path::new(relative);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(bad(format!(
+            "`{relative}` points outside the dataset's folder; refused"
+        )));
+    }
+    let joined = dir.join(rel);
+    if let (Ok(base), Ok(target)) = (dir.canonicalize(), joined.canonicalize())
+        && !target.starts_with(&base)
+    {
+        return Err(bad(format!(
+            "`{relative}` leads outside the dataset's folder (a link to {}); refused",
+            target.display()
+        )));
+    }
+    Ok(joined)
+}
+
 thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
 }

@@ -149,6 +149,7 @@ pub fn load_model(
     let path = path
         .canonicalize()
         .map_err(|e| Error::io("cannot open the model", path, e))?;
+    crate::guard::regular_file(&path, "model file")?;
     let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read the model", &path, e))?;
     if bytes.is_empty() {
         return Err(Error::EmptyFile { path });
@@ -491,6 +492,7 @@ fn read_external(tensor: &TensorProto, dir: &Path) -> Result<Vec<u8>> {
     };
     let offset = parse_number("offset")?.unwrap_or(0);
     let length = parse_number("length")?;
+    crate::guard::regular_file(&canonical, "external data")?;
     let mut file = File::open(&canonical)
         .map_err(|e| Error::io("cannot open external data", &canonical, e))?;
     let file_len = file

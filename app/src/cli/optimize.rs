@@ -138,6 +138,7 @@ fn clipping_name(text: &str) -> std::result::Result<String, String> {
 fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     let mut recipe = match &args.recipe {
         Some(path) => {
+            edgefit_engine::guard::regular_file(path, "recipe")?;
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?

@@ -71,6 +71,7 @@ pub(crate) fn read_preprocess_file(dir: &Path) -> Result<Option<Preprocess>> {
     if !path.is_file() {
         return Ok(None);
     }
+    crate::guard::regular_file(&path, "preprocessing file")?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::io("cannot read the preprocessing file", &path, e))?;
     serde_json::from_str(&text)
@@ -191,6 +192,7 @@ fn check_preprocess(p: &Preprocess, channels: usize) -> std::result::Result<(), 
 /// Decodes one image and returns its preprocessed values (one sample, in `p.layout`) and its
 /// final `[height, width]`.
 fn decode_image(path: &Path, p: &Preprocess) -> Result<(Vec<f32>, [u32; 2])> {
+    crate::guard::regular_file(path, "image")?;
     let image = image::ImageReader::open(path)
         .map_err(|e| Error::io("cannot open the image", path, e))?
         .with_guessed_format()

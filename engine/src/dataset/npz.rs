@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 /// Loads an `.npz` archive (as written by `np.savez` / `np.savez_compressed`).
 pub(crate) fn load_npz(path: &Path) -> Result<Dataset> {
+    crate::guard::regular_file(path, "dataset file")?;
+    let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
     let file = std::fs::File::open(path)
         .map_err(|e| Error::io("cannot open the dataset file", path, e))?;
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
@@ -53,11 +55,24 @@ pub(crate) fn load_npz(path: &Path) -> Result<Dataset> {
 
     let mut read_entry = |key: &str| -> Result<Vec<u8>> {
         let entry_name = format!("{key}.npy");
-        let mut entry = archive.by_name(&entry_name).map_err(|e| {
+        let entry = archive.by_name(&entry_name).map_err(|e| {
             dataset_error(path, format!("cannot read array `{key}` of the .npz: {e}"))
         })?;
-        let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(0).min(1 << 30));
-        entry.read_to_end(&mut bytes).map_err(|e| {
+        // A small archive can inflate to gigabytes: the declared size is checked against the
+        // memory budget before inflating, and no more than it is read.
+        let declared = entry.size();
+        // Inflated bytes, then their values as f32 (up to 4 per byte): five times the entry.
+        crate::guard::check_allocation(
+            &format!(
+                "array `{key}` of {} (inflated, then decoded)",
+                path.display()
+            ),
+            declared,
+            5,
+            file_bytes,
+        )?;
+        let mut bytes = Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(1 << 30));
+        entry.take(declared).read_to_end(&mut bytes).map_err(|e| {
             dataset_error(
                 path,
                 format!("cannot decompress array `{key}` of the .npz: {e}"),
