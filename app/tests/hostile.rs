@@ -95,6 +95,42 @@ fn every_hostile_fixture_gives_a_clean_answer_in_every_command() {
 }
 
 #[test]
+fn every_input_the_fuzzer_ever_crashed_on_now_gives_a_clean_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(fixture("fuzz"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    for path in files {
+        let model = path.to_str().unwrap();
+        let out = dir.path().join("out.onnx");
+        for args in [
+            vec!["inspect", "--json", model],
+            vec![
+                "optimize",
+                model,
+                "--out",
+                out.to_str().unwrap(),
+                "--format",
+                "weights-int8",
+                "--runs",
+                "0",
+            ],
+        ] {
+            let (code, stderr, elapsed) = run(&args, Duration::from_secs(60));
+            assert!(
+                matches!(code, Some(0 | 1 | 4)),
+                "{model} {args:?}: exit {code:?} after {elapsed:?}\n{stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{model} {args:?}:\n{stderr}");
+        }
+    }
+}
+
+#[test]
 fn a_declared_input_too_large_for_the_budget_is_refused_before_allocating() {
     let model = fixture("hostile/huge_input.onnx");
     let (code, stderr, _) = run(

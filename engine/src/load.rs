@@ -167,6 +167,16 @@ pub fn load_model(
     Ok(model)
 }
 
+/// Loads a model from `bytes` in memory, as if read from `path` (external data is looked up
+/// beside it): what [`load_model`] does after reading the file (the fuzzer's entry point).
+pub fn load_model_bytes(bytes: &[u8], path: PathBuf) -> Result<LoadedModel> {
+    if bytes.is_empty() {
+        return Err(Error::EmptyFile { path });
+    }
+    let proto = parse_model(bytes, &path)?;
+    from_proto(proto, path, bytes.len() as u64, &crate::job::NoProgress)
+}
+
 /// Builds a [`LoadedModel`] from a protobuf already in memory (e.g. the result of a model
 /// pass), as if it had been read from `path` (external data is looked up beside it).
 pub fn from_proto(
