@@ -383,6 +383,7 @@ pub fn preview(
 fn opset_stage(
     model: &LoadedModel,
     format: ExportFormat,
+    input_shape: Option<&[usize]>,
 ) -> Result<Option<(LoadedModel, crate::opset::Upgrade)>> {
     let current = crate::opset::default_opset(&model.proto);
     let (wanted, minimum) = match format {
@@ -394,12 +395,24 @@ fn opset_stage(
     if current >= wanted || current == 0 {
         return Ok(None);
     }
+    // Ranks from the model's shape facts, else from shape inference at the concrete input
+    // shape the job runs at (exporters such as Paddle2ONNX leave -1 dims that hide them).
+    let concrete = std::cell::OnceCell::new();
     let rank_of = |t: &str| {
         model
             .shapes
             .get(t)
             .and_then(|v| v.shape.as_ref())
             .map(Vec::len)
+            .or_else(|| {
+                let shape = input_shape?;
+                concrete
+                    .get_or_init(|| model.with_input_shape(shape))
+                    .shapes
+                    .get(t)
+                    .and_then(|v| v.shape.as_ref())
+                    .map(Vec::len)
+            })
     };
     let mut blocked = Vec::new();
     for target in [wanted, minimum] {
@@ -518,7 +531,10 @@ pub fn optimize(
         recipe: &normalized,
         ..*options
     };
-    let upgraded = opset_stage(model, options.format)?;
+    let job_shape = resolve_inputs(model, Some(options.data), options.input_shapes)
+        .ok()
+        .map(|r| r.shape);
+    let upgraded = opset_stage(model, options.format, job_shape.as_deref())?;
     let base = upgraded.as_ref().map_or(model, |(m, _)| m);
     let mut stage_notes = Vec::new();
     if let Some((_, up)) = &upgraded {
