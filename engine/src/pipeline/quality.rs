@@ -153,7 +153,7 @@ pub fn judge(
 }
 
 /// Samples the per-layer attribution runs on.
-const ATTRIBUTION_SAMPLES: usize = 8;
+const ATTRIBUTION_SAMPLES: usize = 2;
 
 /// The compressed layers of `compressor` ranked by the error each adds (input SQNR minus
 /// output SQNR against the original model), worst first, from one run of each model with
