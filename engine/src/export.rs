@@ -296,7 +296,14 @@ fn int32_tensor(name: &str, dims: &[i64], values: &[i32]) -> crate::proto::Tenso
 /// to include 0, so that 0.0 — padding, Relu's floor — is exact).
 pub fn activation_params(lo: f32, hi: f32) -> (f32, u8) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    // A tensor that was always exactly 0 on the calibration data: any scale represents it;
+    // a fine one (2^-10) keeps a following layer's bias, quantized at input scale × weight
+    // scale, as fine as its weights (a scale of 1 cost a real model's GRU head 4.7 dB).
+    let scale = if hi > lo {
+        (hi - lo) / 255.0
+    } else {
+        1.0 / 1024.0
+    };
     let zero_point = (-lo / scale).round().clamp(0.0, 255.0) as u8;
     (scale, zero_point)
 }

@@ -20,8 +20,8 @@ pub use inputs::{
     resolve_inputs,
 };
 pub use verify::{
-    RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export, verify_written,
-    verify_written_in,
+    OriginalRef, RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export,
+    verify_written, verify_written_in,
 };
 
 use std::path::{Path, PathBuf};
@@ -710,6 +710,11 @@ pub fn optimize(
             build: &verify_build,
             original_schema: &original_schema,
             integer_kernels: options.format == ExportFormat::QdqInt8,
+            original: Some(verify::OriginalRef {
+                proto: &original_proto,
+                dir: model.path.parent(),
+                outputs: &preview.original_outputs,
+            }),
         },
         cancel,
     );
@@ -721,6 +726,23 @@ pub fn optimize(
         .then(|| preview.output_fidelity.first().map(|o| o.name.as_str()))
         .flatten();
     let mut quality = quality::judge(&preview.output_fidelity, recipe.quality, class_scores);
+    // A runtime that computes the integer layers its own way has its own quality: the floor
+    // holds for it too.
+    for v in &verification.runtimes {
+        if let (Some(db), Some(first)) = (v.fidelity_sqnr_db, preview.output_fidelity.first())
+            && db < recipe.quality.min_output_sqnr_db
+            && quality.passed
+        {
+            quality.passed = false;
+            quality.message = format!(
+                "BELOW THE FLOOR of {} dB output SQNR in {}: `{}` at {db:.1} dB there ({} in the preview)",
+                recipe.quality.min_output_sqnr_db,
+                v.runtime,
+                first.name,
+                first.fidelity.sqnr_text()
+            );
+        }
+    }
     if !quality.passed {
         report(progress, "finding the layers that add the most error", 2, 3);
         // Against the model as it was before compression (after folding and structured

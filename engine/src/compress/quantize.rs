@@ -38,6 +38,33 @@ fn for_each_run<T>(
     }
 }
 
+/// Channels whose weights are all but zero (|w| ~1e-17 left by training: "dead" filters) get
+/// the layer's median scale instead of a scale of ~1e-24, so their codes are 0 and the
+/// layer's int32 bias (input scale × weight scale per channel) does not overflow: a bias left
+/// float is rounded by onnxruntime's integer kernels on its own grid, not the preview's
+/// (found on a real detector: 13,142 of 13,698 code mismatches were in such layers).
+fn revive_dead_channels(mut params: Vec<QuantParams>) -> Vec<QuantParams> {
+    let largest = params.iter().map(|p| p.scale).fold(0f32, f32::max);
+    let dead = |p: &QuantParams| p.scale < largest * 1e-9;
+    if params.len() < 2 || !params.iter().any(dead) {
+        return params;
+    }
+    let mut live: Vec<f32> = params
+        .iter()
+        .filter(|p| !dead(p))
+        .map(|p| p.scale)
+        .collect();
+    live.sort_by(f32::total_cmp);
+    let median = live[live.len() / 2];
+    for p in params.iter_mut().filter(|p| p.scale < largest * 1e-9) {
+        *p = QuantParams {
+            scale: median,
+            zero_point: 0,
+        };
+    }
+    params
+}
+
 /// Quantizes `values` in place to what the runtime computes (codes dequantized) and returns
 /// the codes.
 pub(super) fn quantize_weight(
@@ -109,6 +136,7 @@ pub(super) fn quantize_weight(
             })
             .collect()
     };
+    let params = revive_dead_channels(params);
     let mut codes = vec![0i8; values.len()];
     let code = |p: &QuantParams, v: &mut f32, c: &mut i8| {
         let q = p.quantize(*v, bits, s.symmetric);
@@ -158,6 +186,26 @@ pub(super) fn quantize_weight(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn dead_channels_take_the_median_scale_and_become_exact_zeros() {
+        // [3 channels, 2]: a normal channel, a dead one (|w| ~1e-17), another normal one.
+        let mut values = vec![0.5f32, -0.25, 1e-17, -2e-17, 0.8, 0.1];
+        let q = quantize_weight(
+            &mut values,
+            &[3, 2],
+            Some(0),
+            8,
+            LayerSettings::default(),
+            None,
+        );
+        let scales: Vec<f32> = q.params.iter().map(|p| p.scale).collect();
+        assert!(scales[1] >= scales[0].min(scales[2]), "{scales:?}");
+        assert_eq!(&values[2..4], &[0.0, 0.0]);
+        assert_eq!(&q.codes[2..4], &[0, 0]);
+        // Live channels are untouched by it.
+        assert!((values[0] - 0.5).abs() < 0.5 / 127.0);
+    }
 
     #[test]
     fn the_last_axis_fast_path_matches_the_per_value_arithmetic() {

@@ -400,6 +400,8 @@ struct Args {
     subprocess: bool,
     timeout: Duration,
     crashes: PathBuf,
+    /// Files to run once each, in-process, instead of mutants (to replay a saved case).
+    replay: Vec<PathBuf>,
 }
 
 fn parse_args() -> Args {
@@ -410,6 +412,7 @@ fn parse_args() -> Args {
         subprocess: false,
         timeout: Duration::from_secs(30),
         crashes: edgefit_tests::root().join("target").join("fuzz-crashes"),
+        replay: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -421,6 +424,7 @@ fn parse_args() -> Args {
             "--subprocess" => args.subprocess = true,
             "--timeout" => args.timeout = Duration::from_secs(value().parse().unwrap_or(30)),
             "--crashes" => args.crashes = PathBuf::from(value()),
+            "--replay" => args.replay.push(PathBuf::from(value())),
             other => {
                 eprintln!(
                     "fuzz: unknown argument `{other}` (see the doc comment of tests/src/bin/fuzz.rs)"
@@ -632,6 +636,25 @@ fn main() {
         std::process::exit(2);
     }
     let work = tempfile::tempdir().expect("a temporary folder");
+    if !args.replay.is_empty() {
+        for file in &args.replay {
+            let bytes = std::fs::read(file).unwrap_or_default();
+            let started = Instant::now();
+            let result =
+                edgefit_engine::guard::quietly(|| in_process(&args.target, &bytes, work.path()));
+            println!(
+                "{}: {} in {:?}",
+                file.display(),
+                match &result {
+                    Ok(Ok(())) => "clean".to_owned(),
+                    Ok(Err(e)) => format!("error: {e}"),
+                    Err(_) => "PANIC".to_owned(),
+                },
+                started.elapsed()
+            );
+        }
+        return;
+    }
     let mut rng = Rng(args.seed);
     let mut counts = Counts::default();
     // In-process hangs: a watchdog saves the case and stops the run.
@@ -664,6 +687,7 @@ fn main() {
         });
     }
     let started = Instant::now();
+    let mut last_case: Option<PathBuf> = None;
     for case in 0..args.cases {
         let seed = &seeds[rng.below(seeds.len())];
         let bytes = if args.target == "dataset" {
@@ -712,6 +736,14 @@ fn main() {
             if let Ok(mut c) = current.lock() {
                 *c = (case, Instant::now(), bytes.clone());
             }
+            // The case about to run, on disk: an abort (which nothing can catch) leaves it there.
+            if last_case.is_none() {
+                let _ = std::fs::create_dir_all(&args.crashes);
+                last_case = Some(args.crashes.join("last-case.bin"));
+            }
+            if let Some(path) = &last_case {
+                let _ = std::fs::write(path, &bytes);
+            }
             let result =
                 edgefit_engine::guard::quietly(|| in_process(&args.target, &bytes, work.path()));
             match result {
@@ -731,6 +763,9 @@ fn main() {
         }
     }
     done.store(true, Ordering::Relaxed);
+    if let Some(path) = &last_case {
+        let _ = std::fs::remove_file(path);
+    }
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "| target | mode | cases | clean | clear error | panic | panic printed | segfault | abort | hang | execs/s |"
