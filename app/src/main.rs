@@ -32,6 +32,10 @@ struct Args {
     /// 4× the model file. Larger requests are refused before anything is allocated.
     #[arg(long, global = true, value_name = "BYTES", value_parser = byte_size)]
     memory_budget: Option<u64>,
+    /// The longest one inference may run in onnxruntime before it is stopped, in seconds
+    /// (default 300): a model can loop forever.
+    #[arg(long, global = true, value_name = "SECONDS")]
+    run_timeout: Option<u64>,
 }
 
 /// `1234`, `512K`, `512M`, `16G` (binary units).
@@ -77,6 +81,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(bytes) = args.memory_budget {
         edgefit_engine::guard::set_memory_budget_bytes(bytes);
+    }
+    if let Some(seconds) = args.run_timeout {
+        edgefit_engine::guard::set_run_timeout(std::time::Duration::from_secs(seconds));
     }
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),

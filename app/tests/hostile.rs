@@ -118,11 +118,15 @@ fn every_input_the_fuzzer_ever_crashed_on_now_gives_a_clean_answer() {
                 "weights-int8",
                 "--runs",
                 "0",
+                "--run-timeout",
+                "5",
             ],
         ] {
             let (code, stderr, elapsed) = run(&args, Duration::from_secs(60));
+            // 3: a file verification failed (e.g. onnxruntime refuses a model with a name
+            // defined twice): a clean answer too.
             assert!(
-                matches!(code, Some(0 | 1 | 4)),
+                matches!(code, Some(0 | 1 | 3 | 4)),
                 "{model} {args:?}: exit {code:?} after {elapsed:?}\n{stderr}"
             );
             assert!(!stderr.contains("panicked"), "{model} {args:?}:\n{stderr}");

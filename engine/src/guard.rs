@@ -17,6 +17,23 @@ use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 /// The memory budget set by the user (0: the default, see [`memory_budget_bytes`]).
 static BUDGET: AtomicU64 = AtomicU64::new(0);
 
+/// The longest one inference may run, in seconds (0: the default).
+static RUN_TIMEOUT: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the longest one inference may run (`--run-timeout`).
+pub fn set_run_timeout(limit: std::time::Duration) {
+    RUN_TIMEOUT.store(limit.as_secs().max(1), Ordering::Relaxed);
+}
+
+/// The longest one inference may run before onnxruntime is told to stop it (default 300 s:
+/// far beyond any single inference of a model that fits the memory budget on this machine).
+pub fn run_timeout() -> std::time::Duration {
+    match RUN_TIMEOUT.load(Ordering::Relaxed) {
+        0 => std::time::Duration::from_secs(300),
+        s => std::time::Duration::from_secs(s),
+    }
+}
+
 /// Sets the memory budget for sizes computed from declared dims (`--memory-budget`).
 pub fn set_memory_budget_bytes(bytes: u64) {
     BUDGET.store(bytes, Ordering::Relaxed);
@@ -272,6 +289,9 @@ fn node_hazards<'a>(
     let input = |slot: usize| node.input.get(slot).filter(|s| !s.is_empty());
     match op {
         "If" => {
+            if input(0).is_none() {
+                hazard("its condition input is missing".to_owned());
+            }
             if let Some(cond) = input(0).and_then(|c| constant_named(c)) {
                 let count = cond.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
                 if count != Some(1) {

@@ -97,7 +97,66 @@ fn first_line(error: &TractError) -> String {
 
 type Inferred = (ShapeFacts, Option<String>);
 
+/// `model` with every BatchNormalization (all graphs) replaced by an Identity of its input:
+/// the same shapes and types (it keeps its input's), and tract 0.23's BatchNorm shape rule
+/// reads the channel dim of an input of rank < 2 with an unchecked index (a non-unwinding
+/// panic — an abort — in debug builds, undefined behaviour in release), which a broken model
+/// reaches (found by the fuzzer: a Conv fed its own input as bias).
+pub fn without_batchnorm(model: &ModelProto) -> ModelProto {
+    fn graph(g: &mut crate::proto::GraphProto) {
+        for node in g.node.iter_mut() {
+            for a in node.attribute.iter_mut() {
+                if let Some(sub) = a.g.as_mut() {
+                    graph(sub);
+                }
+                for sub in a.graphs.iter_mut() {
+                    graph(sub);
+                }
+            }
+            if node.op_type() == "BatchNormalization"
+                && (node.domain().is_empty() || node.domain() == "ai.onnx")
+            {
+                node.set_op_type("Identity".to_owned());
+                node.input.truncate(1);
+                node.output.truncate(1);
+                node.attribute.clear();
+            }
+        }
+    }
+    let mut copy = model.clone();
+    if let Some(g) = copy.graph.as_mut() {
+        graph(g);
+    }
+    copy
+}
+
+/// Whether `model` has a BatchNormalization whose input is known to have rank < 2 at `facts`:
+/// tract must not build such a model (see [`without_batchnorm`]). An unknown rank is let
+/// through (real models whose shape inference stops early would be refused otherwise).
+pub fn batchnorm_hazard(model: &ModelProto, facts: &ShapeFacts) -> Option<String> {
+    let graph = crate::graph::GraphView::new(model);
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization" && n.graph.is_empty())
+        .find_map(|n| {
+            let input = n.inputs.first()?;
+            let rank = facts
+                .get(input)
+                .and_then(|v| v.shape.as_ref())
+                .map(Vec::len);
+            match rank {
+                Some(r) if r < 2 => Some(format!(
+                    "BatchNormalization `{}` reads `{input}` of rank {r} (it needs [N, C, ...])",
+                    n.name
+                )),
+                _ => None,
+            }
+        })
+}
+
 fn infer_with_tract(model: &ModelProto, model_dir: Option<&Path>) -> TractResult<Inferred> {
+    let model = &without_batchnorm(model);
     let bytes = model
         .write_to_bytes()
         .map_err(|e| TractError::msg(format!("re-encoding the model for tract: {e}")))?;

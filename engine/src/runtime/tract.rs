@@ -177,6 +177,22 @@ impl TractModel {
                 "the model would crash, hang or exhaust memory in tract ({h}); {TRY_ORT}"
             )));
         }
+        // BatchNormalization on an input of rank < 2 crashes tract's shape rule: the ranks are
+        // inferred first with BatchNorm taken out.
+        if view.nodes.iter().any(|n| n.op_type == "BatchNormalization") {
+            let concrete = if super::declares_shape(&view, input_shape) {
+                model.clone()
+            } else {
+                super::with_concrete_input(model, input_shape)
+            };
+            let mut warnings = Vec::new();
+            let facts = crate::shapes::infer_shapes(&concrete, model_dir, &mut warnings);
+            if let Some(problem) = crate::shapes::batchnorm_hazard(&concrete, &facts) {
+                return Err(runtime_error(format!(
+                    "the model would crash tract ({problem}); {TRY_ORT}"
+                )));
+            }
+        }
         crate::guard::quietly(|| {
             Self::build_inner(model, &view, model_dir, input_shape, extra_outputs)
         })

@@ -627,6 +627,7 @@ fn subprocess(target: &str, bytes: &[u8], dir: &Path, timeout: Duration) -> Outc
 fn main() {
     let args = parse_args();
     edgefit_engine::guard::set_memory_budget_bytes(1 << 30);
+    edgefit_engine::guard::set_run_timeout(Duration::from_secs(5));
     let seeds: Vec<Vec<u8>> = match args.target.as_str() {
         "dataset" => dataset_seeds(),
         _ => seed_models(),
