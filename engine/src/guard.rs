@@ -257,6 +257,26 @@ fn graph_hazards<'a>(
                 })
             })
     };
+    // The last dim of a value as the graph declares it (inputs, value_info), when known.
+    let declared_last_dim = |name: &str| -> Option<i64> {
+        let info = graph
+            .input
+            .iter()
+            .chain(&graph.value_info)
+            .find(|v| v.name() == name)?;
+        match info.type_.as_ref()?.value.as_ref()? {
+            crate::proto::type_proto::Value::TensorType(t) => {
+                let last = t.shape.as_ref()?.dim.last()?;
+                match last.value.as_ref()? {
+                    crate::proto::tensor_shape_proto::dimension::Value::DimValue(v) if *v > 0 => {
+                        Some(*v)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    };
     for (i, node) in graph.node.iter().enumerate() {
         let name = if node.name().is_empty() {
             format!("{}#{i}", node.op_type())
@@ -270,7 +290,13 @@ fn graph_hazards<'a>(
                 message,
             });
         };
-        node_hazards(node, &constant_named, max_elements, &mut hazard);
+        node_hazards(
+            node,
+            &constant_named,
+            &declared_last_dim,
+            max_elements,
+            &mut hazard,
+        );
         for attr in &node.attribute {
             for g in attr.g.as_ref().into_iter().chain(&attr.graphs) {
                 graph_hazards(g, &constants, max_elements, out);
@@ -282,6 +308,7 @@ fn graph_hazards<'a>(
 fn node_hazards<'a>(
     node: &NodeProto,
     constant_named: &dyn Fn(&str) -> Option<&'a TensorProto>,
+    declared_last_dim: &dyn Fn(&str) -> Option<i64>,
     max_elements: u64,
     hazard: &mut dyn FnMut(String),
 ) {
@@ -343,6 +370,57 @@ fn node_hazards<'a>(
                         count.map_or_else(|| "more than 2^64".to_owned(), |c| c.to_string())
                     ));
                 }
+            }
+        }
+        "LSTM" | "GRU" | "RNN" => {
+            // tract's recurrent kernels trust these dims (a GRU with hidden_size -1 over an
+            // input of 65,536 features where W has 8 segfaulted in its matmul).
+            let gates = match op {
+                "LSTM" => 4,
+                "GRU" => 3,
+                _ => 1,
+            };
+            let w = input(1).and_then(|s| constant_named(s));
+            let attr = |name: &str| node.attribute.iter().find(|a| a.name() == name);
+            let Some(w) = w else { return };
+            if w.dims.len() != 3 || w.dims[1] <= 0 || w.dims[1] % gates != 0 || w.dims[2] <= 0 {
+                hazard(format!(
+                    "its weight W has dims {:?}, not [directions, {gates}·hidden, inputs]",
+                    w.dims
+                ));
+                return;
+            }
+            let hidden = w.dims[1] / gates;
+            if let Some(h) = attr("hidden_size").map(|a| a.i())
+                && h != hidden
+            {
+                hazard(format!("hidden_size {h} does not match W's {hidden}"));
+            }
+            if let Some(r) = input(2).and_then(|s| constant_named(s))
+                && r.dims != [w.dims[0], w.dims[1], hidden]
+            {
+                hazard(format!(
+                    "R has dims {:?}, not {:?}",
+                    r.dims,
+                    [w.dims[0], w.dims[1], hidden]
+                ));
+            }
+            if let Some(b) = input(3).and_then(|s| constant_named(s))
+                && b.dims != [w.dims[0], 2 * w.dims[1]]
+            {
+                hazard(format!(
+                    "B has dims {:?}, not {:?}",
+                    b.dims,
+                    [w.dims[0], 2 * w.dims[1]]
+                ));
+            }
+            if let Some(inputs) = input(0).and_then(|x| declared_last_dim(x))
+                && inputs != w.dims[2]
+            {
+                hazard(format!(
+                    "its input has {inputs} features where W takes {}",
+                    w.dims[2]
+                ));
             }
         }
         "Pad" => {

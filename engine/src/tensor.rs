@@ -45,6 +45,11 @@ pub fn decode_f32(tensor: &TensorProto, external: Option<&[u8]>) -> Result<Optio
     };
 
     let raw = external.or(tensor.raw_data.as_deref());
+    // Types without an f32 reading are still checked: their data must hold what the dims say.
+    if little_endian_width(dtype).is_none() {
+        check_undecoded(tensor, dtype, count, raw)?;
+        return Ok(None);
+    }
     if let Some(raw) = raw {
         let Some(width) = little_endian_width(dtype) else {
             return Ok(None);
@@ -104,6 +109,47 @@ pub fn decode_f32(tensor: &TensorProto, external: Option<&[u8]>) -> Result<Optio
             tensor.dims
         ))),
         None => Ok(None),
+    }
+}
+
+/// The element count of a tensor of a type not decoded to f32 (strings, complex, 8/4/2-bit
+/// floats and integers) against the data it holds.
+fn check_undecoded(
+    tensor: &TensorProto,
+    dtype: DType,
+    count: usize,
+    raw: Option<&[u8]>,
+) -> Result<()> {
+    let bad = |reason: String| Error::BadTensor {
+        tensor: tensor.name().to_owned(),
+        reason,
+    };
+    // Bytes per element in raw data (as a fraction for packed types) and the typed field's
+    // entries per element.
+    let (raw_len, field_len): (Option<usize>, usize) = match dtype.0 {
+        8 => (None, tensor.string_data.len()),
+        14 => (count.checked_mul(8), tensor.float_data.len() / 2),
+        15 => (count.checked_mul(16), tensor.double_data.len() / 2),
+        17..=20 | 24 => (Some(count), tensor.int32_data.len()),
+        21..=23 => (Some(count.div_ceil(2)), tensor.int32_data.len() * 2),
+        25 | 26 => (Some(count.div_ceil(4)), tensor.int32_data.len() * 4),
+        other => {
+            return Err(bad(format!("has an unknown data type ({other})")));
+        }
+    };
+    match (raw, raw_len) {
+        (Some(raw), Some(expected)) if raw.len() == expected => Ok(()),
+        (Some(raw), Some(expected)) => Err(bad(format!(
+            "holds {} bytes of data but its {dtype} shape {:?} needs {expected}",
+            raw.len(),
+            tensor.dims
+        ))),
+        (Some(_), None) => Err(bad(format!("a {dtype} tensor cannot hold raw data"))),
+        (None, _) if field_len >= count && field_len <= count.saturating_add(3) => Ok(()),
+        (None, _) => Err(bad(format!(
+            "holds {field_len} values but its {dtype} shape {:?} needs {count}",
+            tensor.dims
+        ))),
     }
 }
 
@@ -168,6 +214,30 @@ mod tests {
         t.set_data_type(dtype);
         t.dims = dims.to_vec();
         t
+    }
+
+    #[test]
+    fn tensors_of_every_type_must_hold_what_their_dims_say() {
+        let mut t = tensor(8, &[3]);
+        t.string_data = vec![b"a".to_vec(), b"b".to_vec()];
+        assert!(decode_f32(&t, None).is_err(), "2 strings for 3");
+        t.string_data.push(b"c".to_vec());
+        assert!(matches!(decode_f32(&t, None), Ok(None)));
+        // complex64: 8 bytes per element.
+        let mut c = tensor(14, &[2]);
+        c.set_raw_data(vec![0; 15]);
+        assert!(decode_f32(&c, None).is_err());
+        c.set_raw_data(vec![0; 16]);
+        assert!(decode_f32(&c, None).is_ok());
+        // int4: two per byte.
+        let mut i4 = tensor(22, &[5]);
+        i4.set_raw_data(vec![0; 3]);
+        assert!(decode_f32(&i4, None).is_ok());
+        i4.set_raw_data(vec![0; 2]);
+        assert!(decode_f32(&i4, None).is_err());
+        assert!(decode_f32(&tensor(99, &[1]), None).is_err());
+        // 2^63 - 1 strings declared, none held (the parameter total overflowed before).
+        assert!(decode_f32(&tensor(8, &[i64::MAX]), None).is_err());
     }
 
     #[test]
