@@ -198,7 +198,8 @@ pub fn hazards(model: &ModelProto, budget_bytes: u64) -> Vec<Hazard> {
     out
 }
 
-/// A constant's values as i64, when small (shape-like inputs).
+/// A constant's values as i64, when small (shape-like inputs), whatever its integer (or
+/// float) type: tract folds a shape given as uint64 as readily as one given as int64.
 fn small_ints(t: &TensorProto) -> Option<Vec<i64>> {
     let count = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d))?;
     if !(0..=64).contains(&count) {
@@ -207,21 +208,50 @@ fn small_ints(t: &TensorProto) -> Option<Vec<i64>> {
     if !t.int64_data.is_empty() {
         return Some(t.int64_data.clone());
     }
+    if !t.uint64_data.is_empty() {
+        return Some(
+            t.uint64_data
+                .iter()
+                .map(|&v| v.min(i64::MAX as u64) as i64)
+                .collect(),
+        );
+    }
     if !t.int32_data.is_empty() {
         return Some(t.int32_data.iter().map(|&v| i64::from(v)).collect());
     }
+    if !t.float_data.is_empty() {
+        return Some(t.float_data.iter().map(|&v| v as i64).collect());
+    }
     let raw = t.raw_data();
+    let each = |width: usize, f: &dyn Fn(&[u8]) -> i64| -> Option<Vec<i64>> {
+        Some(raw.chunks_exact(width).map(f).collect())
+    };
+    let bytes = |c: &[u8], n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&c[..n]);
+        b
+    };
     match t.data_type() {
-        7 => Some(
-            raw.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-        ),
-        6 => Some(
-            raw.chunks_exact(4)
-                .map(|c| i64::from(i32::from_le_bytes(c.try_into().unwrap_or([0; 4]))))
-                .collect(),
-        ),
+        7 => each(8, &|c| i64::from_le_bytes(bytes(c, 8))),
+        13 => each(8, &|c| {
+            u64::from_le_bytes(bytes(c, 8)).min(i64::MAX as u64) as i64
+        }),
+        6 => each(4, &|c| {
+            i64::from(i32::from_le_bytes(
+                bytes(c, 4)[..4].try_into().unwrap_or([0; 4]),
+            ))
+        }),
+        12 => each(4, &|c| {
+            i64::from(u32::from_le_bytes(
+                bytes(c, 4)[..4].try_into().unwrap_or([0; 4]),
+            ))
+        }),
+        5 => each(2, &|c| i64::from(i16::from_le_bytes([c[0], c[1]]))),
+        4 => each(2, &|c| i64::from(u16::from_le_bytes([c[0], c[1]]))),
+        3 => each(1, &|c| i64::from(c[0] as i8)),
+        2 => each(1, &|c| i64::from(c[0])),
+        1 => each(4, &|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64),
+        11 => each(8, &|c| f64::from_le_bytes(bytes(c, 8)) as i64),
         _ => None,
     }
 }
