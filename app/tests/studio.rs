@@ -125,6 +125,24 @@ fn evaluating_adds_a_point_to_the_trade_off_chart() {
 }
 
 #[test]
+fn a_plan_below_the_quality_floor_is_shown_in_red_with_its_worst_layers() {
+    let mut harness = studio(&sample("digits-mlp"));
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.prune_ratio = 0.95;
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    harness.get_by_label("Evaluate now").click();
+    wait_idle(&mut harness);
+    let error = harness.state().error.clone().unwrap_or_default();
+    assert!(
+        error.contains("Quality below the floor") && error.contains("layers adding the most error"),
+        "{error}"
+    );
+}
+
+#[test]
 fn export_writes_a_verified_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("digits.int8.onnx");

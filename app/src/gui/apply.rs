@@ -363,6 +363,28 @@ impl StudioApp {
                         report.verification.message
                     ));
                 }
+                // Shown in red: a plan below the quality floor, or a file that did not verify.
+                if let Some(q) = report.quality.as_ref().filter(|q| !q.passed) {
+                    let layers: Vec<&str> =
+                        q.layers.iter().take(3).map(|l| l.layer.as_str()).collect();
+                    self.error = Some(format!(
+                        "Quality below the floor: {}{}",
+                        q.message,
+                        if layers.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                ". The layers adding the most error: {} (exclude them or give them more bits)",
+                                layers.join(", ")
+                            )
+                        }
+                    ));
+                } else if !report.verification.passed {
+                    self.error = Some(format!(
+                        "The written file did not verify: {}",
+                        report.verification.message
+                    ));
+                }
             }
         }
     }
