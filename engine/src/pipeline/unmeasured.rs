@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
-use super::{
-    Measured, OptimizeOptions, OptimizeReport, SchemaVerdict, Verification, write_sidecars,
-};
+use super::optimize::write_sidecars;
+use super::{Measured, OptimizeOptions, OptimizeReport, SchemaVerdict, Verification};
 use crate::compress::Compressor;
 use crate::error::{Error, Result};
 use crate::export::build_export;
