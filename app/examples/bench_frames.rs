@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use edgefit::gui::{Command, Persisted, StudioApp};
-use edgefit_engine::graph::GraphView;
-use edgefit_engine::layout::{LayoutOptions, layout_graph};
+use edgefit_engine::analyse::layout::{LayoutOptions, layout_graph};
+use edgefit_engine::model::graph::GraphView;
 use edgefit_engine::{CancelToken, NoProgress};
 use egui::{Event, Modifiers, MouseWheelUnit, PointerButton, Pos2, TouchPhase, Vec2};
 use egui_kittest::Harness;
@@ -152,7 +152,7 @@ fn synthetic_model(nodes: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edgefit-bench-frames-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("branchy_cnn.onnx");
-    let model = edgefit_engine::synthetic::branchy_cnn(nodes);
+    let model = edgefit_engine::model::synthetic::branchy_cnn(nodes);
     edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
     path
 }
@@ -166,7 +166,7 @@ fn main() {
             .get(i + 2)
             .and_then(|n| n.parse().ok())
             .unwrap_or(10_000);
-        let model = edgefit_engine::synthetic::branchy_cnn(nodes);
+        let model = edgefit_engine::model::synthetic::branchy_cnn(nodes);
         edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
         println!("wrote {} ({nodes} nodes)", path.display());
         return;
@@ -181,7 +181,7 @@ fn main() {
     );
 
     // Layout alone.
-    let model = edgefit_engine::synthetic::branchy_cnn(10_000);
+    let model = edgefit_engine::model::synthetic::branchy_cnn(10_000);
     let view = GraphView::new(&model);
     let mut layout_ms = Vec::new();
     let mut summary = String::new();
@@ -320,10 +320,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("edgefit-bench-frames-mlp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let big = dir.join("mlp-25m.onnx");
-    let model = edgefit_engine::synthetic::mlp_chain(274, 333);
+    let model = edgefit_engine::model::synthetic::mlp_chain(274, 333);
     std::fs::write(
         &big,
-        edgefit_engine::proto::Message::write_to_bytes(&model).expect("encode"),
+        edgefit_engine::model::proto::Message::write_to_bytes(&model).expect("encode"),
     )
     .expect("write the 25M model");
     drop(model);

@@ -80,10 +80,10 @@ enum Command {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(bytes) = args.memory_budget {
-        edgefit_engine::guard::set_memory_budget_bytes(bytes);
+        edgefit_engine::model::guard::set_memory_budget_bytes(bytes);
     }
     if let Some(seconds) = args.run_timeout {
-        edgefit_engine::guard::set_run_timeout(std::time::Duration::from_secs(seconds));
+        edgefit_engine::model::guard::set_run_timeout(std::time::Duration::from_secs(seconds));
     }
     let result = match args.command {
         Some(Command::Inspect(a)) => cli::inspect(&a),

@@ -74,7 +74,7 @@ fn global_settings_change_the_estimates_and_undo_restores_them() {
     // Drive the recipe through the same command the sliders send.
     let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
     recipe.defaults.prune_ratio = 0.5;
-    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 8 };
+    recipe.defaults.precision = edgefit_engine::compress::plan::Precision::Int { bits: 8 };
     harness.state_mut().send(Command::SetRecipe {
         recipe,
         record: true,
@@ -148,10 +148,10 @@ fn export_writes_a_verified_file() {
     let out = dir.path().join("digits.int8.onnx");
     let mut harness = studio(&sample("digits-mlp"));
     harness.state_mut().send(Command::SetFormat(
-        edgefit_engine::export::ExportFormat::WeightsInt8,
+        edgefit_engine::export::build::ExportFormat::WeightsInt8,
     ));
     let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
-    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 8 };
+    recipe.defaults.precision = edgefit_engine::compress::plan::Precision::Int { bits: 8 };
     harness.state_mut().send(Command::SetRecipe {
         recipe,
         record: true,
@@ -185,7 +185,7 @@ fn a_bad_file_shows_its_reason_and_keeps_the_open_model() {
 
 #[test]
 fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
-    use edgefit_engine::runtime::RuntimeKind;
+    use edgefit_engine::measure::runtime::RuntimeKind;
     use egui::accesskit::Role;
     // Symbolic dims and no data beside the model: inputs are generated at a stated default
     // shape until one is given.
@@ -288,13 +288,13 @@ fn two_evaluated_points_compare_layer_by_layer() {
     harness.get_by_label("Evaluate now").click();
     wait_idle(&mut harness);
     let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
-    recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 4 };
+    recipe.defaults.precision = edgefit_engine::compress::plan::Precision::Int { bits: 4 };
     let first_layer = harness.state().session.as_ref().unwrap().compressor.layers[0]
         .name
         .clone();
     recipe.layers.insert(
         first_layer.clone(),
-        edgefit_engine::plan::LayerOverride {
+        edgefit_engine::compress::plan::LayerOverride {
             prune_ratio: Some(0.5),
             ..Default::default()
         },
@@ -498,7 +498,7 @@ fn clicking_a_node_selects_its_layer_and_the_table_selects_the_node() {
 fn a_ten_thousand_node_graph_draws_only_what_is_visible() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.onnx");
-    let model = edgefit_engine::synthetic::branchy_cnn(10_000);
+    let model = edgefit_engine::model::synthetic::branchy_cnn(10_000);
     edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
     let mut harness = studio(&path);
     wait_graph(&mut harness);
@@ -582,7 +582,7 @@ fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
     let s = harness.state().session.as_ref().unwrap();
     // The original (auto-evaluated on open), then one point per step, in order.
     let formats: Vec<_> = s.points.iter().map(|p| p.format).collect();
-    use edgefit_engine::export::ExportFormat;
+    use edgefit_engine::export::build::ExportFormat;
     assert_eq!(
         formats,
         vec![
@@ -680,7 +680,7 @@ fn a_layer_selected_elsewhere_is_scrolled_into_the_layers_table() {
     // A model with a few hundred layers: most rows of the table are below the fold.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("branchy.onnx");
-    let model = edgefit_engine::synthetic::branchy_cnn(600);
+    let model = edgefit_engine::model::synthetic::branchy_cnn(600);
     edgefit_engine::write_model_atomic(&model, &path, Path::new("")).unwrap();
     let mut harness = studio(&path);
     let layers = &harness.state().session.as_ref().unwrap().compressor.layers;
@@ -702,7 +702,7 @@ fn a_layer_selected_elsewhere_is_scrolled_into_the_layers_table() {
 
 #[test]
 fn a_model_tract_cannot_run_points_to_onnxruntime_in_the_window() {
-    use edgefit_engine::runtime::RuntimeKind;
+    use edgefit_engine::measure::runtime::RuntimeKind;
     let mut harness = studio(&fixture("runtimes/loop_ort_only.onnx"));
     harness.get_by_label("Evaluate now").click();
     wait_idle(&mut harness);

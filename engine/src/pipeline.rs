@@ -2,45 +2,43 @@
 //! original on the same samples, write it atomically with its recipe and report, then reload
 //! the written file and check it reproduces the measured outputs.
 
-mod calibration;
-mod generate;
-mod inputs;
 mod optimize;
 pub mod quality;
+pub mod report;
 mod unmeasured;
-mod verify;
 
-pub use calibration::{
-    batchnorm_statistics, batchnorm_statistics_in, calibrate, observe_tensors,
-    recalibrate_batchnorm,
+// The jobs' façade: what the CLI and the studio call, from the stages below.
+pub use crate::export::verify::{
+    OriginalRef, RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export,
+    verify_written, verify_written_in,
 };
-pub use generate::{AutoInputs, GENERATED_SAMPLES, auto_inputs, generated_for};
-pub use inputs::{
+pub use crate::measure::generate::{AutoInputs, GENERATED_SAMPLES, auto_inputs, generated_for};
+pub use crate::measure::inputs::{
     InputSetting, InputShapes, ResolvedInputs, concrete_input_shape, generated_data,
     merge_input_settings, parse_input_shape, parse_input_value, resolve_input_shape,
     resolve_inputs,
 };
-pub use optimize::optimize;
-pub use verify::{
-    OriginalRef, RuntimeVerdict, SchemaVerdict, Verification, VerifyInputs, verify_export,
-    verify_written, verify_written_in,
+pub use crate::recover::calibration::{
+    batchnorm_statistics, batchnorm_statistics_in, calibrate, observe_tensors,
+    recalibrate_batchnorm,
 };
+pub use optimize::optimize;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::compress::{Compression, Compressor, LayerCompression, SkippedLayer};
-use crate::dataset::Dataset;
+use crate::compress::compressor::{Compression, Compressor, LayerCompression, SkippedLayer};
+use crate::compress::plan::{BatchNormRecalibration, Recipe};
+use crate::compress::structured::{ChannelPlan, ChannelRemoval, remove_channels};
 use crate::error::Result;
-use crate::eval::{Accuracy, Fidelity, Latency};
-use crate::export::{BuiltModel, ExportFormat, activation_tensors, build_export};
+use crate::export::build::{BuiltModel, ExportFormat, activation_tensors, build_export};
 use crate::job::{CancelToken, ProgressSink};
-use crate::load::LoadedModel;
-use crate::plan::{BatchNormRecalibration, Recipe};
-use crate::proto::Message;
-use crate::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
-use crate::structured::{ChannelPlan, ChannelRemoval, remove_channels};
+use crate::measure::dataset::Dataset;
+use crate::measure::eval::{Accuracy, Fidelity, Latency};
+use crate::measure::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
+use crate::model::load::LoadedModel;
+use crate::model::proto::Message;
 
 /// How long an export spends timing each model (at least 5 runs): the figure is a median of
 /// what fits in it.
@@ -99,7 +97,7 @@ pub struct OptimizeReport {
     /// Per pruned layer, the output error before and after reconstruction (when the recipe
     /// asks for it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub reconstruction: Vec<crate::reconstruct::LayerReconstruction>,
+    pub reconstruction: Vec<crate::recover::reconstruct::LayerReconstruction>,
     /// Total MACs of the original and of the exported model (structured pruning lowers it).
     pub macs_before: u64,
     pub macs_after: u64,
@@ -115,7 +113,7 @@ pub struct OptimizeReport {
 /// The target of a QDQ export's integer kernels and the weight range that follows from it.
 #[derive(Clone, Debug, Serialize)]
 pub struct IntegerKernels {
-    pub target: crate::plan::Target,
+    pub target: crate::compress::plan::Target,
     /// Bits of the int8 weight codes of the integer layers (7 = onnxruntime's `reduce_range`).
     pub weight_bits: u8,
     /// Where the file computes what the preview showed.
@@ -164,6 +162,17 @@ pub struct OptimizeOptions<'a> {
     pub output: Option<&'a str>,
 }
 
+impl<'a> From<&OptimizeOptions<'a>> for crate::recover::calibration::CalibrationData<'a> {
+    fn from(options: &OptimizeOptions<'a>) -> Self {
+        Self {
+            data: options.data,
+            calibration: options.calibration,
+            runtime: options.runtime,
+            input_shapes: options.input_shapes,
+        }
+    }
+}
+
 /// The compression as previewed: built model plus its outputs on the evaluation samples.
 pub struct Preview {
     pub compression: Compression,
@@ -191,7 +200,7 @@ pub struct StructuredPass {
 /// it (a model pass: model in, smaller model out). `None` when no layer asks for it.
 pub fn structured_pass(
     model: &LoadedModel,
-    analysis: &crate::analysis::ModelAnalysis,
+    analysis: &crate::analyse::analysis::ModelAnalysis,
     recipe: &Recipe,
     cancel: &CancelToken,
 ) -> Result<Option<StructuredPass>> {
@@ -222,7 +231,8 @@ pub fn structured_pass(
     }
     let (proto, removals) = remove_channels(model, &plan)?;
     let size = Message::compute_size(&proto);
-    let shrunk = crate::load::from_proto(proto, model.path.clone(), size, &crate::job::NoProgress)?;
+    let shrunk =
+        crate::model::load::from_proto(proto, model.path.clone(), size, &crate::job::NoProgress)?;
     Ok(Some(StructuredPass {
         model: shrunk,
         recipe: after,
@@ -306,14 +316,14 @@ pub fn preview(
         .map(str::to_owned)
         .or_else(|| model.graph.outputs.first().map(|o| o.name.clone()))
         .unwrap_or_default();
-    let is_float = |o: &crate::graph::ValueDesc| {
+    let is_float = |o: &crate::model::graph::ValueDesc| {
         o.kind == "tensor"
             && o.dtype.is_none_or(|d| {
                 [
-                    crate::dtype::DType::FLOAT32,
-                    crate::dtype::DType::FLOAT16,
-                    crate::dtype::DType::FLOAT64,
-                    crate::dtype::DType::BFLOAT16,
+                    crate::model::dtype::DType::FLOAT32,
+                    crate::model::dtype::DType::FLOAT16,
+                    crate::model::dtype::DType::FLOAT64,
+                    crate::model::dtype::DType::BFLOAT16,
                 ]
                 .contains(&d)
             })
@@ -359,8 +369,10 @@ pub fn preview(
         &extra,
         &build_options,
     )?;
-    let original_all = crate::eval::run_dataset_outputs(&original, options.data, progress, cancel)?;
-    let all = crate::eval::run_dataset_outputs(&compressed, options.data, progress, cancel)?;
+    let original_all =
+        crate::measure::eval::run_dataset_outputs(&original, options.data, progress, cancel)?;
+    let all =
+        crate::measure::eval::run_dataset_outputs(&compressed, options.data, progress, cancel)?;
     let output_fidelity = quality::output_fidelity(&names, &float, &original_all, &all);
     let first = |all: Vec<Vec<Vec<f32>>>| -> Vec<Vec<f32>> {
         all.into_iter().map(|mut s| s.swap_remove(0)).collect()
@@ -398,7 +410,7 @@ pub fn choose_runtime(
         ..BuildOptions::default()
     };
     let dir = model.path.parent();
-    if crate::runtime::onnxruntime::load(library).is_err() {
+    if crate::measure::runtime::onnxruntime::load(library).is_err() {
         return (RuntimeKind::Tract, None);
     }
     match RunnableModel::build_with(

@@ -29,7 +29,7 @@ pub fn sample_model(name: &str) -> PathBuf {
 /// # Panics
 /// When the library does not load and `EDGEFIT_REQUIRE_ONNXRUNTIME` is set.
 pub fn onnxruntime() -> bool {
-    match edgefit_engine::runtime::RuntimeKind::OnnxRuntime.available() {
+    match edgefit_engine::measure::runtime::RuntimeKind::OnnxRuntime.available() {
         Ok(()) => true,
         Err(e) => {
             assert!(

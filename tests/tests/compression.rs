@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::compress::Compressor;
-use edgefit_engine::dataset::{Dataset, load_dataset};
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::compressor::Compressor;
+use edgefit_engine::compress::plan::{Clipping, LayerOverride, Precision, PruneMethod, Recipe};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::{Dataset, load_dataset};
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{OptimizeOptions, optimize, sidecar_paths, verify_written};
-use edgefit_engine::plan::{Clipping, LayerOverride, Precision, PruneMethod, Recipe};
-use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, Error, LoadedModel, NoProgress, analyse, load_model,
 };
@@ -195,7 +195,8 @@ fn run_optimize(
 ) -> edgefit_engine::pipeline::OptimizeReport {
     let (model, data) = open(name);
     let calibration =
-        edgefit_engine::dataset::load_calibration(sample_model(name).parent().unwrap()).unwrap();
+        edgefit_engine::measure::dataset::load_calibration(sample_model(name).parent().unwrap())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
     let data = data.first(200);
@@ -401,13 +402,14 @@ fn structured_pruning_physically_removes_channels_and_work() {
 fn batchnorm_recalibration_recovers_magnitude_pruning() {
     let mut recipe = Recipe::default();
     recipe.defaults.prune_ratio = 0.3;
-    recipe.recalibrate_batchnorm = edgefit_engine::plan::BatchNormRecalibration::Never;
+    recipe.recalibrate_batchnorm = edgefit_engine::compress::plan::BatchNormRecalibration::Never;
     let without = run_optimize("mnist-cnn", &recipe, ExportFormat::Fp32)
         .compressed
         .accuracy
         .unwrap()
         .top1;
-    recipe.recalibrate_batchnorm = edgefit_engine::plan::BatchNormRecalibration::WhenPruned;
+    recipe.recalibrate_batchnorm =
+        edgefit_engine::compress::plan::BatchNormRecalibration::WhenPruned;
     let with = run_optimize("mnist-cnn", &recipe, ExportFormat::Fp32)
         .compressed
         .accuracy
@@ -443,8 +445,8 @@ fn qdq_export_folds_batchnorm_first_and_keeps_accuracy() {
 
 #[test]
 fn optimize_evaluates_and_verifies_the_output_asked_for() {
-    use edgefit_engine::eval::{fidelity, run_dataset};
-    use edgefit_engine::runtime::{BuildOptions, RunnableModel};
+    use edgefit_engine::measure::eval::{fidelity, run_dataset};
+    use edgefit_engine::measure::runtime::{BuildOptions, RunnableModel};
     let (model, data) = open("mnist-cnn");
     let data = data.first(50);
     // An intermediate tensor: the head convolution's output (64 channels × 7 × 7 here).
@@ -476,7 +478,7 @@ fn optimize_evaluates_and_verifies_the_output_asked_for() {
     );
     assert_eq!(report.evaluated_output.as_deref(), Some(tensor.as_str()));
     // The report's fidelity is that of the intermediate tensor, as run from the files.
-    let outputs_of = |proto: &edgefit_engine::proto::ModelProto| {
+    let outputs_of = |proto: &edgefit_engine::model::proto::ModelProto| {
         let build = BuildOptions {
             output: Some(tensor.clone()),
             ..BuildOptions::default()
@@ -509,7 +511,7 @@ fn optimize_evaluates_and_verifies_the_output_asked_for() {
 
 #[test]
 fn float16_saturates_weights_beyond_its_range_instead_of_writing_infinity() {
-    use edgefit_engine::compress::{CompressibleLayer, compress_layer};
+    use edgefit_engine::compress::compressor::{CompressibleLayer, compress_layer};
     let layer = CompressibleLayer {
         name: "big".into(),
         op: "Gemm".into(),
@@ -523,7 +525,7 @@ fn float16_saturates_weights_beyond_its_range_instead_of_writing_infinity() {
         macs: None,
     };
     let original = [1.0e5f32, -2.0e5, 0.5, 1.0];
-    let settings = edgefit_engine::plan::LayerSettings {
+    let settings = edgefit_engine::compress::plan::LayerSettings {
         precision: Precision::Float16,
         ..Default::default()
     };

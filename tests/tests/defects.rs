@@ -2,10 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::compress::{Compressor, compress_layer};
-use edgefit_engine::dataset::generated_inputs;
-use edgefit_engine::plan::{LayerSettings, Precision, PruneMethod};
-use edgefit_engine::runtime::RuntimeKind;
+use edgefit_engine::compress::compressor::{Compressor, compress_layer};
+use edgefit_engine::compress::plan::{LayerSettings, Precision, PruneMethod};
+use edgefit_engine::measure::dataset::generated_inputs;
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::{AnalysisOptions, CancelToken, LoadedModel, NoProgress, analyse, load_model};
 use edgefit_tests::fixture;
 

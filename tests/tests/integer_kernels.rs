@@ -7,12 +7,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::dataset::{Dataset, load_calibration, load_dataset};
-use edgefit_engine::eval::{fidelity, run_dataset};
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::plan::{Precision, Recipe, Target, WeightRange};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::{Dataset, load_calibration, load_dataset};
+use edgefit_engine::measure::eval::{fidelity, run_dataset};
+use edgefit_engine::measure::runtime::{RunnableModel, RuntimeKind};
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
-use edgefit_engine::plan::{Precision, Recipe, Target, WeightRange};
-use edgefit_engine::runtime::{RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, LoadedModel, NoProgress, load_model};
 use edgefit_tests::{SAMPLE_MODELS, onnxruntime, sample_model};
 
@@ -74,7 +74,7 @@ fn stored_integers(path: &std::path::Path) -> (Vec<(String, i32)>, Vec<String>) 
                 .unwrap();
             weight_peaks.push((w.name.clone(), peak));
         }
-        if w.dtype == edgefit_engine::dtype::DType::INT32 && w.name.contains("bias") {
+        if w.dtype == edgefit_engine::model::dtype::DType::INT32 && w.name.contains("bias") {
             int32_biases.push(w.name.clone());
         }
     }

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::load::WeightOrigin;
+use edgefit_engine::model::load::WeightOrigin;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, Error, LoadedModel, ModelAnalysis, NoProgress, analyse,
     load_model,
@@ -180,7 +180,7 @@ fn unknown_ops_nan_weights_and_overflowing_dims_are_warnings() {
 fn paddle_export_with_dynamic_minus_one_dims_loads() {
     let (_, a) = open(&fixture("real/ch_ppocr_mobile_v2.0_cls_infer.onnx"));
     assert_eq!(a.parameters, 133_777);
-    let shape = edgefit_engine::graph::format_shape(a.inputs[0].shape.as_deref());
+    let shape = edgefit_engine::model::graph::format_shape(a.inputs[0].shape.as_deref());
     assert_eq!(shape, "[?, 3, ?, ?]");
     assert!(
         !a.warnings.iter().any(|w| w.contains("overflows")),
@@ -193,7 +193,7 @@ fn paddle_export_with_dynamic_minus_one_dims_loads() {
 #[test]
 fn symbolic_dims_are_shown_by_name() {
     let (_, a) = open(&fixture("symbolic_dims.onnx"));
-    let shape = edgefit_engine::graph::format_shape(a.inputs[0].shape.as_deref());
+    let shape = edgefit_engine::model::graph::format_shape(a.inputs[0].shape.as_deref());
     assert_eq!(shape, "[batch, 3, height, width]");
     let conv = &a.layers[0];
     assert_eq!(conv.macs, None, "MACs are not guessed for symbolic dims");

@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use edgefit_engine::dataset::generated_inputs;
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::plan::{Precision, Recipe};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::generated_inputs;
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
-use edgefit_engine::plan::{Precision, Recipe};
-use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{CancelToken, Error, LoadedModel, NoProgress, load_model};
 use edgefit_tests::{fixture, python_with_onnx, run_python};
 
@@ -55,7 +55,7 @@ fn export(
 }
 
 fn opset_of(path: &Path) -> i64 {
-    edgefit_engine::opset::default_opset(&open(path).proto)
+    edgefit_engine::model::opset::default_opset(&open(path).proto)
 }
 
 #[test]

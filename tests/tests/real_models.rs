@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::plan::{Precision, Recipe};
+use edgefit_engine::export::build::ExportFormat;
 use edgefit_engine::pipeline::{OptimizeOptions, choose_runtime, generated_data, optimize};
-use edgefit_engine::plan::{Precision, Recipe};
 use edgefit_engine::{CancelToken, NoProgress, load_model};
 use edgefit_tests::{fixture, python_with_onnx, run_python};
 

@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::compress::Compressor;
-use edgefit_engine::dataset::{Dataset, load_calibration, load_dataset};
-use edgefit_engine::export::{ExportFormat, build_export};
+use edgefit_engine::compress::compressor::Compressor;
+use edgefit_engine::compress::plan::{Clipping, Precision, PruneMask, Recipe};
+use edgefit_engine::export::build::{ExportFormat, build_export};
+use edgefit_engine::measure::dataset::{Dataset, load_calibration, load_dataset};
+use edgefit_engine::measure::runtime::RuntimeKind;
+use edgefit_engine::model::proto::ModelProto;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, observe_tensors, optimize};
-use edgefit_engine::plan::{Clipping, Precision, PruneMask, Recipe};
-use edgefit_engine::proto::ModelProto;
-use edgefit_engine::reconstruct::reconstruct_pass;
-use edgefit_engine::runtime::RuntimeKind;
+use edgefit_engine::recover::reconstruct::reconstruct_pass;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, Error, LoadedModel, NoProgress, Progress, analyse, load_model,
 };
@@ -206,11 +206,11 @@ fn pruning_with_reconstruction_beats_plain_pruning_and_keeps_the_sparsity() {
         top1(&rebuilt_report)
     );
     assert_eq!(rebuilt_report.reconstruction.len(), 11);
-    let markdown = edgefit_engine::report::markdown(&rebuilt_report);
+    let markdown = edgefit_engine::pipeline::report::markdown(&rebuilt_report);
     assert!(
         markdown.contains("## Reconstruction after pruning") && markdown.contains("`head.conv`")
     );
-    assert!(!edgefit_engine::report::markdown(&plain_report).contains("Reconstruction"));
+    assert!(!edgefit_engine::pipeline::report::markdown(&plain_report).contains("Reconstruction"));
     for l in &rebuilt_report.reconstruction {
         assert!(
             l.relative_error_reconstructed <= l.relative_error_pruned,

@@ -6,15 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use edgefit_engine::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
-use edgefit_engine::eval::{accuracy, latency, run_dataset};
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::plan::{Precision, Recipe};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::{Dataset, generated_inputs, load_calibration, load_dataset};
+use edgefit_engine::measure::eval::{accuracy, latency, run_dataset};
+use edgefit_engine::measure::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
 use edgefit_engine::pipeline::{
     InputSetting, OptimizeOptions, merge_input_settings, optimize, parse_input_shape,
     parse_input_value, resolve_input_shape, resolve_inputs, verify_written_in,
 };
-use edgefit_engine::plan::{Precision, Recipe};
-use edgefit_engine::runtime::{BuildOptions, Runnable, RunnableModel, RuntimeKind};
 use edgefit_engine::{CancelToken, Error, LoadedModel, NoProgress, load_model};
 use edgefit_tests::{SAMPLE_MODELS, fixture, onnxruntime, sample_model};
 
@@ -438,7 +438,7 @@ fn a_bad_explicit_library_is_a_clean_error_or_the_loaded_one_is_kept() {
     // path is an error that says how to enable onnxruntime (the CLI tests check the error in a
     // fresh process).
     let bogus = std::path::Path::new("/nonexistent/libonnxruntime.so.1.99.0");
-    match edgefit_engine::runtime::onnxruntime::load(Some(bogus)) {
+    match edgefit_engine::measure::runtime::onnxruntime::load(Some(bogus)) {
         Ok(path) => assert_ne!(path, bogus),
         Err(e) => {
             let message = e.to_string();
@@ -635,7 +635,10 @@ fn a_zipmap_classifier_runs_in_onnxruntime_with_its_probabilities_read_in_class_
     let labels = run(None);
     for (label, p) in labels.iter().zip(&expected) {
         assert_eq!(label.len(), 1);
-        assert_eq!(label[0] as usize, edgefit_engine::eval::top_k(p, 1)[0]);
+        assert_eq!(
+            label[0] as usize,
+            edgefit_engine::measure::eval::top_k(p, 1)[0]
+        );
     }
     let e = RunnableModel::build_with(
         RuntimeKind::OnnxRuntime,

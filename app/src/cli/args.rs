@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use edgefit_engine::LoadedModel;
-use edgefit_engine::dataset::{
+use edgefit_engine::measure::dataset::{
     ChannelOrder, Dataset, Layout, Preprocess, load_calibration, load_dataset,
 };
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{
     InputSetting, generated_data, merge_input_settings, parse_input_shape, parse_input_value,
 };
-use edgefit_engine::runtime::RuntimeKind;
 
 /// Where the evaluation data comes from.
 #[derive(Debug, clap::Args)]
@@ -165,7 +165,7 @@ impl RuntimeArgs {
     /// missing library is reported before any work.
     pub fn prepare(&self, runtimes: &[RuntimeKind]) -> Result<()> {
         if runtimes.contains(&RuntimeKind::OnnxRuntime) {
-            edgefit_engine::runtime::onnxruntime::load(self.onnxruntime_lib.as_deref())?;
+            edgefit_engine::measure::runtime::onnxruntime::load(self.onnxruntime_lib.as_deref())?;
         }
         Ok(())
     }

@@ -165,7 +165,7 @@ pub fn inspect_table(a: &ModelAnalysis) -> String {
     for (label, values) in [("Inputs", &a.inputs), ("Outputs", &a.outputs)] {
         for (i, v) in values.iter().enumerate() {
             let dtype = v.dtype.map_or("?".to_owned(), |d| d.name());
-            let shape = edgefit_engine::graph::format_shape(v.shape.as_deref());
+            let shape = edgefit_engine::model::graph::format_shape(v.shape.as_deref());
             let kind = if v.kind == "tensor" {
                 String::new()
             } else {
@@ -286,11 +286,11 @@ pub struct BenchAnalysisArgs {
 pub fn bench_analysis(args: &BenchAnalysisArgs) -> Result<()> {
     let blocks = (args.nodes / 3).max(1);
     let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
-    let model = edgefit_engine::synthetic::mlp_chain(width, blocks);
+    let model = edgefit_engine::model::synthetic::mlp_chain(width, blocks);
     let dir = tempfile_dir()?;
     let path = dir.join("synthetic.onnx");
-    let encoded = edgefit_engine::proto::Message::write_to_bytes(&model)?;
-    edgefit_engine::write::write_bytes_atomic(&path, &encoded)?;
+    let encoded = edgefit_engine::model::proto::Message::write_to_bytes(&model)?;
+    edgefit_engine::model::write::write_bytes_atomic(&path, &encoded)?;
     drop(model);
     let mut load_times = Vec::new();
     let mut analysis_times = Vec::new();
@@ -366,16 +366,16 @@ pub struct BenchApplyArgs {
 /// Times applying recipes to a synthetic model: a whole-model change (every layer recomputed)
 /// and a one-layer change (one layer recomputed, the rest from the cache).
 pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
-    use edgefit_engine::compress::Compressor;
-    use edgefit_engine::plan::{LayerOverride, Precision, Recipe};
+    use edgefit_engine::compress::compressor::Compressor;
+    use edgefit_engine::compress::plan::{LayerOverride, Precision, Recipe};
     let blocks = (args.nodes / 3).max(1);
     let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
     let dir = tempfile_dir()?;
     let path = dir.join("synthetic.onnx");
-    let encoded = edgefit_engine::proto::Message::write_to_bytes(
-        &edgefit_engine::synthetic::mlp_chain(width, blocks),
+    let encoded = edgefit_engine::model::proto::Message::write_to_bytes(
+        &edgefit_engine::model::synthetic::mlp_chain(width, blocks),
     )?;
-    edgefit_engine::write::write_bytes_atomic(&path, &encoded)?;
+    edgefit_engine::model::write::write_bytes_atomic(&path, &encoded)?;
     drop(encoded);
     let cancel = CancelToken::new();
     let loaded = load_model(&path, &NoProgress, &cancel)?;
@@ -462,9 +462,14 @@ pub fn profile(args: &ProfileArgs) -> Result<()> {
     let shape = edgefit_engine::pipeline::concrete_input_shape(&model, None)
         .context("the profile needs a model whose input dimensions are all known")?;
     let sample = vec![0.5f32; shape.iter().product()];
-    let runnable =
-        edgefit_engine::runtime::TractModel::build(&model.proto, model.path.parent(), &shape, &[])?;
-    let times = edgefit_engine::profile::layer_times(&runnable, &model.graph, &sample, args.runs)?;
+    let runnable = edgefit_engine::measure::runtime::TractModel::build(
+        &model.proto,
+        model.path.parent(),
+        &shape,
+        &[],
+    )?;
+    let times =
+        edgefit_engine::measure::profile::layer_times(&runnable, &model.graph, &sample, args.runs)?;
     let total_ms: f64 = times.iter().map(|t| t.ms).sum();
     if args.json {
         let json = serde_json::json!({

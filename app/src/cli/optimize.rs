@@ -3,17 +3,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use edgefit_engine::dataset::Dataset;
-use edgefit_engine::eval::{Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset};
-use edgefit_engine::export::ExportFormat;
-use edgefit_engine::pipeline::{
-    InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, optimize, resolve_inputs,
-};
-use edgefit_engine::plan::{
+use edgefit_engine::compress::plan::{
     BatchNormRecalibration, Clipping, Precision, PruneMask, PruneMethod, Recipe, Target,
     WeightRange,
 };
-use edgefit_engine::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::Dataset;
+use edgefit_engine::measure::eval::{
+    Accuracy, Fidelity, Latency, accuracy, fidelity, latency, run_dataset,
+};
+use edgefit_engine::measure::runtime::{BuildOptions, FixedInput, RunnableModel, RuntimeKind};
+use edgefit_engine::pipeline::{
+    InputSetting, OptimizeOptions, OptimizeReport, ResolvedInputs, optimize, resolve_inputs,
+};
 use edgefit_engine::{CancelToken, LoadedModel, load_model};
 use serde::Serialize;
 
@@ -139,7 +141,7 @@ fn clipping_name(text: &str) -> std::result::Result<String, String> {
 fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     let mut recipe = match &args.recipe {
         Some(path) => {
-            edgefit_engine::guard::regular_file(path, "recipe")?;
+            edgefit_engine::model::guard::regular_file(path, "recipe")?;
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?
@@ -753,7 +755,7 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
         _ => None,
     };
     let model_name = model.path.display().to_string();
-    let library = edgefit_engine::runtime::onnxruntime::loaded_library();
+    let library = edgefit_engine::measure::runtime::onnxruntime::loaded_library();
     if args.json {
         let json = if runtimes.len() == 1 {
             serde_json::json!({

@@ -90,7 +90,10 @@ impl StudioApp {
                 Command::SaveSession(path) => {
                     if let Some(s) = &self.session {
                         let json = serde_json::to_string_pretty(&s.to_file()).unwrap_or_default();
-                        match edgefit_engine::write::write_bytes_atomic(&path, json.as_bytes()) {
+                        match edgefit_engine::model::write::write_bytes_atomic(
+                            &path,
+                            json.as_bytes(),
+                        ) {
                             Ok(()) => {
                                 self.status = Some(format!("Saved session {}", path.display()))
                             }
@@ -155,8 +158,8 @@ impl StudioApp {
     /// Applies new run settings; onnxruntime is loaded first, and when it cannot be the
     /// runtime stays what it was and the message says how to enable it.
     fn set_run(&mut self, run: session::RunSettings, ctx: &egui::Context) {
-        if run.runtime == edgefit_engine::runtime::RuntimeKind::OnnxRuntime
-            && let Err(e) = edgefit_engine::runtime::onnxruntime::load(
+        if run.runtime == edgefit_engine::measure::runtime::RuntimeKind::OnnxRuntime
+            && let Err(e) = edgefit_engine::measure::runtime::onnxruntime::load(
                 self.persisted.onnxruntime_library.as_deref(),
             )
         {
@@ -195,7 +198,7 @@ impl StudioApp {
 
     /// Remembers `path` as the ONNX Runtime library and loads it now if none is loaded.
     fn set_onnxruntime_library(&mut self, path: PathBuf) {
-        use edgefit_engine::runtime::onnxruntime::{load, loaded_library};
+        use edgefit_engine::measure::runtime::onnxruntime::{load, loaded_library};
         self.persisted.onnxruntime_library = Some(path.clone());
         match loaded_library() {
             Some(loaded) if loaded != path => {
@@ -332,8 +335,8 @@ impl StudioApp {
                         .unwrap_or(0.0);
                     if s.baseline.is_none() {
                         s.baseline = Some(EvalPoint {
-                            recipe: edgefit_engine::plan::Recipe::default(),
-                            format: edgefit_engine::export::ExportFormat::Fp32,
+                            recipe: edgefit_engine::compress::plan::Recipe::default(),
+                            format: edgefit_engine::export::build::ExportFormat::Fp32,
                             accuracy: measured(&report.original).unwrap_or(1.0),
                             size_bytes: report.original.size_bytes,
                             latency_ms: report.original.latency_ms.as_ref().map(|l| l.median),

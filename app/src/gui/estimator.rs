@@ -12,8 +12,8 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use edgefit_engine::CancelToken;
-use edgefit_engine::compress::{Compression, Compressor};
-use edgefit_engine::plan::Recipe;
+use edgefit_engine::compress::compressor::{Compression, Compressor};
+use edgefit_engine::compress::plan::Recipe;
 
 /// Weights (compressible values) above which a session estimates in the background.
 pub const BACKGROUND_ABOVE_WEIGHTS: usize = 1_000_000;

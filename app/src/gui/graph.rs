@@ -8,8 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgefit_engine::graph::GraphView;
-use edgefit_engine::layout::{BoxKind, GraphLayout, LayoutOptions, box_label, layout_graph};
+use edgefit_engine::analyse::layout::{
+    BoxKind, GraphLayout, LayoutOptions, box_label, layout_graph,
+};
+use edgefit_engine::model::graph::GraphView;
 use edgefit_engine::{CancelToken, NoProgress};
 use egui::{Pos2, Sense};
 use poll_promise::Promise;
@@ -566,7 +568,7 @@ mod tests {
 
     #[test]
     fn hit_test_finds_the_box_under_a_point_and_nothing_between_boxes() {
-        let model = edgefit_engine::synthetic::branchy_cnn(100);
+        let model = edgefit_engine::model::synthetic::branchy_cnn(100);
         let view = GraphView::new(&model);
         let prepared = PreparedGraph::build(&view, &[], &CancelToken::new()).unwrap();
         for (b, bx) in prepared.layout.boxes.iter().enumerate() {

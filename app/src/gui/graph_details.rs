@@ -1,9 +1,9 @@
 //! The Graph panel's detail area (the selected node: op, attributes, shapes, weights) and
 //! its hover tooltip.
 
-use edgefit_engine::graph::{GraphView, format_shape};
-use edgefit_engine::layout::BoxKind;
-use edgefit_engine::plan::Precision;
+use edgefit_engine::analyse::layout::BoxKind;
+use edgefit_engine::compress::plan::Precision;
+use edgefit_engine::model::graph::{GraphView, format_shape};
 
 use super::graph::PreparedGraph;
 use super::session::Session;

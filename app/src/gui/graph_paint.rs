@@ -1,9 +1,9 @@
 //! Painting the Graph panel: op families and overlay colours, the spatial index that keeps a
 //! frame to what is visible, and the level of detail that simplifies a zoomed-out view.
 
-use edgefit_engine::compress::Compression;
-use edgefit_engine::layout::{BoxKind, GraphLayout};
-use edgefit_engine::plan::Precision;
+use edgefit_engine::analyse::layout::{BoxKind, GraphLayout};
+use edgefit_engine::compress::compressor::Compression;
+use edgefit_engine::compress::plan::Precision;
 use egui::{Align2, Color32, FontId, Pos2, Rect, Shape, Stroke, Vec2};
 
 /// Operator families the nodes are coloured by.
@@ -517,8 +517,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use edgefit_engine::compress::Compressor;
-    use edgefit_engine::plan::Recipe;
+    use edgefit_engine::compress::compressor::Compressor;
+    use edgefit_engine::compress::plan::Recipe;
     use edgefit_engine::{AnalysisOptions, CancelToken, NoProgress, analyse, load_model};
 
     #[test]

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use edgefit_engine::dataset::{Dataset, load_calibration, load_dataset};
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::plan::Recipe;
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::{Dataset, load_calibration, load_dataset};
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
-use edgefit_engine::plan::Recipe;
-use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{
     AnalysisOptions, CancelToken, LoadedModel, Progress, ProgressSink, analyse, load_model,
 };
@@ -151,7 +151,7 @@ impl Job {
                 None => scratch_path()?,
             };
             if run.runtime == RuntimeKind::OnnxRuntime {
-                edgefit_engine::runtime::onnxruntime::load(onnxruntime_library.as_deref())
+                edgefit_engine::measure::runtime::onnxruntime::load(onnxruntime_library.as_deref())
                     .map_err(|e| e.to_string())?;
             }
             let options = OptimizeOptions {

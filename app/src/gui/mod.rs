@@ -41,13 +41,13 @@ pub enum Command {
     ClearRecent,
     /// Replace the plan; `record` makes it an undo step.
     SetRecipe {
-        recipe: edgefit_engine::plan::Recipe,
+        recipe: edgefit_engine::compress::plan::Recipe,
         record: bool,
     },
     Undo,
     Redo,
     SelectLayer(usize),
-    SetFormat(edgefit_engine::export::ExportFormat),
+    SetFormat(edgefit_engine::export::build::ExportFormat),
     /// Measure the current plan in the background (a point on the trade-off chart).
     Evaluate,
     PickExportPath,
@@ -106,7 +106,7 @@ pub struct StudioApp {
     /// Evaluate automatically after changes (off in tests that step frames by hand).
     pub auto_evaluate: bool,
     /// Plan to start from once the first model is open (`--recipe`).
-    pub initial_recipe: Option<edgefit_engine::plan::Recipe>,
+    pub initial_recipe: Option<edgefit_engine::compress::plan::Recipe>,
     /// A session file waiting for its model to load.
     pending_session: Option<session::SessionFile>,
     screenshot: Option<ScreenshotTask>,

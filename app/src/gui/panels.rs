@@ -1,9 +1,9 @@
 //! The studio's panels. Each reads the session and pushes [`Command`]s; none mutates state.
 
 use edgefit_engine::ModelAnalysis;
-use edgefit_engine::export::ExportFormat;
-use edgefit_engine::graph::format_shape;
-use edgefit_engine::plan::{Clipping, Precision, PruneMethod, Recipe};
+use edgefit_engine::compress::plan::{Clipping, Precision, PruneMethod, Recipe};
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::model::graph::format_shape;
 use egui::{Color32, RichText};
 use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
 
@@ -206,7 +206,7 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
 pub fn summary_ui(
     ui: &mut egui::Ui,
     a: &ModelAnalysis,
-    plan: Option<&edgefit_engine::compress::Compression>,
+    plan: Option<&edgefit_engine::compress::compressor::Compression>,
 ) {
     // What the plan changes: weight bytes, zeroed parameters, MACs of structurally pruned layers.
     let (mut bytes_saved, mut zeros, mut macs_saved) = (0i64, 0u64, 0u64);
@@ -481,7 +481,7 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
     let width = f64::from(before.bin_width());
     // Pruning piles every zeroed weight into one bin, which would flatten everything else:
     // bars are capped a little above the tallest other bin and the capped ones say their count.
-    let zero_bin = |h: &edgefit_engine::stats::Histogram| {
+    let zero_bin = |h: &edgefit_engine::analyse::stats::Histogram| {
         let at = ((0.0 - f64::from(h.min)) / width).floor();
         (at >= 0.0).then_some(at as usize)
     };
@@ -499,7 +499,7 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
         .unwrap_or(0);
     let cap = (tallest_other as f64 * 1.3).max(1.0);
     let mut capped: Vec<(f64, u64)> = Vec::new();
-    let mut bars = |h: &edgefit_engine::stats::Histogram| -> Vec<Bar> {
+    let mut bars = |h: &edgefit_engine::analyse::stats::Histogram| -> Vec<Bar> {
         h.counts
             .iter()
             .enumerate()
@@ -540,7 +540,7 @@ pub fn weights_ui(ui: &mut egui::Ui, session: &Session) {
             if let Some(q) = &result.quantized {
                 // Levels of the first quantization group, when there are few enough to draw.
                 if let Some(p) = q.params.first() {
-                    let (lo, hi) = edgefit_engine::quant::code_range(q.bits, q.symmetric);
+                    let (lo, hi) = edgefit_engine::compress::quant::code_range(q.bits, q.symmetric);
                     if hi - lo <= 32 {
                         for code in lo..=hi {
                             plot.vline(

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use edgefit_engine::graph::format_shape;
+use edgefit_engine::measure::runtime::RuntimeKind;
+use edgefit_engine::model::graph::format_shape;
 use edgefit_engine::pipeline::{
     InputSetting, merge_input_settings, parse_input_shape, parse_input_value,
 };
-use edgefit_engine::runtime::RuntimeKind;
 
 use super::Command;
 use super::session::{RunSettings, Session};
@@ -100,7 +100,7 @@ pub fn run_settings_ui(
             ..session.run.clone()
         }));
     }
-    match edgefit_engine::runtime::onnxruntime::loaded_library() {
+    match edgefit_engine::measure::runtime::onnxruntime::loaded_library() {
         Some(path) => {
             ui.small(format!("onnxruntime loaded from {}", path.display()));
         }

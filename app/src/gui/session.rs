@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use edgefit_engine::compress::{Compression, Compressor};
-use edgefit_engine::dataset::Dataset;
-use edgefit_engine::export::ExportFormat;
+use edgefit_engine::compress::compressor::{Compression, Compressor};
+use edgefit_engine::compress::plan::Recipe;
+use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::measure::dataset::Dataset;
+use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{InputSetting, generated_data};
-use edgefit_engine::plan::Recipe;
-use edgefit_engine::runtime::RuntimeKind;
 use edgefit_engine::{CancelToken, LoadedModel, ModelAnalysis};
 
 /// A model that finished loading and analysing, with the data found for it.
@@ -53,8 +53,8 @@ pub struct EvalPoint {
 pub struct WeightsView {
     /// Index into `compressor.layers`.
     pub layer: usize,
-    pub before: edgefit_engine::stats::Histogram,
-    pub after: edgefit_engine::stats::Histogram,
+    pub before: edgefit_engine::analyse::stats::Histogram,
+    pub after: edgefit_engine::analyse::stats::Histogram,
     /// Largest magnitude that magnitude pruning zeroed, when it pruned anything.
     pub prune_threshold: Option<f32>,
     /// (min, max) of each output channel before and after; empty when the layer has no
@@ -137,8 +137,8 @@ impl AbRow {
 }
 
 /// A layer's settings in a few words: `prune 50% magnitude, int4 sym per-channel mse`.
-fn settings_text(s: &edgefit_engine::plan::LayerSettings) -> String {
-    use edgefit_engine::plan::Precision;
+fn settings_text(s: &edgefit_engine::compress::plan::LayerSettings) -> String {
+    use edgefit_engine::compress::plan::Precision;
     if s.exclude {
         return "excluded".to_owned();
     }
@@ -370,7 +370,7 @@ impl Session {
     }
 
     fn update_weights_view(&mut self) {
-        use edgefit_engine::stats::{histogram, tensor_stats};
+        use edgefit_engine::analyse::stats::{histogram, tensor_stats};
         self.weights_view = None;
         let (Some(i), Some(c)) = (self.selected, &self.compression) else {
             return;
@@ -393,7 +393,7 @@ impl Session {
         let layer = &self.compressor.layers[i];
         let ranges = |values: &[f32]| {
             layer.channel_axis.map_or_else(Vec::new, |axis| {
-                edgefit_engine::stats::channel_ranges(values, &layer.dims, axis)
+                edgefit_engine::analyse::stats::channel_ranges(values, &layer.dims, axis)
             })
         };
         self.weights_view = Some(WeightsView {

@@ -40,7 +40,7 @@ pub fn run(start: StartOptions) -> Result<()> {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             Some(
-                edgefit_engine::plan::Recipe::from_json(&text)
+                edgefit_engine::compress::plan::Recipe::from_json(&text)
                     .with_context(|| format!("in {}", path.display()))?,
             )
         }

@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use edgefit_engine::export::ExportFormat;
-use edgefit_engine::plan::Recipe;
+use edgefit_engine::compress::plan::Recipe;
+use edgefit_engine::export::build::ExportFormat;
 use serde::Deserialize;
 
 /// One step of a tour.

@@ -25,7 +25,11 @@ pub struct TradeoffView {
 
 /// The x coordinate of `p` on `axis`: size in KiB, or latency in ms when it was measured in
 /// `runtime` (latencies of different runtimes do not share an axis).
-fn x_of(p: &EvalPoint, axis: XAxis, runtime: edgefit_engine::runtime::RuntimeKind) -> Option<f64> {
+fn x_of(
+    p: &EvalPoint,
+    axis: XAxis,
+    runtime: edgefit_engine::measure::runtime::RuntimeKind,
+) -> Option<f64> {
     match axis {
         XAxis::Size => Some(p.size_bytes as f64 / 1024.0),
         XAxis::Latency => p.latency_ms.filter(|_| p.runtime == runtime),

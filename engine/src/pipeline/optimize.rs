@@ -6,32 +6,32 @@ use std::path::{Path, PathBuf};
 
 use super::quality;
 use super::unmeasured;
-use super::verify::{self, VerifyInputs, verify_export};
 use super::{
     IntegerKernels, LATENCY_BUDGET, Measured, OptimizeOptions, OptimizeReport, REPORT_SCHEMA,
     preview, resolve_inputs, sidecar_paths, structured_pass,
 };
-use crate::compress::{Compressor, SkippedLayer};
+use crate::compress::compressor::{Compressor, SkippedLayer};
 use crate::error::{Error, Result};
-use crate::eval::{accuracy, fidelity};
-use crate::export::ExportFormat;
+use crate::export::build::ExportFormat;
+use crate::export::verify::{self, VerifyInputs, verify_export};
 use crate::job::{CancelToken, ProgressSink, report};
-use crate::load::LoadedModel;
-use crate::proto::{Message, ModelProto};
-use crate::runtime::{BuildOptions, RunnableModel};
-use crate::write::OutputSet;
+use crate::measure::eval::{accuracy, fidelity};
+use crate::measure::runtime::{BuildOptions, RunnableModel};
+use crate::model::load::LoadedModel;
+use crate::model::proto::{Message, ModelProto};
+use crate::model::write::OutputSet;
 
 /// The model moved to the opset `format` needs, when it imports an older one: QDQ needs
 /// `QuantizeLinear` (opset 10) and per-axis `DequantizeLinear` (13); the weight-only int8
 /// form needs numpy broadcasting (7); fp16's `Cast` takes an integer `to` from opset 6. Moved
-/// only when no op's meaning changes (see [`crate::opset`]); for QDQ, 10–12 stays with
+/// only when no op's meaning changes (see [`crate::model::opset`]); for QDQ, 10–12 stays with
 /// per-tensor weights when 13 is out of reach. Below the minimum: a clear error.
 fn opset_stage(
     model: &LoadedModel,
     format: ExportFormat,
     input_shape: Option<&[usize]>,
-) -> Result<Option<(LoadedModel, crate::opset::Upgrade)>> {
-    let current = crate::opset::default_opset(&model.proto);
+) -> Result<Option<(LoadedModel, crate::model::opset::Upgrade)>> {
+    let current = crate::model::opset::default_opset(&model.proto);
     let (wanted, minimum) = match format {
         ExportFormat::QdqInt8 => (13, 10),
         ExportFormat::WeightsInt8 => (7, 7),
@@ -65,10 +65,10 @@ fn opset_stage(
         if target <= current {
             return Ok(None);
         }
-        match crate::opset::upgrade(&model.proto, target, &rank_of) {
+        match crate::model::opset::upgrade(&model.proto, target, &rank_of) {
             Ok((proto, up)) => {
                 let size = Message::compute_size(&proto);
-                let moved = crate::load::from_proto(
+                let moved = crate::model::load::from_proto(
                     proto,
                     model.path.clone(),
                     size,
@@ -142,19 +142,19 @@ pub fn optimize(
             }
         ));
     }
-    let analysis = crate::analysis::analyse(base, &Default::default(), progress, cancel)?;
+    let analysis = crate::analyse::analysis::analyse(base, &Default::default(), progress, cancel)?;
     let structured = structured_pass(base, &analysis, options.recipe, cancel)?;
     let (working, recipe) = match &structured {
         Some(pass) => (&pass.model, &pass.recipe),
         None => (base, options.recipe),
     };
     let reconstructed =
-        crate::reconstruct::reconstruct_pass(working, recipe, options, progress, cancel)?;
+        crate::recover::reconstruct::reconstruct_pass(working, recipe, options, progress, cancel)?;
     let working = reconstructed.as_ref().map_or(working, |r| &r.model);
     let calibration_data = options.calibration.unwrap_or(options.data);
     let folded = if options.format == ExportFormat::QdqInt8 {
         let inputs = resolve_inputs(model, Some(options.data), options.input_shapes)?;
-        crate::staged::fold_stage(
+        crate::recover::staged::fold_stage(
             working,
             recipe,
             calibration_data,
@@ -171,13 +171,13 @@ pub fn optimize(
         None => (working, recipe),
     };
     let working_analysis = if structured.is_some() || folded.is_some() || reconstructed.is_some() {
-        crate::analysis::analyse(working, &Default::default(), progress, cancel)?
+        crate::analyse::analysis::analyse(working, &Default::default(), progress, cancel)?
     } else {
         analysis.clone()
     };
     let mut compressor = Compressor::new(working, &working_analysis);
     let working_options = OptimizeOptions { recipe, ..*options };
-    crate::reconstruct::attach_input_grams(
+    crate::recover::reconstruct::attach_input_grams(
         working,
         &mut compressor,
         recipe,
@@ -233,7 +233,7 @@ pub fn optimize(
                         ..BuildOptions::default()
                     },
                 )?;
-                Some(crate::eval::latency_within(
+                Some(crate::measure::eval::latency_within(
                     &runnable,
                     options.data.sample(0),
                     options.latency_runs,
@@ -261,8 +261,9 @@ pub fn optimize(
     cancel.check()?;
 
     // An export the user's runtime would reject is not written at all.
-    let original_schema = crate::schema::check_model(&model.proto);
-    let new_problems = crate::schema::check_model(&preview.built.proto).new_since(&original_schema);
+    let original_schema = crate::model::schema::check_model(&model.proto);
+    let new_problems =
+        crate::model::schema::check_model(&preview.built.proto).new_since(&original_schema);
     if !new_problems.is_empty() {
         let listed: Vec<String> = new_problems
             .iter()
@@ -283,7 +284,10 @@ pub fn optimize(
     }
 
     report(progress, "writing", 1, 3);
-    let staged = outputs.stage(output, &crate::write::serialize(&preview.built.proto)?)?;
+    let staged = outputs.stage(
+        output,
+        &crate::model::write::serialize(&preview.built.proto)?,
+    )?;
     let written_size = std::fs::metadata(&staged)
         .map(|m| m.len())
         .unwrap_or(compressed.size_bytes);
@@ -470,7 +474,10 @@ pub(super) fn write_sidecars(
         reason: e.to_string(),
     })?;
     outputs.stage(&json_path, json.as_bytes())?;
-    outputs.stage(&md_path, crate::report::markdown(report).as_bytes())?;
+    outputs.stage(
+        &md_path,
+        crate::pipeline::report::markdown(report).as_bytes(),
+    )?;
     cancel.check()?;
     outputs.commit()
 }

@@ -6,15 +6,15 @@
 
 use serde::Serialize;
 
-use crate::compress::Compressor;
-use crate::dataset::Dataset;
+use crate::compress::compressor::Compressor;
+pub use crate::compress::plan::QualityFloor;
 use crate::error::Result;
-use crate::eval::{Difference, Fidelity, fidelity, run_dataset_outputs};
 use crate::job::CancelToken;
-use crate::load::LoadedModel;
-pub use crate::plan::QualityFloor;
-use crate::proto::ModelProto;
-use crate::runtime::{BuildOptions, RunnableModel, RuntimeKind};
+use crate::measure::dataset::Dataset;
+use crate::measure::eval::{Difference, Fidelity, fidelity, run_dataset_outputs};
+use crate::measure::runtime::{BuildOptions, RunnableModel, RuntimeKind};
+use crate::model::load::LoadedModel;
+use crate::model::proto::ModelProto;
 
 impl LayerError {
     /// `stem.conv (Conv): SQNR 200.0 → 12.1 dB` for people.
@@ -45,9 +45,9 @@ pub struct OutputFidelity {
 pub struct LayerError {
     pub layer: String,
     pub op: String,
-    #[serde(serialize_with = "crate::report::json_db")]
+    #[serde(serialize_with = "crate::measure::eval::json_db")]
     pub input_sqnr_db: Option<f64>,
-    #[serde(serialize_with = "crate::report::json_db")]
+    #[serde(serialize_with = "crate::measure::eval::json_db")]
     pub output_sqnr_db: Option<f64>,
     /// The noise this layer adds, as a fraction of its output's power: `10^(−out/10) −
     /// 10^(−in/10)` (the layers are ranked by it).
@@ -61,7 +61,7 @@ pub struct Quality {
     pub floor: QualityFloor,
     /// The float output with the lowest SQNR, and that SQNR (`null`: identical).
     pub worst_output: Option<String>,
-    #[serde(serialize_with = "crate::report::json_db")]
+    #[serde(serialize_with = "crate::measure::eval::json_db")]
     pub worst_sqnr_db: Option<f64>,
     pub message: String,
     /// When the floor is not met: the compressed layers that add the most error, worst first.
@@ -247,7 +247,7 @@ const LISTED_ELEMENTS: u64 = 1024;
 /// it was, with the reason: the reason its layer was skipped, or what reads it.
 pub fn uncompressed_tensors(
     model: &LoadedModel,
-    compression: &crate::compress::Compression,
+    compression: &crate::compress::compressor::Compression,
 ) -> Vec<UncompressedTensor> {
     use std::collections::HashMap;
     let changed: std::collections::HashSet<&str> = compression
@@ -255,7 +255,8 @@ pub fn uncompressed_tensors(
         .iter()
         .filter(|l| {
             let s = l.report.settings;
-            !s.exclude && (s.prune_ratio > 0.0 || s.precision != crate::plan::Precision::Float32)
+            !s.exclude
+                && (s.prune_ratio > 0.0 || s.precision != crate::compress::plan::Precision::Float32)
         })
         .map(|l| l.report.weight.as_str())
         .collect();
@@ -272,11 +273,15 @@ pub fn uncompressed_tensors(
         .collect();
     let mut out = Vec::new();
     for w in &model.weights {
-        let float = [crate::dtype::DType::FLOAT32, crate::dtype::DType::FLOAT64].contains(&w.dtype);
+        let float = [
+            crate::model::dtype::DType::FLOAT32,
+            crate::model::dtype::DType::FLOAT64,
+        ]
+        .contains(&w.dtype);
         if !float || w.elements < LISTED_ELEMENTS || changed.contains(w.name.as_str()) {
             continue;
         }
-        let readers: Vec<&crate::graph::NodeDesc> = model
+        let readers: Vec<&crate::model::graph::NodeDesc> = model
             .graph
             .nodes
             .iter()

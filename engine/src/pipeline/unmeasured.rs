@@ -5,13 +5,13 @@ use std::path::Path;
 
 use super::optimize::write_sidecars;
 use super::{Measured, OptimizeOptions, OptimizeReport, SchemaVerdict, Verification};
-use crate::compress::Compressor;
+use crate::compress::compressor::Compressor;
 use crate::error::{Error, Result};
-use crate::export::build_export;
+use crate::export::build::build_export;
 use crate::job::CancelToken;
-use crate::load::LoadedModel;
-use crate::proto::Message;
-use crate::write::OutputSet;
+use crate::model::load::LoadedModel;
+use crate::model::proto::Message;
+use crate::model::write::OutputSet;
 
 /// Whether `error` means the model could not be run here (so a weight-only file can still be
 /// written), rather than a problem with the file, the recipe or the disk.
@@ -56,8 +56,8 @@ pub(super) fn write(
         None,
         None,
     )?;
-    let original_schema = crate::schema::check_model(&job.original.proto);
-    let written_schema = crate::schema::check_model(&built.proto);
+    let original_schema = crate::model::schema::check_model(&job.original.proto);
+    let written_schema = crate::model::schema::check_model(&built.proto);
     let new_problems = written_schema.new_since(&original_schema);
     if !new_problems.is_empty() {
         let listed: Vec<String> = new_problems
@@ -70,7 +70,7 @@ pub(super) fn write(
         });
     }
     cancel.check()?;
-    let staged = outputs.stage(job.output, &crate::write::serialize(&built.proto)?)?;
+    let staged = outputs.stage(job.output, &crate::model::write::serialize(&built.proto)?)?;
     let size_bytes = std::fs::metadata(&staged)
         .map(|m| m.len())
         .unwrap_or_else(|_| Message::compute_size(&built.proto));

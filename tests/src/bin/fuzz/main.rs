@@ -141,8 +141,8 @@ fn in_process(target: &str, bytes: &[u8], dir: &Path) -> Result<(), String> {
     let path = dir.join("case.onnx");
     match target {
         "load" => {
-            let model =
-                edgefit_engine::load::load_model_bytes(bytes, path).map_err(|e| e.to_string())?;
+            let model = edgefit_engine::model::load::load_model_bytes(bytes, path)
+                .map_err(|e| e.to_string())?;
             analyse(
                 &model,
                 &AnalysisOptions::default(),
@@ -158,15 +158,15 @@ fn in_process(target: &str, bytes: &[u8], dir: &Path) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let (data, settings) =
                 edgefit_engine::pipeline::generated_data(&model, &[]).map_err(|e| e.to_string())?;
-            let mut recipe = edgefit_engine::plan::Recipe::default();
-            recipe.defaults.precision = edgefit_engine::plan::Precision::Int { bits: 8 };
+            let mut recipe = edgefit_engine::compress::plan::Recipe::default();
+            recipe.defaults.precision = edgefit_engine::compress::plan::Precision::Int { bits: 8 };
             let options = edgefit_engine::pipeline::OptimizeOptions {
                 recipe: &recipe,
-                format: edgefit_engine::export::ExportFormat::WeightsInt8,
+                format: edgefit_engine::export::build::ExportFormat::WeightsInt8,
                 data: &data,
                 calibration: None,
                 latency_runs: 0,
-                runtime: edgefit_engine::runtime::RuntimeKind::Tract,
+                runtime: edgefit_engine::measure::runtime::RuntimeKind::Tract,
                 input_shapes: &settings,
                 output: None,
             };
@@ -183,7 +183,7 @@ fn in_process(target: &str, bytes: &[u8], dir: &Path) -> Result<(), String> {
         _ => {
             let file = dir.join("data.npz");
             std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
-            edgefit_engine::dataset::load_dataset(&file, None)
+            edgefit_engine::measure::dataset::load_dataset(&file, None)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
@@ -294,8 +294,8 @@ fn subprocess(target: &str, bytes: &[u8], dir: &Path, timeout: Duration) -> Outc
 
 fn main() {
     let args = parse_args();
-    edgefit_engine::guard::set_memory_budget_bytes(1 << 30);
-    edgefit_engine::guard::set_run_timeout(Duration::from_secs(5));
+    edgefit_engine::model::guard::set_memory_budget_bytes(1 << 30);
+    edgefit_engine::model::guard::set_run_timeout(Duration::from_secs(5));
     let seeds: Vec<Vec<u8>> = match args.target.as_str() {
         "dataset" => dataset_seeds(),
         _ => seed_models(),
@@ -309,8 +309,9 @@ fn main() {
         for file in &args.replay {
             let bytes = std::fs::read(file).unwrap_or_default();
             let started = Instant::now();
-            let result =
-                edgefit_engine::guard::quietly(|| in_process(&args.target, &bytes, work.path()));
+            let result = edgefit_engine::model::guard::quietly(|| {
+                in_process(&args.target, &bytes, work.path())
+            });
             println!(
                 "{}: {} in {:?}",
                 file.display(),
@@ -413,8 +414,9 @@ fn main() {
             if let Some(path) = &last_case {
                 let _ = std::fs::write(path, &bytes);
             }
-            let result =
-                edgefit_engine::guard::quietly(|| in_process(&args.target, &bytes, work.path()));
+            let result = edgefit_engine::model::guard::quietly(|| {
+                in_process(&args.target, &bytes, work.path())
+            });
             match result {
                 Ok(Ok(())) => counts.clean += 1,
                 Ok(Err(_)) => counts.error += 1,

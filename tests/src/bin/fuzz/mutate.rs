@@ -3,7 +3,7 @@
 //! pointing out, swapped ops, renamed inputs, duplicated nodes, huge attributes, opsets, nested
 //! subgraphs, constant growers).
 
-use edgefit_engine::proto::{Message, ModelProto, NodeProto, TensorProto, tensor_proto};
+use edgefit_engine::model::proto::{Message, ModelProto, NodeProto, TensorProto, tensor_proto};
 
 /// SplitMix64: deterministic for a seed on every platform.
 pub struct Rng(pub u64);
@@ -167,7 +167,7 @@ fn mutate_model(model: &mut ModelProto, rng: &mut Rng) {
                 }
                 _ => {
                     t.set_data_location(tensor_proto::DataLocation::EXTERNAL);
-                    let mut entry = edgefit_engine::proto::StringStringEntryProto::new();
+                    let mut entry = edgefit_engine::model::proto::StringStringEntryProto::new();
                     entry.set_key("location".to_owned());
                     const PLACES: [&str; 5] = [
                         "../escape.bin",
@@ -178,7 +178,7 @@ fn mutate_model(model: &mut ModelProto, rng: &mut Rng) {
                     ];
                     entry.set_value(PLACES[rng.below(PLACES.len())].to_owned());
                     t.external_data.push(entry);
-                    let mut offset = edgefit_engine::proto::StringStringEntryProto::new();
+                    let mut offset = edgefit_engine::model::proto::StringStringEntryProto::new();
                     offset.set_key("offset".to_owned());
                     offset.set_value(rng.hostile_dim().to_string());
                     t.external_data.push(offset);
@@ -220,11 +220,13 @@ fn mutate_model(model: &mut ModelProto, rng: &mut Rng) {
                         }
                     }
                     if n.attribute.is_empty() {
-                        let mut a = edgefit_engine::proto::AttributeProto::new();
+                        let mut a = edgefit_engine::model::proto::AttributeProto::new();
                         a.set_name(
                             ["pads", "axis", "group", "strides", "perm"][rng.below(5)].to_owned(),
                         );
-                        a.set_type(edgefit_engine::proto::attribute_proto::AttributeType::INTS);
+                        a.set_type(
+                            edgefit_engine::model::proto::attribute_proto::AttributeType::INTS,
+                        );
                         a.ints = (0..1 + rng.below(4)).map(|_| rng.hostile_dim()).collect();
                         n.attribute.push(a);
                     }
@@ -244,7 +246,7 @@ fn mutate_model(model: &mut ModelProto, rng: &mut Rng) {
             if let Some(g) = model.graph.as_mut()
                 && let Some(input) = g.input.first_mut()
                 && let Some(t) = input.type_.as_mut()
-                && let Some(edgefit_engine::proto::type_proto::Value::TensorType(tt)) =
+                && let Some(edgefit_engine::model::proto::type_proto::Value::TensorType(tt)) =
                     t.value.as_mut()
             {
                 if rng.chance(3) {
@@ -282,9 +284,9 @@ fn mutate_model(model: &mut ModelProto, rng: &mut Rng) {
                 );
                 node.output = g.output.iter().map(|o| o.name().to_owned()).collect();
                 for branch in ["then_branch", "else_branch"] {
-                    let mut a = edgefit_engine::proto::AttributeProto::new();
+                    let mut a = edgefit_engine::model::proto::AttributeProto::new();
                     a.set_name(branch.to_owned());
-                    a.set_type(edgefit_engine::proto::attribute_proto::AttributeType::GRAPH);
+                    a.set_type(edgefit_engine::model::proto::attribute_proto::AttributeType::GRAPH);
                     a.g = Some(body.clone()).into();
                     node.attribute.push(a);
                 }

@@ -1,0 +1,307 @@
+//! Shape and type inference through tract, mapped back to ONNX tensor names.
+//!
+//! tract is used for facts only; the model of record stays the ONNX protobuf. When inference
+//! cannot finish (an op tract lacks, a symbolic clash), what is known is kept and a warning
+//! says where it stopped.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::model::dtype::DType;
+use crate::model::graph::{Dim, ValueDesc};
+use crate::model::proto::{Message, ModelProto, tensor_shape_proto, type_proto};
+
+/// Inferred facts about the main graph's values, by ONNX tensor name.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeFacts {
+    pub values: HashMap<String, ValueDesc>,
+    /// True when tract analysed every node without error.
+    pub complete: bool,
+}
+
+impl ShapeFacts {
+    /// The fact for tensor `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&ValueDesc> {
+        self.values.get(name)
+    }
+}
+
+/// Names of the ONNX ops tract can load.
+pub fn tract_supports_op(op_type: &str) -> bool {
+    thread_local! {
+        static OPS: tract_onnx::model::OnnxOpRegister = tract_onnx::onnx().op_register;
+    }
+    OPS.with(|ops| ops.0.contains_key(op_type))
+}
+
+/// The most memory a constant folded during shape inference may take (1 GiB).
+const ANALYSIS_BUDGET_BYTES: u64 = 1 << 30;
+
+/// Runs tract's analysis on `model` and collects what it learns; never fails: problems become
+/// `warnings`. `model_dir` lets tract read external data (locations already checked).
+pub fn infer_shapes(
+    model: &ModelProto,
+    model_dir: Option<&Path>,
+    warnings: &mut Vec<String>,
+) -> ShapeFacts {
+    let size = crate::model::proto::Message::compute_size(model);
+    // Shape inference folds constants: a few seconds of analysis must not fold gigabytes.
+    let analysis_budget = crate::model::guard::memory_budget_bytes(size).min(ANALYSIS_BUDGET_BYTES);
+    let hazards = crate::model::guard::hazards(model, analysis_budget);
+    if !hazards.is_empty() {
+        let listed: Vec<String> = hazards.iter().take(3).map(ToString::to_string).collect();
+        warnings.push(format!(
+            "shape inference skipped (the model would crash, hang or exhaust memory in tract): {}; only declared shapes are shown",
+            listed.join("; ")
+        ));
+        return ShapeFacts::default();
+    }
+    let result = crate::model::guard::quietly(|| infer_with_tract(model, model_dir));
+    match result {
+        Ok(Ok((facts, None))) => facts,
+        Ok(Ok((facts, Some(stopped)))) => {
+            warnings.push(format!(
+                "shape inference is incomplete (tract: {stopped}); shapes and MACs after that point are unknown"
+            ));
+            facts
+        }
+        Ok(Err(error)) => {
+            warnings.push(format!(
+                "shape inference failed (tract: {}); only declared shapes are shown",
+                first_line(&error)
+            ));
+            ShapeFacts::default()
+        }
+        Err(_) => {
+            warnings.push(
+                "shape inference crashed inside tract; only declared shapes are shown".to_owned(),
+            );
+            ShapeFacts::default()
+        }
+    }
+}
+
+fn first_line(error: &TractError) -> String {
+    // tract errors carry a chain of context; the root cause is the useful part for a user.
+    let root = error.root_cause().to_string();
+    let top = error.to_string();
+    if root == top {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
+}
+
+type Inferred = (ShapeFacts, Option<String>);
+
+/// `model` with every BatchNormalization (all graphs) replaced by an Identity of its input:
+/// the same shapes and types (it keeps its input's), and tract 0.23's BatchNorm shape rule
+/// reads the channel dim of an input of rank < 2 with an unchecked index (a non-unwinding
+/// panic — an abort — in debug builds, undefined behaviour in release), which a broken model
+/// reaches (found by the fuzzer: a Conv fed its own input as bias).
+pub fn without_batchnorm(model: &ModelProto) -> ModelProto {
+    fn graph(g: &mut crate::model::proto::GraphProto) {
+        for node in g.node.iter_mut() {
+            for a in node.attribute.iter_mut() {
+                if let Some(sub) = a.g.as_mut() {
+                    graph(sub);
+                }
+                for sub in a.graphs.iter_mut() {
+                    graph(sub);
+                }
+            }
+            if node.op_type() == "BatchNormalization"
+                && (node.domain().is_empty() || node.domain() == "ai.onnx")
+            {
+                node.set_op_type("Identity".to_owned());
+                node.input.truncate(1);
+                node.output.truncate(1);
+                node.attribute.clear();
+            }
+        }
+    }
+    let mut copy = model.clone();
+    if let Some(g) = copy.graph.as_mut() {
+        graph(g);
+    }
+    copy
+}
+
+/// Whether `model` has a BatchNormalization whose input is known to have rank < 2 at `facts`:
+/// tract must not build such a model (see [`without_batchnorm`]). An unknown rank is let
+/// through (real models whose shape inference stops early would be refused otherwise).
+pub fn batchnorm_hazard(model: &ModelProto, facts: &ShapeFacts) -> Option<String> {
+    let graph = crate::model::graph::GraphView::new(model);
+    graph
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "BatchNormalization" && n.graph.is_empty())
+        .find_map(|n| {
+            let input = n.inputs.first()?;
+            let rank = facts
+                .get(input)
+                .and_then(|v| v.shape.as_ref())
+                .map(Vec::len);
+            match rank {
+                Some(r) if r < 2 => Some(format!(
+                    "BatchNormalization `{}` reads `{input}` of rank {r} (it needs [N, C, ...])",
+                    n.name
+                )),
+                _ => None,
+            }
+        })
+}
+
+fn infer_with_tract(model: &ModelProto, model_dir: Option<&Path>) -> TractResult<Inferred> {
+    let model = &without_batchnorm(model);
+    let bytes = model
+        .write_to_bytes()
+        .map_err(|e| TractError::msg(format!("re-encoding the model for tract: {e}")))?;
+    let onnx = tract_onnx::onnx();
+    let pb = onnx.proto_model_for_read(&mut bytes.as_slice())?;
+    drop(bytes);
+    let dir = model_dir.and_then(Path::to_str);
+    let parsed = onnx.parse(&pb, dir)?;
+    drop(pb);
+    let mut inference_model = parsed.model;
+    let stopped = match inference_model.analyse(true) {
+        Ok(_) => None,
+        Err(error) => Some(first_line(&error)),
+    };
+    let mut facts = ShapeFacts {
+        values: HashMap::with_capacity(parsed.outlets_by_name.len()),
+        complete: stopped.is_none(),
+    };
+    for (name, outlet) in &parsed.outlets_by_name {
+        let Ok(fact) = inference_model.outlet_fact(*outlet) else {
+            continue;
+        };
+        facts.values.insert(name.clone(), describe_fact(name, fact));
+    }
+    Ok((facts, stopped))
+}
+
+fn describe_fact(name: &str, fact: &InferenceFact) -> ValueDesc {
+    let dtype = fact.datum_type.concretize().and_then(onnx_dtype);
+    let shape = if fact.shape.is_open() {
+        None
+    } else {
+        Some(
+            fact.shape
+                .dims()
+                .map(|d| match d.concretize() {
+                    Some(dim) => match dim.to_i64() {
+                        Ok(v) => Dim::Known(v),
+                        Err(_) => Dim::Symbol(dim.to_string()),
+                    },
+                    None => Dim::Unknown(()),
+                })
+                .collect(),
+        )
+    };
+    ValueDesc {
+        name: name.to_owned(),
+        dtype,
+        shape,
+        kind: "tensor",
+    }
+}
+
+fn onnx_dtype(dt: DatumType) -> Option<DType> {
+    Some(match dt {
+        DatumType::F32 => DType::FLOAT32,
+        DatumType::F16 => DType::FLOAT16,
+        DatumType::F64 => DType::FLOAT64,
+        DatumType::I8 => DType::INT8,
+        DatumType::U8 => DType::UINT8,
+        DatumType::I16 => DType(5),
+        DatumType::U16 => DType(4),
+        DatumType::I32 => DType::INT32,
+        DatumType::U32 => DType(12),
+        DatumType::I64 | DatumType::TDim => DType::INT64,
+        DatumType::U64 => DType(13),
+        DatumType::Bool => DType::BOOL,
+        DatumType::String => DType::STRING,
+        _ => return None,
+    })
+}
+
+/// A copy of `model` fixed to `shape` for its first input: the input's dims are made concrete,
+/// every symbol they named is replaced by its value wherever it appears (graph outputs and
+/// subgraphs), and the main graph's `value_info` is dropped (the stored facts of intermediate
+/// values were computed for symbolic inputs and can clash with concrete ones; runtimes infer
+/// them again). Nothing else changes.
+pub(crate) fn with_concrete_input(model: &ModelProto, shape: &[usize]) -> ModelProto {
+    use std::collections::HashMap;
+    let mut model = model.clone();
+    let inputs: Vec<String> = crate::model::graph::GraphView::new(&model)
+        .inputs
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    let Some(graph) = model.graph.as_mut() else {
+        return model;
+    };
+    let mut symbols: HashMap<String, i64> = HashMap::new();
+    if let Some(first) = inputs.first()
+        && let Some(input) = graph.input.iter_mut().find(|i| i.name() == first.as_str())
+        && let Some(type_proto::Value::TensorType(t)) =
+            input.type_.as_mut().and_then(|t| t.value.as_mut())
+    {
+        let dims = &mut t.shape.mut_or_insert_default().dim;
+        for (i, d) in dims.iter().enumerate() {
+            if let (Some(tensor_shape_proto::dimension::Value::DimParam(p)), Some(&v)) =
+                (&d.value, shape.get(i))
+            {
+                symbols.insert(p.clone(), v as i64);
+            }
+        }
+        dims.clear();
+        for &v in shape {
+            let mut d = tensor_shape_proto::Dimension::new();
+            d.set_dim_value(v as i64);
+            dims.push(d);
+        }
+    }
+    graph.value_info.clear();
+    substitute_graph(graph, &symbols);
+    model
+}
+
+fn substitute_graph(
+    graph: &mut crate::model::proto::GraphProto,
+    symbols: &std::collections::HashMap<String, i64>,
+) {
+    for info in graph
+        .input
+        .iter_mut()
+        .chain(graph.output.iter_mut())
+        .chain(graph.value_info.iter_mut())
+    {
+        if let Some(type_proto::Value::TensorType(t)) =
+            info.type_.as_mut().and_then(|t| t.value.as_mut())
+            && let Some(shape) = t.shape.as_mut()
+        {
+            for d in &mut shape.dim {
+                if let Some(tensor_shape_proto::dimension::Value::DimParam(p)) = &d.value {
+                    d.value = symbols
+                        .get(p)
+                        .map(|&v| tensor_shape_proto::dimension::Value::DimValue(v));
+                }
+            }
+        }
+    }
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            if let Some(g) = attr.g.as_mut() {
+                substitute_graph(g, symbols);
+            }
+            for g in &mut attr.graphs {
+                substitute_graph(g, symbols);
+            }
+        }
+    }
+}
