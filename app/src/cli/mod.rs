@@ -64,12 +64,40 @@ pub(crate) fn interruptible() -> CancelToken {
         .clone()
 }
 
+/// The progress sink of a CLI job: the bar, and with `EDGEFIT_PROGRESS_LOG=1` one line per
+/// stage on stderr with the seconds since the job started (the bar is hidden when stderr is
+/// not a terminal; the log says where a long job spends its time, in CI logs too).
 pub(crate) fn sink(bar: &ProgressBar) -> impl Fn(Progress) + Send + Sync + '_ {
+    let log = std::env::var_os("EDGEFIT_PROGRESS_LOG").is_some_and(|v| v == "1");
+    let started = std::time::Instant::now();
+    let last_stage = std::sync::Mutex::new(String::new());
     move |p: Progress| {
+        if log {
+            let mut last = last_stage
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last != p.stage {
+                eprintln!(
+                    "[{:7.2} s{}] {}",
+                    started.elapsed().as_secs_f64(),
+                    resident_mb().map_or(String::new(), |mb| format!(", {mb:.0} MB resident")),
+                    p.stage
+                );
+                last.clone_from(&p.stage);
+            }
+        }
         bar.set_message(p.stage);
         bar.set_length(p.total.max(1));
         bar.set_position(p.done);
     }
+}
+
+/// This process's resident memory (Linux: `/proc/self/status`), for the progress log.
+fn resident_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Loads and analyses `model`, drawing a progress bar on the terminal.

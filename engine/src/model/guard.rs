@@ -309,6 +309,24 @@ fn graph_hazards<'a>(
             _ => None,
         }
     };
+    // An empty constant with huge dims (`[2^32, 0]`) holds nothing, yet ops over it loop over
+    // its outer dims: tract's Softmax spun for hours on one (fuzz seed 501).
+    for t in constants.iter().skip(outer.len()) {
+        let extent = t
+            .dims
+            .iter()
+            .fold(1u64, |acc, &d| acc.saturating_mul(d.max(1).unsigned_abs()));
+        if t.dims.contains(&0) && extent > max_elements {
+            out.push(Hazard {
+                node: t.name().to_owned(),
+                op: "constant".to_owned(),
+                message: format!(
+                    "an empty tensor with dims {:?}: ops over it would loop {extent} times",
+                    t.dims
+                ),
+            });
+        }
+    }
     for (i, node) in graph.node.iter().enumerate() {
         let name = if node.name().is_empty() {
             format!("{}#{i}", node.op_type())

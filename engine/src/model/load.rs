@@ -150,16 +150,22 @@ pub fn load_model(
         .canonicalize()
         .map_err(|e| Error::io("cannot open the model", path, e))?;
     crate::model::guard::regular_file(&path, "model file")?;
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("cannot read the model", &path, e))?;
-    if bytes.is_empty() {
+    let mut file =
+        std::fs::File::open(&path).map_err(|e| Error::io("cannot read the model", &path, e))?;
+    let file_size_bytes = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read the model", &path, e))?
+        .len();
+    if file_size_bytes == 0 {
         return Err(Error::EmptyFile { path });
     }
-    let file_size_bytes = bytes.len() as u64;
     cancel.check()?;
 
     report(progress, "parsing", 1, 4);
-    let proto = parse_model(&bytes, &path)?;
-    drop(bytes);
+    // Parsed straight from the file: the whole file is never held next to the parsed model
+    // (that doubled the peak memory of loading a large model).
+    let proto = ModelProto::parse_from_reader(&mut file).map_err(|e| parse_error(e, &path));
+    let proto = check_parsed(proto?, &path)?;
     cancel.check()?;
 
     let model = from_proto(proto, path, file_size_bytes, progress)?;
@@ -225,19 +231,30 @@ fn fill_declared(shapes: &mut ShapeFacts, graph: &GraphView) {
 }
 
 fn parse_model(bytes: &[u8], path: &Path) -> Result<ModelProto> {
+    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| parse_error(e, path))?;
+    check_parsed(proto, path)
+}
+
+/// The error of a file that does not parse as a protobuf message.
+fn parse_error(error: protobuf::Error, path: &Path) -> Error {
+    let reason = match error.to_string() {
+        s if s.contains("EOF") || s.contains("truncated") => {
+            format!("the file ends in the middle of a message, it looks truncated: {s}")
+        }
+        s => format!("the protobuf data is corrupt: {s}"),
+    };
+    Error::NotOnnx {
+        reason,
+        path: path.to_path_buf(),
+    }
+}
+
+/// Refuses a parsed message that is not an ONNX model.
+fn check_parsed(proto: ModelProto, path: &Path) -> Result<ModelProto> {
     let not_onnx = |reason: String| Error::NotOnnx {
         reason,
         path: path.to_path_buf(),
     };
-    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| {
-        let reason = match e.to_string() {
-            s if s.contains("EOF") || s.contains("truncated") => {
-                format!("the file ends in the middle of a message, it looks truncated: {s}")
-            }
-            s => format!("the protobuf data is corrupt: {s}"),
-        };
-        not_onnx(reason)
-    })?;
     // Arbitrary bytes sometimes decode as a protobuf message with only unknown fields.
     let Some(graph) = proto.graph.as_ref() else {
         return Err(not_onnx("it holds no graph".to_owned()));

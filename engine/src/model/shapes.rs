@@ -97,12 +97,20 @@ fn first_line(error: &TractError) -> String {
 
 type Inferred = (ShapeFacts, Option<String>);
 
-/// `model` with every BatchNormalization (all graphs) replaced by an Identity of its input:
-/// the same shapes and types (it keeps its input's), and tract 0.23's BatchNorm shape rule
-/// reads the channel dim of an input of rank < 2 with an unchecked index (a non-unwinding
-/// panic — an abort — in debug builds, undefined behaviour in release), which a broken model
-/// reaches (found by the fuzzer: a Conv fed its own input as bias).
-pub fn without_batchnorm(model: &ModelProto) -> ModelProto {
+/// Float initializers of the main graph larger than this many elements are declared as graph
+/// inputs (type and shape only) in the copy tract analyses: their values never decide a shape,
+/// and copying hundreds of megabytes of weights three times (clone, re-encode, tract's parse)
+/// made `inspect` peak at 6x the file.
+const SKELETON_MIN_ELEMENTS: i64 = 4096;
+
+/// The copy of `model` that tract analyses: the main graph's large float initializers become
+/// declared inputs (see [`SKELETON_MIN_ELEMENTS`]; their data is never copied), and every
+/// BatchNormalization (all graphs) is an Identity of its input — the same shapes and types
+/// (it keeps its input's), while tract 0.23's BatchNorm shape rule reads the channel dim of
+/// an input of rank < 2 with an unchecked index (a non-unwinding panic — an abort — in debug
+/// builds, undefined behaviour in release), which a broken model reaches (found by the fuzzer:
+/// a Conv fed its own input as bias).
+pub fn analysis_copy(model: &ModelProto) -> ModelProto {
     fn graph(g: &mut crate::model::proto::GraphProto) {
         for node in g.node.iter_mut() {
             for a in node.attribute.iter_mut() {
@@ -123,15 +131,64 @@ pub fn without_batchnorm(model: &ModelProto) -> ModelProto {
             }
         }
     }
-    let mut copy = model.clone();
+    let mut copy = ModelProto::new();
+    copy.ir_version = model.ir_version;
+    copy.opset_import = model.opset_import.clone();
+    copy.domain = model.domain.clone();
+    copy.model_version = model.model_version;
+    copy.functions = model.functions.clone();
+    if let Some(main) = model.graph.as_ref() {
+        copy.graph = Some(skeleton_graph(main)).into();
+    }
     if let Some(g) = copy.graph.as_mut() {
         graph(g);
     }
     copy
 }
 
+/// `main` without the data of its large float initializers: each becomes a graph input of
+/// its type and shape (unless the graph already lists it as an input).
+fn skeleton_graph(main: &crate::model::proto::GraphProto) -> crate::model::proto::GraphProto {
+    use crate::model::proto::{GraphProto, tensor_proto::DataType};
+    let is_heavy = |t: &crate::model::proto::TensorProto| {
+        let float = [DataType::FLOAT, DataType::FLOAT16, DataType::DOUBLE, DataType::BFLOAT16]
+            .iter()
+            .any(|d| *d as i32 == t.data_type());
+        let elements = t
+            .dims
+            .iter()
+            .try_fold(1i64, |acc, &d| if d < 0 { None } else { acc.checked_mul(d) });
+        float && elements.is_some_and(|n| n > SKELETON_MIN_ELEMENTS) && !t.name().is_empty()
+    };
+    let mut g = GraphProto::new();
+    g.name = main.name.clone();
+    g.node = main.node.clone();
+    g.input = main.input.clone();
+    g.output = main.output.clone();
+    g.value_info = main.value_info.clone();
+    g.sparse_initializer = main.sparse_initializer.clone();
+    let declared: std::collections::HashSet<&str> = main.input.iter().map(|i| i.name()).collect();
+    for t in &main.initializer {
+        if !is_heavy(t) {
+            g.initializer.push(t.clone());
+            continue;
+        }
+        if declared.contains(t.name()) {
+            continue;
+        }
+        let mut input = crate::model::graph_edit::value_info(t.name(), &t.dims);
+        if let Some(type_proto::Value::TensorType(tensor)) =
+            input.type_.as_mut().and_then(|ty| ty.value.as_mut())
+        {
+            tensor.set_elem_type(t.data_type());
+        }
+        g.input.push(input);
+    }
+    g
+}
+
 /// Whether `model` has a BatchNormalization whose input is known to have rank < 2 at `facts`:
-/// tract must not build such a model (see [`without_batchnorm`]). An unknown rank is let
+/// tract must not build such a model (see [`analysis_copy`]). An unknown rank is let
 /// through (real models whose shape inference stops early would be refused otherwise).
 pub fn batchnorm_hazard(model: &ModelProto, facts: &ShapeFacts) -> Option<String> {
     let graph = crate::model::graph::GraphView::new(model);
@@ -156,7 +213,7 @@ pub fn batchnorm_hazard(model: &ModelProto, facts: &ShapeFacts) -> Option<String
 }
 
 fn infer_with_tract(model: &ModelProto, model_dir: Option<&Path>) -> TractResult<Inferred> {
-    let model = &without_batchnorm(model);
+    let model = &analysis_copy(model);
     let bytes = model
         .write_to_bytes()
         .map_err(|e| TractError::msg(format!("re-encoding the model for tract: {e}")))?;
