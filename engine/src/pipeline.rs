@@ -185,6 +185,10 @@ pub struct Preview {
     pub input_shape: Vec<usize>,
     /// Inputs held at a value.
     pub fixed_inputs: Vec<FixedInput>,
+    /// Single-sample latency of the original and of the compressed model, measured on the
+    /// preview's own runtimes (when `latency_runs > 0` and there is data).
+    pub original_latency: Option<Latency>,
+    pub latency: Option<Latency>,
 }
 
 /// The model after structured pruning, with the recipe that finishes the job on it.
@@ -353,26 +357,31 @@ pub fn preview(
                 .is_none_or(&is_float)
         })
         .collect();
-    let original = RunnableModel::build_with(
-        runtime,
-        &original.self_contained_proto()?,
-        dir.as_deref(),
-        &input_shape,
-        &extra,
-        &build_options,
-    )?;
-    let compressed = RunnableModel::build_with(
-        runtime,
-        &built.proto,
-        None,
-        &input_shape,
-        &extra,
-        &build_options,
-    )?;
-    let original_all =
-        crate::measure::eval::run_dataset_outputs(&original, options.data, progress, cancel)?;
-    let all =
-        crate::measure::eval::run_dataset_outputs(&compressed, options.data, progress, cancel)?;
+    // One model in a runtime at a time: each is built, run on the samples, timed, and dropped
+    // before the next (a runtime holds its own copy of the weights, often two).
+    let run_and_time = |proto: &crate::model::proto::ModelProto, dir: Option<&Path>| -> Result<_> {
+        let runnable =
+            RunnableModel::build_with(runtime, proto, dir, &input_shape, &extra, &build_options)?;
+        let outputs =
+            crate::measure::eval::run_dataset_outputs(&runnable, options.data, progress, cancel)?;
+        let latency = if options.latency_runs > 0 && !options.data.is_empty() {
+            crate::job::report(progress, "measuring latency", 0, 1);
+            Some(crate::measure::eval::latency_within(
+                &runnable,
+                options.data.sample(0),
+                options.latency_runs,
+                options.latency_runs.div_ceil(5),
+                LATENCY_BUDGET,
+                cancel,
+            )?)
+        } else {
+            None
+        };
+        Ok((outputs, latency))
+    };
+    let (original_all, original_latency) =
+        run_and_time(&*original.runnable_proto()?, dir.as_deref())?;
+    let (all, latency) = run_and_time(&built.proto, None)?;
     let output_fidelity = quality::output_fidelity(&names, &float, &original_all, &all);
     let first = |all: Vec<Vec<Vec<f32>>>| -> Vec<Vec<f32>> {
         all.into_iter().map(|mut s| s.swap_remove(0)).collect()
@@ -385,6 +394,8 @@ pub fn preview(
         output_fidelity,
         input_shape,
         fixed_inputs: fixed,
+        original_latency,
+        latency,
     })
 }
 

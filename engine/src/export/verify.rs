@@ -281,11 +281,13 @@ fn run_verdict(
     };
     let n = SAMPLES.min(inputs.data.len()).min(inputs.expected.len());
     let mut diff = Difference::default();
-    // The samples run in parallel (a large model in tract takes half a second each).
+    // The samples run in parallel (a large model in tract takes half a second each), except
+    // a large model in onnxruntime, where each concurrent run builds another session.
     let runs: Vec<std::result::Result<Vec<f32>, String>> = {
         use rayon::prelude::*;
         (0..n)
             .into_par_iter()
+            .with_min_len(min_len(runtime, proto, n))
             .map(|i| {
                 if cancel.is_cancelled() {
                     return Err("cancelled".to_owned());
@@ -373,6 +375,22 @@ fn run_verdict(
 
 /// (output SQNR against the original in `runtime`, the same in the preview), when the original
 /// runs in `runtime`.
+/// Models above this size run their verification samples one after the other in onnxruntime:
+/// a second concurrent run would build a second session (seconds, and another copy of the
+/// weights).
+const PARALLEL_SESSION_MAX_BYTES: u64 = 64 << 20;
+
+/// The fewest samples one rayon task runs: all of them (one task, one session) for a large
+/// model in onnxruntime, else one each.
+fn min_len(runtime: RuntimeKind, proto: &crate::model::proto::ModelProto, n: usize) -> usize {
+    let large = crate::model::proto::Message::compute_size(proto) > PARALLEL_SESSION_MAX_BYTES;
+    if runtime == RuntimeKind::OnnxRuntime && large {
+        n.max(1)
+    } else {
+        1
+    }
+}
+
 fn same_fidelity(
     inputs: &VerifyInputs<'_>,
     runtime: RuntimeKind,
@@ -394,6 +412,7 @@ fn same_fidelity(
         use rayon::prelude::*;
         (0..n)
             .into_par_iter()
+            .with_min_len(min_len(runtime, original.proto, n))
             .map(|i| {
                 if cancel.is_cancelled() {
                     return None;

@@ -477,7 +477,7 @@ fn node_hazards<'a>(
             if let Some(pads) = input(1)
                 .and_then(|s| constant_named(s))
                 .and_then(small_ints)
-                && let Some(v) = pads.iter().find(|&&v| v.abs() > MAX_SPATIAL)
+                && let Some(v) = pads.iter().find(|&&v| v.unsigned_abs() > MAX_SPATIAL as u64)
             {
                 hazard(format!("pads hold {v}, outside ±{MAX_SPATIAL}"));
             }

@@ -572,6 +572,16 @@ fn warn_unsupported_ops(graph: &GraphView, warnings: &mut Vec<String>) {
 impl LoadedModel {
     /// A copy of the model of record with every external-data tensor stored inline, so it can
     /// be written to any folder. Nothing else changes.
+    /// The model to hand to a runtime: the model of record itself (borrowed, no copy) when it
+    /// has no external data, else [`Self::self_contained_proto`].
+    pub fn runnable_proto(&self) -> Result<std::borrow::Cow<'_, ModelProto>> {
+        if self.has_external_data() {
+            Ok(std::borrow::Cow::Owned(self.self_contained_proto()?))
+        } else {
+            Ok(std::borrow::Cow::Borrowed(&self.proto))
+        }
+    }
+
     pub fn self_contained_proto(&self) -> Result<ModelProto> {
         let mut proto = self.proto.clone();
         if self.has_external_data() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::quality;
 use super::unmeasured;
 use super::{
-    IntegerKernels, LATENCY_BUDGET, Measured, OptimizeOptions, OptimizeReport, REPORT_SCHEMA,
+    IntegerKernels, Measured, OptimizeOptions, OptimizeReport, REPORT_SCHEMA,
     preview, resolve_inputs, sidecar_paths, structured_pass,
 };
 use crate::compress::compressor::{Compressor, SkippedLayer};
@@ -16,9 +16,9 @@ use crate::export::build::ExportFormat;
 use crate::export::verify::{self, VerifyInputs, verify_export};
 use crate::job::{CancelToken, ProgressSink, report};
 use crate::measure::eval::{accuracy, fidelity};
-use crate::measure::runtime::{BuildOptions, RunnableModel};
+use crate::measure::runtime::BuildOptions;
 use crate::model::load::LoadedModel;
-use crate::model::proto::{Message, ModelProto};
+use crate::model::proto::Message;
 use crate::model::write::OutputSet;
 
 /// The model moved to the opset `format` needs, when it imports an older one: QDQ needs
@@ -215,49 +215,19 @@ pub fn optimize(
         }
         Err(e) => return Err(e),
     };
-    report(progress, "measuring latency", 0, 3);
+    report(progress, "measuring", 0, 3);
     let labels = options.data.labels.as_deref();
-    let measure =
-        |proto: &ModelProto, outputs: &[Vec<f32>], dir: Option<&Path>| -> Result<Measured> {
-            let size_bytes = Message::compute_size(proto);
-            let latency_ms = if options.latency_runs > 0 && !options.data.is_empty() {
-                let runnable = RunnableModel::build_with(
-                    options.runtime,
-                    proto,
-                    dir,
-                    &preview.input_shape,
-                    &[],
-                    &BuildOptions {
-                        fixed_inputs: preview.fixed_inputs.clone(),
-                        output: options.output.map(str::to_owned),
-                        ..BuildOptions::default()
-                    },
-                )?;
-                Some(crate::measure::eval::latency_within(
-                    &runnable,
-                    options.data.sample(0),
-                    options.latency_runs,
-                    options.latency_runs.div_ceil(5),
-                    LATENCY_BUDGET,
-                    cancel,
-                )?)
-            } else {
-                None
-            };
-            Ok(Measured {
-                accuracy: labels.map(|l| accuracy(outputs, l)),
-                latency_ms,
-                size_bytes,
-            })
-        };
-    let original_proto = model.self_contained_proto()?;
-    let mut original = measure(
-        &original_proto,
-        &preview.original_outputs,
-        model.path.parent(),
-    )?;
-    original.size_bytes = model.file_size_bytes;
-    let compressed = measure(&preview.built.proto, &preview.outputs, None)?;
+    let original_proto = model.runnable_proto()?;
+    let original = Measured {
+        accuracy: labels.map(|l| accuracy(&preview.original_outputs, l)),
+        latency_ms: preview.original_latency.clone(),
+        size_bytes: model.file_size_bytes,
+    };
+    let compressed = Measured {
+        accuracy: labels.map(|l| accuracy(&preview.outputs, l)),
+        latency_ms: preview.latency.clone(),
+        size_bytes: Message::compute_size(&preview.built.proto),
+    };
     cancel.check()?;
 
     // An export the user's runtime would reject is not written at all.

@@ -141,12 +141,8 @@ impl OrtModel {
             .and_then(|g| g.output.first())
             .map(|o| o.name().to_owned())
             .ok_or_else(|| runtime_error("the model has no output"))?;
-        let bytes = if extra_outputs.is_empty() {
-            model.write_to_bytes()
-        } else {
-            with_outputs(model, extra_outputs).write_to_bytes()
-        }
-        .map_err(runtime_error)?;
+        let mut bytes = model.write_to_bytes().map_err(runtime_error)?;
+        bytes.extend(extra_outputs_message(model, extra_outputs)?);
         let mut output_names = vec![first_output];
         output_names.extend(extra_outputs.iter().cloned());
         let mut built = Self {
@@ -470,18 +466,28 @@ fn to_f32(name: &str, value: &DynValue) -> Result<Vec<f32>> {
     })
 }
 
-/// A copy of `model` whose graph also outputs the tensors named in `extra` (onnxruntime only
-/// returns graph outputs).
-fn with_outputs(model: &ModelProto, extra: &[String]) -> ModelProto {
-    let mut model = model.clone();
-    if let Some(graph) = model.graph.as_mut() {
-        for name in extra {
-            if !graph.output.iter().any(|o| o.name() == name.as_str()) {
-                let mut info = ValueInfoProto::new();
-                info.set_name(name.clone());
-                graph.output.push(info);
-            }
+/// The serialized extra graph outputs `extra` (those the model does not already list), as
+/// a message to append to the model's own bytes: protobuf merges concatenated messages
+/// (repeated fields append), so the runtime reads the model with those outputs added —
+/// without copying the model (a copy of a 400 MB model per session was most of a build).
+fn extra_outputs_message(model: &ModelProto, extra: &[String]) -> Result<Vec<u8>> {
+    let Some(graph) = model.graph.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut outputs = crate::model::proto::GraphProto::new();
+    for name in extra {
+        if !graph.output.iter().any(|o| o.name() == name.as_str())
+            && !outputs.output.iter().any(|o| o.name() == name.as_str())
+        {
+            let mut info = ValueInfoProto::new();
+            info.set_name(name.clone());
+            outputs.output.push(info);
         }
     }
-    model
+    if outputs.output.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut message = ModelProto::new();
+    message.graph = Some(outputs).into();
+    message.write_to_bytes().map_err(runtime_error)
 }
