@@ -14,6 +14,8 @@ use std::process::ExitCode;
 /// An outcome that is not an error of the program but has its own exit status.
 #[derive(Debug)]
 pub enum Failure {
+    /// A combination of flags that cannot work (found after parsing): exit 2 like the parser's.
+    Usage(String),
     Verification(String),
     Quality(String),
 }
@@ -21,6 +23,7 @@ pub enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Failure::Usage(m) => write!(f, "{m}"),
             Failure::Verification(m) => write!(f, "verification failed: {m}"),
             Failure::Quality(m) => write!(f, "quality below the floor: {m}"),
         }
@@ -47,6 +50,7 @@ pub fn status_of(error: &anyhow::Error) -> ExitCode {
     for cause in error.chain() {
         if let Some(f) = cause.downcast_ref::<Failure>() {
             return ExitCode::from(match f {
+                Failure::Usage(_) => USAGE,
                 Failure::Verification(_) => VERIFICATION,
                 Failure::Quality(_) => QUALITY,
             });

@@ -91,6 +91,25 @@ fn every_float_output_is_judged_not_only_the_first() {
     assert_eq!(report["outputs"][1]["name"], "scores");
     assert_eq!(report["quality"]["worst_output"], "scores");
     assert!(report["quality"]["worst_sqnr_db"].as_f64().unwrap() < 20.0);
+    // Read by a person: the headline says which output it is about, and the worst one.
+    let o = edgefit(&[
+        "optimize",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--bits",
+        "2",
+        "--format",
+        "weights-int8",
+        "--runs",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("fidelity of `ids_out`"), "{text}");
+    assert!(
+        text.contains("the float output `scores`: output SQNR"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -104,6 +123,8 @@ fn usage_errors_exit_2_and_json_names_its_schema() {
         &["--clipping", "percentile:20"],
         &["--prune", "1.5"],
         &["--min-agreement", "2"],
+        // A combination that cannot work: full-range weights on a saturating target.
+        &["--format", "qdq-int8", "--weight-range", "full"],
     ] {
         let mut args = vec!["optimize", "/no/such/model.onnx", "--out", "/tmp/x.onnx"];
         args.extend_from_slice(bad);

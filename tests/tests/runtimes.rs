@@ -749,3 +749,21 @@ fn a_sequence_of_tensors_output_is_read_in_order() {
     let doubled: Vec<f32> = x.iter().map(|v| v * 2.0).collect();
     assert_eq!(outputs[0], doubled);
 }
+
+#[test]
+fn ids_one_hot_encoded_against_a_table_are_generated_over_the_table() {
+    // magika compares its bytes with a constant 0..256 table (Equal, not Gather): generated
+    // bytes in [0, 15] left 16 of 257 classes ever hot and calibrated its int8 ranges on that.
+    let model = open(&fixture("runtimes/one_hot_bytes.onnx"));
+    let auto = edgefit_engine::pipeline::auto_inputs(&model, &[]);
+    assert_eq!(auto.range, (0.0, 256.0, true), "{:?}", auto.choices);
+    let data = edgefit_engine::pipeline::generated_for(&model, &auto).unwrap();
+    let values: Vec<f32> = (0..data.len())
+        .flat_map(|i| data.sample(i).to_vec())
+        .collect();
+    let max = values.iter().copied().fold(f32::MIN, f32::max);
+    assert!(
+        max > 200.0 && values.iter().all(|v| v.fract() == 0.0),
+        "max {max}"
+    );
+}

@@ -208,6 +208,19 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     }
     if let Some(range) = args.weight_range.as_deref().and_then(WeightRange::parse) {
         recipe.activations.weight_range = range;
+        if range == WeightRange::Full
+            && format == ExportFormat::QdqInt8
+            && !recipe.target.full_range_exact()
+        {
+            return Err(crate::exit::Failure::Usage(format!(
+                "--weight-range full needs a target whose integer kernels do not saturate \
+                 (--target x86-64-vnni or arm64, or --target host on such a CPU); `{}` ({}) \
+                 saturates full-range int8 weights",
+                recipe.target.name(),
+                recipe.target.describe()
+            ))
+            .into());
+        }
     }
     if let Some(mode) = &args.recalibrate_batchnorm {
         recipe.recalibrate_batchnorm = match mode.as_str() {
@@ -266,7 +279,29 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
         input_shapes: &loaded.settings,
         output: args.runtime_args.output.as_deref(),
     };
-    let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel)?;
+    let report = optimize(&model, &options, &args.out, &sink(&bar), &cancel).map_err(|e| {
+        // Generated inputs at shapes edgefit chose: a model that needs other dims fails in
+        // the runtime, and the runtime's message does not say that the shape was a guess.
+        let guessed: Vec<String> = loaded
+            .settings
+            .iter()
+            .filter_map(|s| {
+                let dims = s.shape.as_ref()?;
+                let dims: Vec<String> = dims.iter().map(ToString::to_string).collect();
+                Some(format!("{}={}", s.name, dims.join(",")))
+            })
+            .collect();
+        let runtime_failed = matches!(e, edgefit_engine::Error::Runtime { .. });
+        if loaded.data.generated && runtime_failed && !guessed.is_empty() {
+            anyhow::Error::from(e).context(format!(
+                "the model could not run on generated inputs at shapes edgefit chose ({}); if it \
+                 needs other dims, give them with --input-shape NAME=DIMS (or give --data)",
+                guessed.join(" ")
+            ))
+        } else {
+            e.into()
+        }
+    })?;
     bar.finish_and_clear();
     if args.json {
         super::print_json("optimize", &report)?;
@@ -332,12 +367,41 @@ fn print_optimize(r: &OptimizeReport) {
         lat(&r.compressed.latency_ms)
     );
     match &r.fidelity {
-        Some(f) => println!(
-            "fidelity: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
-            f.agreement * 100.0,
-            f.sqnr_text(),
-            f.max_abs_err
-        ),
+        Some(f) => {
+            // With several outputs, say which one this is: a first output that echoes the
+            // input (token ids) is identical while the embeddings after it are not.
+            let which = match r.outputs.first() {
+                Some(first) if r.outputs.len() > 1 => format!(" of `{}`", first.name),
+                _ => String::new(),
+            };
+            println!(
+                "fidelity{which}: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
+                f.agreement * 100.0,
+                f.sqnr_text(),
+                f.max_abs_err
+            );
+            let worst = r.outputs.iter().filter(|o| o.float).min_by(|a, b| {
+                a.fidelity
+                    .sqnr_or_inf()
+                    .total_cmp(&b.fidelity.sqnr_or_inf())
+            });
+            if let Some(w) = worst
+                && r.outputs.len() > 1
+                && r.outputs.first().is_some_and(|first| first.name != w.name)
+            {
+                let floats = r.outputs.iter().filter(|o| o.float).count();
+                let which = if floats == 1 {
+                    "the float output".to_owned()
+                } else {
+                    format!("lowest over the {floats} float outputs:")
+                };
+                println!(
+                    "  {which} `{}`: output SQNR {}",
+                    w.name,
+                    w.fidelity.sqnr_text()
+                );
+            }
+        }
         None => println!(
             "fidelity: NOT MEASURED ({})",
             r.not_measured.as_deref().unwrap_or("the model was not run")

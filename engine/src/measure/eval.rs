@@ -149,6 +149,11 @@ impl Fidelity {
         self.sqnr_db.is_none()
     }
 
+    /// The SQNR as a number for ordering: `+∞` when identical.
+    pub fn sqnr_or_inf(&self) -> f64 {
+        self.sqnr_db.unwrap_or(f64::INFINITY)
+    }
+
     /// The SQNR for people: `∞ (identical)`, `27.4 dB`, or `−∞ (N values NaN or infinite)`.
     pub fn sqnr_text(&self) -> String {
         match self.sqnr_db {

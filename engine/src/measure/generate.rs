@@ -210,6 +210,7 @@ fn value_aliases<'a>(model: &'a LoadedModel, name: &'a str) -> Vec<&'a str> {
         "Flatten",
         "Identity",
         "Transpose",
+        "Expand",
     ];
     let mut names = vec![name];
     let mut i = 0;
@@ -233,7 +234,8 @@ fn value_aliases<'a>(model: &'a LoadedModel, name: &'a str) -> Vec<&'a str> {
 }
 
 /// The range the fed input's values are generated in: indices of an embedding table read
-/// through it (`[0, rows − 1]`, integers), other integers `[0, 15]`, floats `[-1, 1]`.
+/// through it (`[0, rows − 1]`, integers), integers compared with a constant table (a one-hot:
+/// the table's range), other integers `[0, 15]`, floats `[-1, 1]`.
 fn value_range(model: &LoadedModel, input: &ValueDesc) -> (f32, f32, bool) {
     let integer = input.dtype.is_some_and(|d| {
         d != DType::FLOAT32 && d != DType::FLOAT16 && d != DType::FLOAT64 && d != DType::BFLOAT16
@@ -246,6 +248,22 @@ fn value_range(model: &LoadedModel, input: &ValueDesc) -> (f32, f32, bool) {
             .map_or(&[][..], Vec::as_slice)
         {
             let node = &model.graph.nodes[n];
+            // A one-hot over a vocabulary: `Equal(ids, table)` against a constant of several
+            // values (magika compares its bytes with 0..256) — the ids range over the table.
+            if integer
+                && node.op_type == "Equal"
+                && let Some(table) = node
+                    .inputs
+                    .iter()
+                    .find(|t| t.as_str() != alias)
+                    .and_then(|t| model.weight(t))
+                    .and_then(|w| w.values.as_ref())
+                    .filter(|v| v.len() > 1 && v.iter().all(|x| x.is_finite()))
+            {
+                let lo = table.iter().copied().fold(f32::INFINITY, f32::min);
+                let hi = table.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                return (lo, hi, true);
+            }
             if node.op_type != "Gather" || node.inputs.get(1).map(String::as_str) != Some(alias) {
                 continue;
             }

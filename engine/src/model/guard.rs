@@ -477,7 +477,9 @@ fn node_hazards<'a>(
             if let Some(pads) = input(1)
                 .and_then(|s| constant_named(s))
                 .and_then(small_ints)
-                && let Some(v) = pads.iter().find(|&&v| v.unsigned_abs() > MAX_SPATIAL as u64)
+                && let Some(v) = pads
+                    .iter()
+                    .find(|&&v| v.unsigned_abs() > MAX_SPATIAL as u64)
             {
                 hazard(format!("pads hold {v}, outside ±{MAX_SPATIAL}"));
             }

@@ -151,13 +151,18 @@ pub fn analysis_copy(model: &ModelProto) -> ModelProto {
 fn skeleton_graph(main: &crate::model::proto::GraphProto) -> crate::model::proto::GraphProto {
     use crate::model::proto::{GraphProto, tensor_proto::DataType};
     let is_heavy = |t: &crate::model::proto::TensorProto| {
-        let float = [DataType::FLOAT, DataType::FLOAT16, DataType::DOUBLE, DataType::BFLOAT16]
-            .iter()
-            .any(|d| *d as i32 == t.data_type());
-        let elements = t
-            .dims
-            .iter()
-            .try_fold(1i64, |acc, &d| if d < 0 { None } else { acc.checked_mul(d) });
+        let float = [
+            DataType::FLOAT,
+            DataType::FLOAT16,
+            DataType::DOUBLE,
+            DataType::BFLOAT16,
+        ]
+        .iter()
+        .any(|d| *d as i32 == t.data_type());
+        let elements = t.dims.iter().try_fold(
+            1i64,
+            |acc, &d| if d < 0 { None } else { acc.checked_mul(d) },
+        );
         float && elements.is_some_and(|n| n > SKELETON_MIN_ELEMENTS) && !t.name().is_empty()
     };
     let mut g = GraphProto::new();

@@ -145,12 +145,33 @@ pub fn write_model_atomic(model: &ModelProto, destination: &Path, opened: &Path)
     set.commit()
 }
 
-/// `model` as protobuf bytes.
+/// The largest protobuf message other readers accept (onnx, onnxruntime: 2 GiB - 1).
+pub const PROTOBUF_MAX_BYTES: u64 = (1 << 31) - 1;
+
+/// `model` as protobuf bytes. A model past protobuf's 2 GiB limit is refused with a clear
+/// error (its weights would have to go to an external-data file, which the writer does not do
+/// yet) rather than written as a file no other tool can read.
 pub fn serialize(model: &ModelProto) -> Result<Vec<u8>> {
+    check_size(model.compute_size())?;
     model.write_to_bytes().map_err(|e| Error::InvalidArgument {
         what: "model",
         reason: format!("cannot be serialized: {e}"),
     })
+}
+
+fn check_size(size_bytes: u64) -> Result<()> {
+    if size_bytes > PROTOBUF_MAX_BYTES {
+        return Err(Error::InvalidArgument {
+            what: "model",
+            reason: format!(
+                "the export would be {:.2} GB, past protobuf's 2 GiB limit for one file; \
+                 writing its weights to an external-data file is not supported yet — \
+                 quantize more of it (e.g. --format weights-int8) to bring it under 2 GiB",
+                size_bytes as f64 / 1e9
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` are the same file: the same path once resolved, or — when both exist —
@@ -175,6 +196,16 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_model_past_two_gib_is_refused_with_a_message_not_written() {
+        assert!(check_size(PROTOBUF_MAX_BYTES).is_ok());
+        let message = check_size(PROTOBUF_MAX_BYTES + 1).unwrap_err().to_string();
+        assert!(
+            message.contains("2 GiB") && message.contains("2.15 GB"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn outputs_that_are_inputs_links_or_repeated_are_refused_before_work() {

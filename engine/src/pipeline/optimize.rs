@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use super::quality;
 use super::unmeasured;
 use super::{
-    IntegerKernels, Measured, OptimizeOptions, OptimizeReport, REPORT_SCHEMA,
-    preview, resolve_inputs, sidecar_paths, structured_pass,
+    IntegerKernels, Measured, OptimizeOptions, OptimizeReport, REPORT_SCHEMA, preview,
+    resolve_inputs, sidecar_paths, structured_pass,
 };
 use crate::compress::compressor::{Compressor, SkippedLayer};
 use crate::error::{Error, Result};
