@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
 """How edgefit's time and memory grow with model size, next to onnxruntime's quantize_dynamic.
 
-Builds two float MLPs (MatMul + Add + Relu blocks, width 4096: ~25M and ~100M parameters,
-~100 MB and ~400 MB; random weights, seed 0) and measures, each in a fresh process, wall time
-and peak resident memory (ru_maxrss of the child) of:
+Builds float MLPs (MatMul + Add + Relu blocks of width 4096, 16.8M parameters each; random
+weights, seed 0) of the given sizes — by default 1 block (16.8M parameters, 67 MB) and 6
+blocks (100.7M, 403 MB) — and measures, each in a fresh process, wall time and peak resident
+memory (ru_maxrss of the child) of:
 
 - `edgefit inspect MODEL --json`                       (load + full analysis)
 - `edgefit optimize MODEL --format weights-int8 --out`  (the new user's command: it also
-  generates inputs, measures the export against the original and verifies it in both runtimes)
-- `edgefit optimize ... --format weights-int8 --no-verify --runtime tract`? no: see --only-write
-- onnxruntime `quantize_dynamic(weight_type=QInt8, per_channel=True)` (weights only, no run)
+  generates inputs, measures the export against the original on them, times both, and
+  verifies the written file in onnxruntime and tract)
+- onnxruntime `quantize_dynamic(weight_type=QInt8, per_channel=True)` (writes weights only,
+  runs nothing)
 
-    python3 bench/scale.py [--sizes 25,100] [--keep DIR]
+    python3 bench/scale.py [--sizes 17,100] [--keep DIR]
 
 Targets (issue 9): inspect peak <= 2x the file, export peak <= 3x the file, export time
 within 2x of quantize_dynamic. EDGEFIT_BIN overrides the binary (default target/debug/edgefit).
@@ -20,11 +22,9 @@ within 2x of quantize_dynamic. EDGEFIT_BIN overrides the binary (default target/
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -63,20 +63,6 @@ def build_mlp(path, params_millions, width=4096):
     return blocks * per_block
 
 
-def run_measured(argv, env=None):
-    """Runs argv in a child; returns (exit code, wall s, peak RSS bytes of that child)."""
-    start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kib < before:
-        peak_kib = before
-    if proc.returncode not in (0, 3):
-        sys.stderr.write(proc.stderr.decode(errors="replace")[-2000:])
-    return proc.returncode, wall, peak_kib * 1024
-
-
 ORT_DYNAMIC = """
 import sys
 from onnxruntime.quantization import quantize_dynamic, QuantType
@@ -86,7 +72,7 @@ quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8, per_chan
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="25,100", help="millions of parameters, comma-separated")
+    parser.add_argument("--sizes", default="17,100", help="millions of parameters (rounded to whole 16.8M blocks), comma-separated")
     parser.add_argument("--keep", help="folder for the models and exports (default: a temp dir)")
     args = parser.parse_args()
     binary = os.environ.get("EDGEFIT_BIN", "target/debug/edgefit")
@@ -98,6 +84,7 @@ def main():
         if not os.path.exists(model):
             build_mlp(model, size)
         file_bytes = os.path.getsize(model)
+        params = max(1, round(size * 1e6 / (4096 * 4096 + 4096))) * (4096 * 4096 + 4096)
         # Each measurement runs in its own child so ru_maxrss is that child's peak: a fresh
         # Python process wraps every command (RUSAGE_CHILDREN is the max over all children).
         def measured(argv):
@@ -120,7 +107,7 @@ def main():
                            "--out", os.path.join(work, f"mlp{size}m.w8.onnx")])
         ort = measured([sys.executable, "-c", ORT_DYNAMIC, model,
                         os.path.join(work, f"mlp{size}m.ort-dyn.onnx")])
-        rows.append((size, file_bytes, inspect, export, ort))
+        rows.append((params, file_bytes, inspect, export, ort))
 
     print(f"edgefit: {binary}; file = model size on disk; peak = peak resident memory of the process")
     print()
@@ -131,7 +118,7 @@ def main():
         mb = fb / 1e6
         def cell(code, wall):
             return f"{wall:.1f}" + ("" if code in (0, 3) else f" (exit {code})")
-        print(f"| MLP {size}M params | {mb:.0f} | {cell(ic, iw)} | {ip/1e9:.2f} GB ({ip/fb:.1f}×) "
+        print(f"| MLP {size / 1e6:.1f}M params | {mb:.0f} | {cell(ic, iw)} | {ip/1e9:.2f} GB ({ip/fb:.1f}×) "
               f"| {cell(ec, ew)} | {ep/1e9:.2f} GB ({ep/fb:.1f}×) | {cell(oc, ow)} "
               f"| {op/1e9:.2f} GB ({op/fb:.1f}×) | {ew/ow:.1f}× |")
 

@@ -135,10 +135,11 @@ fn a_plan_below_the_quality_floor_is_shown_in_red_with_its_worst_layers() {
     });
     harness.get_by_label("Evaluate now").click();
     wait_idle(&mut harness);
-    let error = harness.state().error.clone().unwrap_or_default();
+    let verdict = harness.state().verdict.clone().unwrap_or_default();
     assert!(
-        error.contains("Quality below the floor") && error.contains("layers adding the most error"),
-        "{error}"
+        verdict.contains("Quality below the floor")
+            && verdict.contains("layers adding the most error"),
+        "{verdict}"
     );
 }
 
@@ -525,6 +526,7 @@ fn a_ten_thousand_node_graph_draws_only_what_is_visible() {
 fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
     let steps = edgefit::gui::tour::parse_tour(
         r#"[{"format": "weights-int8", "recipe": {"version": 1, "defaults": {"precision": {"type": "int", "bits": 8}}}},
+            {"format": "weights-int8", "recipe": {"version": 1, "defaults": {"prune_ratio": 0.95, "precision": {"type": "int", "bits": 8}}}},
             {"format": "fp16", "select": "fc2", "recipe": {"version": 1, "defaults": {"precision": {"type": "float16"}}}}]"#,
     )
     .unwrap();
@@ -565,7 +567,7 @@ fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
         let app = harness.state();
         if app.tour.is_empty()
             && !app.is_busy()
-            && app.session.as_ref().is_some_and(|s| s.points.len() >= 3)
+            && app.session.as_ref().is_some_and(|s| s.points.len() >= 4)
         {
             break;
         }
@@ -580,7 +582,8 @@ fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let s = harness.state().session.as_ref().unwrap();
-    // The original (auto-evaluated on open), then one point per step, in order.
+    // The original (auto-evaluated on open), then one point per step, in order: a plan below
+    // the quality floor (95% pruned) is a result shown in red, and the tour goes on past it.
     let formats: Vec<_> = s.points.iter().map(|p| p.format).collect();
     use edgefit_engine::export::build::ExportFormat;
     assert_eq!(
@@ -588,12 +591,14 @@ fn a_tour_sets_plans_selects_layers_and_evaluates_each_step() {
         vec![
             ExportFormat::Fp32,
             ExportFormat::WeightsInt8,
+            ExportFormat::WeightsInt8,
             ExportFormat::Fp16
         ]
     );
     assert!(s.points.iter().all(|p| p.verified));
+    assert!(s.points[2].accuracy < s.points[1].accuracy);
     assert!(
-        s.points[1].size_bytes < s.points[2].size_bytes,
+        s.points[1].size_bytes < s.points[3].size_bytes,
         "int8 is smaller than fp16"
     );
     let selected = s.selected.unwrap();

@@ -314,6 +314,7 @@ impl StudioApp {
             }
             Ok(Ok(JobOutput::Optimized { report, export })) => {
                 self.error = None;
+                self.verdict = None;
                 if let Some(reason) = &report.not_measured {
                     // Nothing to plot: the model could not be run here.
                     self.error = Some(format!(
@@ -370,7 +371,7 @@ impl StudioApp {
                 if let Some(q) = report.quality.as_ref().filter(|q| !q.passed) {
                     let layers: Vec<&str> =
                         q.layers.iter().take(3).map(|l| l.layer.as_str()).collect();
-                    self.error = Some(format!(
+                    self.verdict = Some(format!(
                         "Quality below the floor: {}{}",
                         q.message,
                         if layers.is_empty() {
@@ -383,7 +384,7 @@ impl StudioApp {
                         }
                     ));
                 } else if !report.verification.passed {
-                    self.error = Some(format!(
+                    self.verdict = Some(format!(
                         "The written file did not verify: {}",
                         report.verification.message
                     ));

@@ -98,6 +98,9 @@ pub struct StudioApp {
     pub session: Option<Session>,
     /// The last failure (open, evaluate, export); what was open stays usable.
     pub error: Option<String>,
+    /// The last evaluation's failed verdict (below the quality floor, or a written file that
+    /// did not verify), shown in red. A result, not a failure: a scripted session goes on.
+    pub verdict: Option<String>,
     /// The last export's outcome.
     pub status: Option<String>,
     job: Option<Job>,
@@ -130,6 +133,7 @@ impl StudioApp {
             persisted,
             session: None,
             error: None,
+            verdict: None,
             status: None,
             job: None,
             commands: Vec::new(),

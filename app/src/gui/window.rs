@@ -92,6 +92,9 @@ impl StudioApp {
         if let Some(error) = &self.error {
             ui.colored_label(ui.visuals().error_fg_color, error);
         }
+        if let Some(verdict) = &self.verdict {
+            ui.colored_label(ui.visuals().error_fg_color, verdict);
+        }
         if let Some(s) = &self.session {
             for warning in &s.open.analysis.warnings {
                 ui.colored_label(ui.visuals().warn_fg_color, format!("Warning: {warning}"));
