@@ -379,6 +379,27 @@ fn node_hazards<'a>(
                 }
             }
         }
+        "Transpose" => {
+            // tract turns a perm into axis moves until it reaches it: a perm that is not a
+            // permutation (`[1, 1]`) is never reached, and the list grows until memory runs
+            // out (24 GB from a 226-byte file; fuzz seed 701).
+            if let Some(perm) = node.attribute.iter().find(|a| a.name() == "perm") {
+                let n = perm.ints.len();
+                let mut seen = vec![false; n];
+                let permutation = perm.ints.iter().all(|&p| {
+                    let Ok(i) = usize::try_from(p) else {
+                        return false;
+                    };
+                    i < n && !std::mem::replace(&mut seen[i], true)
+                });
+                if !permutation {
+                    hazard(format!(
+                        "perm {:?} is not a permutation of 0..{n}",
+                        perm.ints
+                    ));
+                }
+            }
+        }
         "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "LpPool" | "ConvInteger"
         | "QLinearConv" | "Col2Im" | "DeformConv" => {
             for attr in &node.attribute {

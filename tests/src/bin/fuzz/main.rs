@@ -225,6 +225,10 @@ fn subprocess(target: &str, bytes: &[u8], dir: &Path, timeout: Duration) -> Outc
             "0".into(),
             "--memory-budget".into(),
             "1G".into(),
+            // As in-process: a valid model that runs forever (a Loop with no trip count) is
+            // stopped by onnxruntime's run deadline, not counted as a hang of the harness.
+            "--run-timeout".into(),
+            "5".into(),
         ],
         _ => vec![
             "inspect".into(),
