@@ -3,7 +3,6 @@
 //! shapes tract can infer.
 
 use std::collections::HashMap;
-
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
