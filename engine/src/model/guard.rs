@@ -431,6 +431,14 @@ fn node_hazards<'a>(
                 .and_then(|s| constant_named(s))
                 .and_then(small_ints)
             {
+                // Reshape allows one -1 (inferred) and 0 (copied); no shape allows other
+                // negatives, which tract reads as huge unsigned dims (a ConstantOfShape of
+                // [32768, -5.7e18] spun for minutes in tract's analysis; fuzz seed 802).
+                let lowest_allowed = if op == "Reshape" { -1 } else { 0 };
+                if let Some(bad) = dims.iter().find(|&&d| d < lowest_allowed) {
+                    hazard(format!("its constant shape {dims:?} holds {bad}"));
+                    return;
+                }
                 let count = dims
                     .iter()
                     .filter(|&&d| d > 0)
