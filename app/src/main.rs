@@ -64,11 +64,11 @@ enum Command {
     Optimize(Box<cli::optimize::OptimizeArgs>),
     /// Accuracy (labelled data) or fidelity (against --reference) of a model, in tract or
     /// onnxruntime.
-    Eval(cli::optimize::EvalArgs),
+    Eval(cli::measure::EvalArgs),
     /// Single-sample latency of a model (median and p90), in tract, onnxruntime or both.
-    Bench(cli::optimize::BenchArgs),
+    Bench(cli::measure::BenchArgs),
     /// Compare two models on the same samples: accuracy, fidelity, size, latency.
-    Compare(cli::optimize::CompareArgs),
+    Compare(cli::measure::CompareArgs),
     /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
     BenchApply(cli::BenchApplyArgs),
     /// Per-layer time profile of one inference (tract, one thread).
@@ -91,9 +91,9 @@ fn main() -> ExitCode {
         Some(Command::Profile(a)) => cli::profile(&a),
         Some(Command::BenchApply(a)) => cli::bench_apply(&a),
         Some(Command::Optimize(a)) => cli::optimize::optimize_cmd(&a),
-        Some(Command::Eval(a)) => cli::optimize::eval_cmd(&a),
-        Some(Command::Bench(a)) => cli::optimize::bench_cmd(&a),
-        Some(Command::Compare(a)) => cli::optimize::compare_cmd(&a),
+        Some(Command::Eval(a)) => cli::measure::eval_cmd(&a),
+        Some(Command::Bench(a)) => cli::measure::bench_cmd(&a),
+        Some(Command::Compare(a)) => cli::measure::compare_cmd(&a),
         None => gui::run(gui::StartOptions {
             model: args.model,
             screenshot: args.screenshot,
