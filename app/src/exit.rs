@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | 0 | success |
 //! | 1 | error: the command could not do its work (bad file, runtime error, I/O, …) |
-//! | 2 | usage: a flag or value is wrong (from the argument parser) |
+//! | 2 | usage: a flag or value is wrong (from the argument parser), or flags that cannot go together |
 //! | 3 | verification failed: the written file does not reproduce the preview, or the export would not be valid ONNX (then nothing is written) |
 //! | 4 | quality below the floor: the file is written and its report marked failed |
 //! | 130 | cancelled (Ctrl-C) |
