@@ -69,6 +69,9 @@ enum Command {
     Bench(cli::measure::BenchArgs),
     /// Compare two models on the same samples: accuracy, fidelity, size, latency.
     Compare(cli::measure::CompareArgs),
+    /// Each compressible layer alone at each candidate setting (bits, fp16, prune ratios):
+    /// the model's output error, to see which layers matter.
+    Sensitivity(Box<cli::guide::SensitivityArgs>),
     /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
     BenchApply(cli::BenchApplyArgs),
     /// Per-layer time profile of one inference (tract, one thread).
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => cli::measure::eval_cmd(&a),
         Some(Command::Bench(a)) => cli::measure::bench_cmd(&a),
         Some(Command::Compare(a)) => cli::measure::compare_cmd(&a),
+        Some(Command::Sensitivity(a)) => cli::guide::sensitivity_cmd(&a),
         None => gui::run(gui::StartOptions {
             model: args.model,
             screenshot: args.screenshot,

@@ -9,7 +9,8 @@
 //! - [`compress`]: the recipe and what it does to weights — quantize, prune, fold;
 //! - [`export`]: the written model in each format, and its verification;
 //! - [`recover`]: data-aware passes — calibration, batch-norm re-estimation, reconstruction;
-//! - [`pipeline`]: the jobs the CLI and the studio run (preview, optimize) and their reports.
+//! - [`pipeline`]: the jobs the CLI and the studio run (preview, optimize) and their reports;
+//! - [`guide`]: per-layer sensitivity and the search for the best plan within a budget.
 //!
 //! The engine never depends on a GUI crate. Long jobs are synchronous functions that take a
 //! [`ProgressSink`] and a [`CancelToken`]; the caller (the studio or the CLI) decides which
@@ -31,6 +32,8 @@ pub mod export;
 pub mod recover;
 
 pub mod pipeline;
+
+pub mod guide;
 
 pub use analyse::analysis::{AnalysisOptions, LayerReport, ModelAnalysis, TensorReport, analyse};
 pub use error::{Error, Result};

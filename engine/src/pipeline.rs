@@ -313,50 +313,11 @@ pub fn preview(
         batchnorm.as_ref(),
     )?;
     let dir = original.path.parent().map(Path::to_path_buf);
-    // Every other tensor output is compared too: a model's first output may be an echo of
-    // its input (sentence-transformers exports return the token ids first).
-    let first_name = options
-        .output
-        .map(str::to_owned)
-        .or_else(|| model.graph.outputs.first().map(|o| o.name.clone()))
-        .unwrap_or_default();
-    let is_float = |o: &crate::model::graph::ValueDesc| {
-        o.kind == "tensor"
-            && o.dtype.is_none_or(|d| {
-                [
-                    crate::model::dtype::DType::FLOAT32,
-                    crate::model::dtype::DType::FLOAT16,
-                    crate::model::dtype::DType::FLOAT64,
-                    crate::model::dtype::DType::BFLOAT16,
-                ]
-                .contains(&d)
-            })
-    };
-    let extra: Vec<String> = if options.output.is_some() {
-        Vec::new()
-    } else {
-        model
-            .graph
-            .outputs
-            .iter()
-            .skip(1)
-            .filter(|o| is_float(o))
-            .map(|o| o.name.clone())
-            .collect()
-    };
-    let mut names = vec![first_name.clone()];
-    names.extend(extra.iter().cloned());
-    let float: Vec<bool> = names
-        .iter()
-        .map(|n| {
-            model
-                .graph
-                .outputs
-                .iter()
-                .find(|o| &o.name == n)
-                .is_none_or(&is_float)
-        })
-        .collect();
+    let CompareOutputs {
+        names,
+        float,
+        extra,
+    } = CompareOutputs::of(model, options.output);
     // One model in a runtime at a time: each is built, run on the samples, timed, and dropped
     // before the next (a runtime holds its own copy of the weights, often two).
     let run_and_time = |proto: &crate::model::proto::ModelProto, dir: Option<&Path>| -> Result<_> {
@@ -397,6 +358,71 @@ pub fn preview(
         original_latency,
         latency,
     })
+}
+
+/// The outputs a compressed model is compared on with the original.
+pub struct CompareOutputs {
+    /// The evaluated output first (the one asked for, else the model's first), then every
+    /// other float graph output.
+    pub names: Vec<String>,
+    /// Parallel to `names`: whether it holds floats (others are compared, not judged).
+    pub float: Vec<bool>,
+    /// `names` after the first: the extra outputs to build the runtimes with.
+    pub extra: Vec<String>,
+}
+
+impl CompareOutputs {
+    /// The outputs of `model` to compare when `output` (if any) is the evaluated one. Every
+    /// other float output is compared too: a model's first output may be an echo of its
+    /// input (sentence-transformers exports return the token ids first).
+    pub fn of(model: &LoadedModel, output: Option<&str>) -> Self {
+        let first_name = output
+            .map(str::to_owned)
+            .or_else(|| model.graph.outputs.first().map(|o| o.name.clone()))
+            .unwrap_or_default();
+        let is_float = |o: &crate::model::graph::ValueDesc| {
+            o.kind == "tensor"
+                && o.dtype.is_none_or(|d| {
+                    [
+                        crate::model::dtype::DType::FLOAT32,
+                        crate::model::dtype::DType::FLOAT16,
+                        crate::model::dtype::DType::FLOAT64,
+                        crate::model::dtype::DType::BFLOAT16,
+                    ]
+                    .contains(&d)
+                })
+        };
+        let extra: Vec<String> = if output.is_some() {
+            Vec::new()
+        } else {
+            model
+                .graph
+                .outputs
+                .iter()
+                .skip(1)
+                .filter(|o| is_float(o))
+                .map(|o| o.name.clone())
+                .collect()
+        };
+        let mut names = vec![first_name];
+        names.extend(extra.iter().cloned());
+        let float = names
+            .iter()
+            .map(|n| {
+                model
+                    .graph
+                    .outputs
+                    .iter()
+                    .find(|o| &o.name == n)
+                    .is_none_or(&is_float)
+            })
+            .collect();
+        Self {
+            names,
+            float,
+            extra,
+        }
+    }
 }
 
 /// The runtime to preview `model` in when the user did not choose: onnxruntime — the runtime

@@ -237,3 +237,40 @@ impl DataArgs {
         })
     }
 }
+
+/// Loads `model` and its data for a job whose `--runtime` is `runtime` (`auto`, `tract` or
+/// `onnxruntime`): `auto` is onnxruntime when it is installed and runs the model, else tract
+/// (a note on stderr says why it was passed over). onnxruntime asked for by name is loaded
+/// before the model, so a missing library is reported before any work.
+pub fn load_for_job(
+    path: &Path,
+    data: &DataArgs,
+    runtime: &str,
+    runtime_args: &RuntimeArgs,
+    shapes: &[InputSetting],
+    bar: &indicatif::ProgressBar,
+    cancel: &edgefit_engine::CancelToken,
+) -> Result<(LoadedModel, LoadedData, RuntimeKind)> {
+    let auto = runtime == "auto";
+    let mut runtime = if auto {
+        RuntimeKind::Tract
+    } else {
+        runtime_of(runtime)?
+    };
+    runtime_args.prepare(&[runtime])?;
+    let model = edgefit_engine::load_model(path, &super::sink(bar), cancel)?;
+    let loaded = data.load(&model, shapes)?;
+    if auto {
+        let (chosen, why) = edgefit_engine::pipeline::choose_runtime(
+            &model,
+            &loaded.data,
+            &loaded.settings,
+            runtime_args.onnxruntime_lib.as_deref(),
+        );
+        runtime = chosen;
+        if let Some(why) = why {
+            bar.suspend(|| eprintln!("note: {}", crate::format::terminal_safe(&why)));
+        }
+    }
+    Ok((model, loaded, runtime))
+}

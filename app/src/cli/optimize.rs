@@ -9,12 +9,10 @@ use edgefit_engine::compress::plan::{
     WeightRange,
 };
 use edgefit_engine::export::build::ExportFormat;
-use edgefit_engine::load_model;
 use edgefit_engine::measure::eval::{Accuracy, Latency};
-use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
 
-use super::args::{DataArgs, RuntimeArgs, runtime_of};
+use super::args::{DataArgs, RuntimeArgs};
 use super::measure::ms;
 use super::{progress_bar, sink};
 use crate::format::bytes;
@@ -103,7 +101,7 @@ pub struct OptimizeArgs {
 }
 
 /// `--prune`: a ratio in 0–0.99, checked before anything loads.
-fn prune_ratio(text: &str) -> std::result::Result<f32, String> {
+pub(crate) fn prune_ratio(text: &str) -> std::result::Result<f32, String> {
     match text.parse::<f32>() {
         Ok(v) if (0.0..=0.99).contains(&v) => Ok(v),
         _ => Err(format!("`{text}` is not a prune ratio in 0–0.99")),
@@ -119,7 +117,7 @@ fn fraction(text: &str) -> std::result::Result<f64, String> {
 }
 
 /// `--clipping`: `minmax`, `mse`, `output-mse` or `percentile:P` with P in 50–100.
-fn clipping_name(text: &str) -> std::result::Result<String, String> {
+pub(crate) fn clipping_name(text: &str) -> std::result::Result<String, String> {
     let ok = match text.split_once(':') {
         None => ["minmax", "mse", "output-mse"].contains(&text),
         Some(("percentile", p)) => p.parse::<f32>().is_ok_and(|p| (50.0..=100.0).contains(&p)),
@@ -132,6 +130,28 @@ fn clipping_name(text: &str) -> std::result::Result<String, String> {
             "`{text}` is not one of minmax, mse, output-mse, percentile:P (P in 50–100)"
         ))
     }
+}
+
+/// `--prune-method` (checked by clap) as the recipe's method.
+pub(crate) fn prune_method(name: &str) -> PruneMethod {
+    match name {
+        "channels-l1" => PruneMethod::ChannelsL1,
+        "channels-l2" => PruneMethod::ChannelsL2,
+        _ => PruneMethod::Magnitude,
+    }
+}
+
+/// `--clipping` (checked by [`clipping_name`]) as the recipe's clipping.
+pub(crate) fn clipping(c: &str) -> Result<Clipping> {
+    Ok(match c.split_once(':') {
+        None if c == "minmax" => Clipping::MinMax,
+        None if c == "mse" => Clipping::Mse,
+        None if c == "output-mse" => Clipping::OutputMse,
+        Some(("percentile", p)) => Clipping::Percentile {
+            percentile: p.parse().with_context(|| format!("bad percentile `{p}`"))?,
+        },
+        _ => bail!("--clipping takes minmax, mse, output-mse or percentile:P, not `{c}`"),
+    })
 }
 
 fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
@@ -149,11 +169,7 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
         d.prune_ratio = p;
     }
     if let Some(m) = &args.prune_method {
-        d.prune_method = match m.as_str() {
-            "channels-l1" => PruneMethod::ChannelsL1,
-            "channels-l2" => PruneMethod::ChannelsL2,
-            _ => PruneMethod::Magnitude,
-        };
+        d.prune_method = prune_method(m);
     }
     match args.bits.as_deref() {
         Some("fp32") => d.precision = Precision::Float32,
@@ -180,15 +196,7 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
         d.per_channel = false;
     }
     if let Some(c) = &args.clipping {
-        d.clipping = match c.split_once(':') {
-            None if c == "minmax" => Clipping::MinMax,
-            None if c == "mse" => Clipping::Mse,
-            None if c == "output-mse" => Clipping::OutputMse,
-            Some(("percentile", p)) => Clipping::Percentile {
-                percentile: p.parse().with_context(|| format!("bad percentile `{p}`"))?,
-            },
-            _ => bail!("--clipping takes minmax, mse, output-mse or percentile:P, not `{c}`"),
-        };
+        d.clipping = clipping(c)?;
     }
     if format == ExportFormat::QdqInt8 {
         recipe.activations.int8 = true;
@@ -241,30 +249,18 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
 pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     let format = ExportFormat::parse(&args.format).context("unknown format")?;
     let recipe = recipe_from(args, format)?;
-    let auto = args.runtime == "auto";
-    let mut runtime = if auto {
-        RuntimeKind::Tract
-    } else {
-        runtime_of(&args.runtime)?
-    };
     let shapes = args.runtime_args.shapes()?;
-    args.runtime_args.prepare(&[runtime])?;
     let bar = progress_bar();
     let cancel = super::interruptible();
-    let model = load_model(&args.model, &sink(&bar), &cancel)?;
-    let loaded = args.data.load(&model, &shapes)?;
-    if auto {
-        let (chosen, why) = edgefit_engine::pipeline::choose_runtime(
-            &model,
-            &loaded.data,
-            &loaded.settings,
-            args.runtime_args.onnxruntime_lib.as_deref(),
-        );
-        runtime = chosen;
-        if let Some(why) = why {
-            bar.suspend(|| eprintln!("note: {}", crate::format::terminal_safe(&why)));
-        }
-    }
+    let (model, loaded, runtime) = super::args::load_for_job(
+        &args.model,
+        &args.data,
+        &args.runtime,
+        &args.runtime_args,
+        &shapes,
+        &bar,
+        &cancel,
+    )?;
     let options = OptimizeOptions {
         recipe: &recipe,
         format,

@@ -228,6 +228,18 @@ impl OrtModel {
     /// Runs one sample (its values in C order, `input_shape` elements) and returns every
     /// selected output flattened, as f32.
     pub fn run(&self, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+        self.run_overriding(sample, &[])
+    }
+
+    /// [`run`](Self::run) with some float32 initializers replaced for this run only. The model
+    /// must list them among its graph inputs (onnxruntime's overridable initializers, see
+    /// [`with_overridable_initializers`]): one session then serves every variant of the
+    /// weights, with no rebuild (the per-layer sensitivity sweep).
+    pub fn run_overriding(
+        &self,
+        sample: &[f32],
+        overrides: &[InitializerOverride<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
         let idle = self
             .idle
             .lock()
@@ -237,8 +249,10 @@ impl OrtModel {
             Some(s) => s,
             None => self.new_session()?,
         };
-        let result = catch_unwind(AssertUnwindSafe(|| self.run_in(&mut session, sample)))
-            .unwrap_or_else(|_| Err(runtime_error("onnxruntime crashed while running")));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            self.run_in(&mut session, sample, overrides)
+        }))
+        .unwrap_or_else(|_| Err(runtime_error("onnxruntime crashed while running")));
         self.idle
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -246,7 +260,12 @@ impl OrtModel {
         result
     }
 
-    fn run_in(&self, session: &mut Session, sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+    fn run_in(
+        &self,
+        session: &mut Session,
+        sample: &[f32],
+        overrides: &[InitializerOverride<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
         let expected: usize = self.input_shape.iter().product();
         if sample.len() != expected {
             return Err(runtime_error(format!(
@@ -277,6 +296,11 @@ impl OrtModel {
             let value = tensor_of(*ty, &f.shape, std::iter::repeat_n(f.value, count))
                 .map_err(|e| ort_error(&format!("making input `{}`", f.name), e))?;
             inputs.push((f.name.as_str().into(), value));
+        }
+        for o in overrides {
+            let value = TensorRef::from_array_view((o.shape.to_vec(), o.values))
+                .map_err(|e| ort_error(&format!("making initializer `{}`", o.name), e))?;
+            inputs.push((o.name.into(), value.into()));
         }
         // One inference may not run forever: a Loop whose condition never turns false is a
         // valid ONNX model that would (found by the fuzzer). A watchdog terminates runs past
@@ -310,6 +334,36 @@ impl OrtModel {
 
 /// Deadlines of onnxruntime runs: one watchdog thread terminates the runs past theirs.
 mod deadline;
+
+/// A float32 initializer's values for one run (see [`OrtModel::run_overriding`]).
+#[derive(Clone, Copy, Debug)]
+pub struct InitializerOverride<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub values: &'a [f32],
+}
+
+/// A copy of `model` whose float32 main-graph initializers named in `names` are also graph
+/// inputs: onnxruntime then lets each run replace them (and does not constant-fold them).
+pub fn with_overridable_initializers(model: &ModelProto, names: &[&str]) -> ModelProto {
+    let mut copy = model.clone();
+    if let Some(graph) = copy.graph.as_mut() {
+        let declared: std::collections::HashSet<String> =
+            graph.input.iter().map(|i| i.name().to_owned()).collect();
+        let added: Vec<ValueInfoProto> = graph
+            .initializer
+            .iter()
+            .filter(|t| {
+                t.data_type() == crate::model::dtype::DType::FLOAT32.0
+                    && names.contains(&t.name())
+                    && !declared.contains(t.name())
+            })
+            .map(|t| crate::model::graph_edit::value_info(t.name(), &t.dims))
+            .collect();
+        graph.input.extend(added);
+    }
+    copy
+}
 
 /// A tensor of `ty` holding `values` (whole numbers for integer types: `as` saturates).
 fn tensor_of(
