@@ -178,7 +178,7 @@ pub struct Sensitivity {
 enum Runner {
     /// One onnxruntime session; the layers whose weights can be overridden per run.
     Override {
-        model: OrtModel,
+        model: Box<OrtModel>,
         overridable: HashSet<String>,
     },
     /// A model built per cell.
@@ -242,7 +242,7 @@ pub fn sensitivity(
         counts.runs += options.data.len() as u64;
         (
             Runner::Override {
-                model: ort,
+                model: Box::new(ort),
                 overridable,
             },
             reference,
