@@ -202,3 +202,53 @@ fn a_cancelled_sweep_stops_with_cancelled() {
     let e = sensitivity(&model, &analysis, &options, &NoProgress, &cancel).unwrap_err();
     assert!(matches!(e, Error::Cancelled), "{e}");
 }
+
+#[test]
+fn constant_node_weights_are_fed_per_run_like_initializers() {
+    if !onnxruntime() {
+        return;
+    }
+    let path = edgefit_tests::fixture("constant_weights.onnx");
+    let model = load_model(&path, &NoProgress, &CancelToken::new()).unwrap();
+    let analysis = analyse(
+        &model,
+        &AnalysisOptions::default(),
+        &NoProgress,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let (data, settings) = edgefit_engine::pipeline::generated_data(&model, &[]).unwrap();
+    let candidates = candidates(&[8, 4], true, &[]);
+    let base = Recipe::default();
+    let run = |runtime| {
+        let options = SensitivityOptions {
+            base: &base,
+            candidates: &candidates,
+            data: &data,
+            runtime,
+            input_shapes: &settings,
+            output: None,
+        };
+        sensitivity(
+            &model,
+            &analysis,
+            &options,
+            &NoProgress,
+            &CancelToken::new(),
+        )
+        .unwrap()
+    };
+    let (ort, tract) = (run(RuntimeKind::OnnxRuntime), run(RuntimeKind::Tract));
+    // Every weight of this model is a Constant node: still one session for the whole sweep.
+    assert_eq!(ort.model_builds, 1, "{}", ort.method);
+    assert_eq!(ort.layers.len(), 2);
+    for (a, b) in ort.layers.iter().zip(&tract.layers) {
+        for (x, y) in a.cells.iter().zip(&b.cells) {
+            let (x, y) = (
+                db(x.as_ref().unwrap().output_sqnr_db),
+                db(y.as_ref().unwrap().output_sqnr_db),
+            );
+            assert!((x - y).abs() < 0.1, "{}: {x} vs {y}", a.name);
+        }
+    }
+}

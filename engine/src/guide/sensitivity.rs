@@ -4,8 +4,8 @@
 //! How it stays fast: in onnxruntime the model is built once with every candidate weight
 //! declared an overridable initializer, and each (layer, candidate) cell is one batch of runs
 //! that feeds that layer's compressed weight in place of the original — no rebuild, samples
-//! in parallel on every core. Cells the override cannot express (tract, weights that are
-//! `Constant` nodes or live in subgraphs, structured pruning that changes shapes) rebuild the
+//! in parallel on every core. Cells the override cannot express (tract, weights that live in
+//! subgraphs, structured pruning that changes shapes) rebuild the
 //! model with only that layer changed. Both paths compute what a weight-only export with that
 //! one layer changed computes (the fp32 export's weights are the compressed values).
 
@@ -222,7 +222,12 @@ pub fn sensitivity(
         .iter()
         .filter(|l| {
             let w = &model.weights[l.weight_index];
-            w.graph.is_empty() && w.origin == WeightOrigin::Initializer && w.dtype == DType::FLOAT32
+            w.graph.is_empty()
+                && matches!(
+                    w.origin,
+                    WeightOrigin::Initializer | WeightOrigin::ConstantNode
+                )
+                && w.dtype == DType::FLOAT32
         })
         .map(|l| l.weight.clone())
         .collect();
@@ -362,7 +367,7 @@ pub fn sensitivity(
         }
         Runner::Override { overridable, .. } => format!(
             "onnxruntime, one session: {} of {} layers' compressed weights fed per run, the \
-             others (Constant-node or subgraph weights) rebuilt per cell",
+             others (weights in subgraphs or not float32) rebuilt per cell",
             overridable.len(),
             compressor.layers.len()
         ),

@@ -345,9 +345,28 @@ pub struct InitializerOverride<'a> {
 
 /// A copy of `model` whose float32 main-graph initializers named in `names` are also graph
 /// inputs: onnxruntime then lets each run replace them (and does not constant-fold them).
+/// Main-graph `Constant` nodes (a tensor `value`) that output one of `names` become
+/// initializers first (PaddlePaddle exports keep every weight in one).
 pub fn with_overridable_initializers(model: &ModelProto, names: &[&str]) -> ModelProto {
     let mut copy = model.clone();
     if let Some(graph) = copy.graph.as_mut() {
+        let mut kept = Vec::with_capacity(graph.node.len());
+        for node in std::mem::take(&mut graph.node) {
+            let output = node.output.first().map(String::as_str).unwrap_or_default();
+            let value = (node.op_type() == "Constant" && names.contains(&output))
+                .then(|| node.attribute.iter().find(|a| a.name() == "value"))
+                .flatten()
+                .and_then(|a| a.t.as_ref());
+            match value {
+                Some(tensor) => {
+                    let mut tensor = tensor.clone();
+                    tensor.set_name(output.to_owned());
+                    graph.initializer.push(tensor);
+                }
+                None => kept.push(node),
+            }
+        }
+        graph.node = kept;
         let declared: std::collections::HashSet<String> =
             graph.input.iter().map(|i| i.name().to_owned()).collect();
         let added: Vec<ValueInfoProto> = graph
