@@ -72,6 +72,9 @@ enum Command {
     /// Each compressible layer alone at each candidate setting (bits, fp16, prune ratios):
     /// the model's output error, to see which layers matter.
     Sensitivity(Box<cli::guide::SensitivityArgs>),
+    /// The smallest plan within --min-sqnr / --max-drop (or the most faithful within
+    /// --budget-kib), from the sensitivity sweep: measured, written and verified.
+    Search(Box<cli::guide::SearchArgs>),
     /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
     BenchApply(cli::BenchApplyArgs),
     /// Per-layer time profile of one inference (tract, one thread).
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(a)) => cli::measure::bench_cmd(&a),
         Some(Command::Compare(a)) => cli::measure::compare_cmd(&a),
         Some(Command::Sensitivity(a)) => cli::guide::sensitivity_cmd(&a),
+        Some(Command::Search(a)) => cli::guide::search_cmd(&a),
         None => gui::run(gui::StartOptions {
             model: args.model,
             screenshot: args.screenshot,

@@ -90,3 +90,98 @@ fn sensitivity_prints_a_table_and_refuses_bad_bits_before_loading() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn search_writes_the_smallest_measured_plan_that_keeps_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("searched.onnx");
+    let run = edgefit(&[
+        "search",
+        MLP,
+        "--min-sqnr",
+        "45",
+        "--runs",
+        "0",
+        "--runtime",
+        "tract",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(v["schema"], "edgefit.search/1");
+    let search = &v["search"];
+    let evaluations = search["evaluations"].as_array().unwrap();
+    assert!(
+        !evaluations.is_empty() && evaluations.len() <= 5,
+        "{search}"
+    );
+    for e in evaluations {
+        let (predicted, measured) = (
+            e["predicted_sqnr_db"].as_f64().unwrap(),
+            e["measured_sqnr_db"].as_f64().unwrap(),
+        );
+        // The additive-noise prediction, checked against each measured pick.
+        assert!((predicted - measured).abs() < 1.5, "{e}");
+        assert_eq!(e["passed"], measured >= 45.0, "{e}");
+    }
+    let chosen = search["chosen"].as_u64().unwrap() as usize;
+    let front = search["front"].as_array().unwrap();
+    assert!(chosen > 0 && chosen < front.len());
+    // Smaller than the float model, and the written file is the chosen plan, verified.
+    let export = &v["export"];
+    assert_eq!(export["quality"]["passed"], true, "{export}");
+    assert_eq!(export["verification"]["passed"], true, "{export}");
+    assert!(export["fidelity"]["sqnr_db"].as_f64().unwrap() >= 45.0);
+    let written = std::fs::metadata(&out).unwrap().len();
+    let original = std::fs::metadata(root().join(MLP)).unwrap().len();
+    assert!(written * 2 < original, "{written} vs {original}");
+    assert!(dir.path().join("searched.recipe.json").is_file());
+}
+
+#[test]
+fn search_that_no_plan_passes_writes_nothing_and_exits_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.onnx");
+    let run = edgefit(&[
+        "search",
+        MLP,
+        "--min-sqnr",
+        "200",
+        "--bits",
+        "8",
+        "--no-prune",
+        "--runtime",
+        "tract",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("nothing was written"));
+    assert!(!out.exists());
+    // An accuracy drop needs labels; generated inputs have none.
+    let model = "tests/fixtures/constant_weights.onnx";
+    let run = edgefit(&[
+        "search",
+        model,
+        "--max-drop",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("labelled data"));
+    // A constraint is required.
+    let run = edgefit(&["search", MLP, "--out", out.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2));
+}

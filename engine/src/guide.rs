@@ -9,4 +9,5 @@
 //! This stage sits above [`crate::pipeline`]: it plans and measures with the same jobs the
 //! CLI's `optimize` and the studio run.
 
+pub mod search;
 pub mod sensitivity;

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use edgefit_engine::compress::plan::Recipe;
+use edgefit_engine::guide::search::{Constraint, SearchOptions, SearchReport, format_of, search};
 use edgefit_engine::guide::sensitivity::{
     Candidate, Sensitivity, SensitivityOptions, candidates, sensitivity,
 };
+use edgefit_engine::pipeline::{OptimizeOptions, optimize};
 use edgefit_engine::{AnalysisOptions, analyse};
 
 use super::args::{DataArgs, RuntimeArgs, load_for_job};
@@ -104,25 +106,43 @@ pub struct SensitivityArgs {
     pub json: bool,
 }
 
-pub fn sensitivity_cmd(args: &SensitivityArgs) -> Result<()> {
-    let (base, candidates) = args.candidates.resolve()?;
-    let shapes = args.runtime_args.shapes()?;
-    let bar = progress_bar();
-    let cancel = super::interruptible();
-    let (model, loaded, runtime) = load_for_job(
-        &args.model,
-        &args.data,
-        &args.runtime,
-        &args.runtime_args,
-        &shapes,
-        &bar,
-        &cancel,
-    )?;
+/// A model, its data and analysis, and its sensitivity table: the start of both commands.
+struct Swept {
+    model: edgefit_engine::LoadedModel,
+    analysis: edgefit_engine::ModelAnalysis,
+    loaded: super::args::LoadedData,
+    runtime: edgefit_engine::measure::runtime::RuntimeKind,
+    base: Recipe,
+    sensitivity: Sensitivity,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    path: &std::path::Path,
+    candidate_args: &CandidateArgs,
+    data: &DataArgs,
+    runtime: &str,
+    runtime_args: &RuntimeArgs,
+    needs_labels: bool,
+    bar: &indicatif::ProgressBar,
+    cancel: &edgefit_engine::CancelToken,
+) -> Result<Swept> {
+    let (base, candidates) = candidate_args.resolve()?;
+    let shapes = runtime_args.shapes()?;
+    let (model, loaded, runtime) =
+        load_for_job(path, data, runtime, runtime_args, &shapes, bar, cancel)?;
+    if needs_labels && loaded.data.labels.is_none() {
+        anyhow::bail!(
+            "--max-drop is a top-1 accuracy drop and needs labelled data ({}); give --data with \
+             labels, or --min-sqnr DB",
+            loaded.data.description
+        );
+    }
     let analysis = analyse(
         &model,
         &AnalysisOptions { histogram_bins: 1 },
-        &sink(&bar),
-        &cancel,
+        &sink(bar),
+        cancel,
     )?;
     let options = SensitivityOptions {
         base: &base,
@@ -130,9 +150,33 @@ pub fn sensitivity_cmd(args: &SensitivityArgs) -> Result<()> {
         data: &loaded.data,
         runtime,
         input_shapes: &loaded.settings,
-        output: args.runtime_args.output.as_deref(),
+        output: runtime_args.output.as_deref(),
     };
-    let result = sensitivity(&model, &analysis, &options, &sink(&bar), &cancel)?;
+    let sensitivity = sensitivity(&model, &analysis, &options, &sink(bar), cancel)?;
+    Ok(Swept {
+        model,
+        analysis,
+        loaded,
+        runtime,
+        base,
+        sensitivity,
+    })
+}
+
+pub fn sensitivity_cmd(args: &SensitivityArgs) -> Result<()> {
+    let bar = progress_bar();
+    let cancel = super::interruptible();
+    let swept = sweep(
+        &args.model,
+        &args.candidates,
+        &args.data,
+        &args.runtime,
+        &args.runtime_args,
+        false,
+        &bar,
+        &cancel,
+    )?;
+    let result = swept.sensitivity;
     bar.finish_and_clear();
     if args.json {
         super::print_json("sensitivity", &result)?;
@@ -210,5 +254,224 @@ pub fn sensitivity_table(s: &Sensitivity) -> String {
         s.method,
         s.runtime.name()
     );
+    out
+}
+
+/// `edgefit search`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("constraint").required(true).args(["min_sqnr", "max_drop"])))]
+pub struct SearchArgs {
+    /// The ONNX model to compress (never overwritten).
+    pub model: PathBuf,
+    /// Where to write the chosen plan's export; its recipe and report go beside it.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Keep the output SQNR (dB, the lowest over float outputs) at or above this — the same
+    /// floor as `optimize --min-sqnr`.
+    #[arg(long, value_name = "DB")]
+    pub min_sqnr: Option<f64>,
+    /// Keep the top-1 accuracy drop at or below this many percentage points (labelled data).
+    #[arg(long, value_name = "PP")]
+    pub max_drop: Option<f64>,
+    /// A size budget (KiB of weights): the most faithful plan within it.
+    #[arg(long, value_name = "KIB")]
+    pub budget_kib: Option<u64>,
+    /// Full evaluations of front points (the final export's verification not counted).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub max_evaluations: u16,
+    #[command(flatten)]
+    pub candidates: CandidateArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Runtime of the sweep, the measured picks and the export's preview (the file is
+    /// verified in both runtimes either way).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tract", "onnxruntime"])]
+    pub runtime: String,
+    #[command(flatten)]
+    pub runtime_args: RuntimeArgs,
+    /// Latency runs per model for the export's report (0 skips latency).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// Print JSON: the sweep's figures, the search and the export's report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `search --json` prints.
+#[derive(serde::Serialize)]
+struct SearchOutput<'a> {
+    sensitivity: SweepSummary<'a>,
+    search: &'a SearchReport,
+    export: Option<&'a edgefit_engine::pipeline::OptimizeReport>,
+}
+
+/// The sweep's cost, for the search's JSON (the full table is `edgefit sensitivity --json`).
+#[derive(serde::Serialize)]
+struct SweepSummary<'a> {
+    labels: &'a [String],
+    layers: usize,
+    model_runs: u64,
+    model_builds: u64,
+    wall_time_s: f64,
+}
+
+pub fn search_cmd(args: &SearchArgs) -> Result<()> {
+    let constraint = match (args.min_sqnr, args.max_drop) {
+        (Some(db), _) => Constraint::MinSqnrDb(db),
+        (None, Some(pp)) => Constraint::MaxDropPp(pp),
+        (None, None) => anyhow::bail!("give --min-sqnr DB or --max-drop PP"),
+    };
+    let bar = progress_bar();
+    let cancel = super::interruptible();
+    let swept = sweep(
+        &args.model,
+        &args.candidates,
+        &args.data,
+        &args.runtime,
+        &args.runtime_args,
+        matches!(constraint, Constraint::MaxDropPp(_)),
+        &bar,
+        &cancel,
+    )?;
+    let measure = OptimizeOptions {
+        recipe: &swept.base,
+        format: edgefit_engine::export::build::ExportFormat::Fp32,
+        data: &swept.loaded.data,
+        calibration: swept.loaded.calibration.as_ref(),
+        latency_runs: 0,
+        runtime: swept.runtime,
+        input_shapes: &swept.loaded.settings,
+        output: args.runtime_args.output.as_deref(),
+    };
+    let options = SearchOptions {
+        constraint,
+        budget_bytes: args.budget_kib.map(|k| k * 1024),
+        max_evaluations: usize::from(args.max_evaluations),
+        measure,
+    };
+    let found = search(
+        &swept.model,
+        &swept.analysis,
+        &swept.sensitivity,
+        &swept.base,
+        &options,
+        &sink(&bar),
+        &cancel,
+    )?;
+    let export = match found.chosen {
+        Some(_) => {
+            let options = OptimizeOptions {
+                recipe: &found.recipe,
+                format: format_of(&found.recipe),
+                latency_runs: args.runs,
+                ..measure
+            };
+            Some(optimize(
+                &swept.model,
+                &options,
+                &args.out,
+                &sink(&bar),
+                &cancel,
+            )?)
+        }
+        None => None,
+    };
+    bar.finish_and_clear();
+    let s = &swept.sensitivity;
+    if args.json {
+        super::print_json(
+            "search",
+            &SearchOutput {
+                sensitivity: SweepSummary {
+                    labels: &s.labels,
+                    layers: s.layers.len(),
+                    model_runs: s.model_runs,
+                    model_builds: s.model_builds,
+                    wall_time_s: s.wall_time_s,
+                },
+                search: &found,
+                export: export.as_ref(),
+            },
+        )?;
+    } else {
+        print!("{}", search_summary(s, &found));
+        if let Some(report) = &export {
+            super::optimize::print_optimize(report);
+        }
+    }
+    match &export {
+        Some(report) => super::optimize::verdict(report),
+        None => Err(crate::exit::Failure::Quality(format!(
+            "no plan on the front met {} in {} measured picks; nothing was written (try more \
+             candidates, e.g. --bits 8,7,6, or a looser constraint)",
+            describe(found.constraint),
+            found.evaluations.len()
+        ))
+        .into()),
+    }
+}
+
+fn describe(c: Constraint) -> String {
+    match c {
+        Constraint::MinSqnrDb(db) => format!("output SQNR ≥ {db} dB"),
+        Constraint::MaxDropPp(pp) => format!("a top-1 drop ≤ {pp} points"),
+    }
+}
+
+/// The search for people: the sweep's cost, then each measured pick, predicted vs measured.
+pub fn search_summary(s: &Sensitivity, r: &SearchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "sensitivity: {} layers × {} candidates, {} model runs, {} builds, {:.1} s",
+        s.layers.len(),
+        s.labels.len(),
+        s.model_runs,
+        s.model_builds,
+        s.wall_time_s
+    );
+    let _ = writeln!(
+        out,
+        "search: {}{}; {} plans on the front, {} measured ({:.1} s)",
+        describe(r.constraint),
+        r.budget_bytes
+            .map_or(String::new(), |b| format!(" within {}", bytes(b))),
+        r.front.len(),
+        r.evaluations.len(),
+        r.wall_time_s
+    );
+    let pct = |a: Option<f64>| a.map_or("–".to_owned(), |a| format!("{:.2}%", a * 100.0));
+    let _ = writeln!(
+        out,
+        "  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}  {:>9}  verdict",
+        "plan", "size", "pred. dB", "meas. dB", "pred. acc", "meas. acc"
+    );
+    for e in &r.evaluations {
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>10}  {:>10}  {:>10}  {:>9}  {:>9}  {}",
+            e.point,
+            bytes(e.size_bytes),
+            db(e.predicted_sqnr_db),
+            db(e.measured_sqnr_db),
+            pct(e.predicted_accuracy),
+            pct(e.measured_accuracy),
+            if e.passed { "passes" } else { "fails" }
+        );
+    }
+    match r.chosen {
+        Some(i) => {
+            let _ = writeln!(
+                out,
+                "chosen: plan {i} ({} of {} layers compressed)",
+                r.front[i].choice.iter().filter(|c| c.is_some()).count(),
+                s.layers.len()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "chosen: none");
+        }
+    }
     out
 }

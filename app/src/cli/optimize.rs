@@ -300,6 +300,12 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     } else {
         print_optimize(&report);
     }
+    verdict(&report)
+}
+
+/// The exit status of a written export: a failed verification or quality floor is an error
+/// with its own status (the file stays written, its report marked).
+pub(crate) fn verdict(report: &OptimizeReport) -> Result<()> {
     if !report.verification.passed {
         return Err(crate::exit::Failure::Verification(report.verification.message.clone()).into());
     }
@@ -322,7 +328,7 @@ pub fn optimize_cmd(args: &OptimizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_optimize(r: &OptimizeReport) {
+pub(crate) fn print_optimize(r: &OptimizeReport) {
     let acc =
         |m: &Option<Accuracy>| m.map_or("–".to_owned(), |a| format!("{:.2}%", a.top1 * 100.0));
     let lat = |l: &Option<Latency>| l.as_ref().map_or("–".to_owned(), |l| ms(l.median));

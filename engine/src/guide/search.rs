@@ -1,0 +1,557 @@
+//! The search for the smallest plan within a fidelity budget (or the most faithful within a
+//! size budget), from a [`Sensitivity`] table.
+//!
+//! **Prediction.** The noise a layer's compression adds to an output is taken as independent
+//! of the other layers' (as HAWQ and AIMET's AMP assume): a plan's predicted noise power on
+//! each output is the sum of its layers' measured noise ratios, its predicted SQNR the lowest
+//! over outputs; its predicted top-1 accuracy is the original's minus the sum of the layers'
+//! measured drops.
+//!
+//! **Front.** Each layer's options (float32 and every candidate measured on it) are reduced
+//! to their lower convex hull in (bytes, noise); the hull segments of all layers, taken in
+//! order of noise added per byte saved, trace the front from the float model to the
+//! smallest one (the greedy that is exact for the convex relaxation of the knapsack).
+//!
+//! **Measured picks.** Only a few front points are measured for real — the optimize job's
+//! preview, same samples, same verdict (`quality::judge`) — by a binary search along the
+//! front that starts at the predicted boundary (at most `max_evaluations`).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::analyse::analysis::{AnalysisOptions, ModelAnalysis, analyse};
+use crate::compress::compressor::Compressor;
+use crate::compress::plan::{LayerOverride, Precision, Recipe};
+use crate::error::{Error, Result};
+use crate::export::build::ExportFormat;
+use crate::guide::sensitivity::{Sensitivity, sqnr_of_noise};
+use crate::job::{CancelToken, NoProgress, ProgressSink, report};
+use crate::measure::eval::{accuracy, json_db};
+use crate::model::load::LoadedModel;
+use crate::model::proto::Message;
+use crate::pipeline::quality::judge;
+use crate::pipeline::{OptimizeOptions, preview, structured_pass};
+
+/// The `schema` of [`SearchReport`] as JSON.
+pub const SEARCH_SCHEMA: &str = "edgefit.search/1";
+
+/// What a plan must keep.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum Constraint {
+    /// The lowest output SQNR (dB) over float outputs — the same floor as `optimize
+    /// --min-sqnr` (top-1 agreement may vouch for class scores, as there).
+    MinSqnrDb(f64),
+    /// The largest top-1 accuracy drop, in percentage points (needs labels); the quality
+    /// floor of the base recipe holds too.
+    MaxDropPp(f64),
+}
+
+/// Options of [`search`].
+pub struct SearchOptions<'a> {
+    pub constraint: Constraint,
+    /// A cap on the exported file's size, in bytes: then the plan is the most faithful
+    /// front point whose file fits.
+    pub budget_bytes: Option<u64>,
+    /// Full evaluations allowed (not counting the final export's verification).
+    pub max_evaluations: usize,
+    /// How plans are measured: data, runtime, input shapes (`recipe` and `format` are each
+    /// plan's own, see [`format_of`]).
+    pub measure: OptimizeOptions<'a>,
+}
+
+/// One plan of the front.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrontPoint {
+    /// Per layer of the sensitivity table: the candidate index, `null` for float32.
+    pub choice: Vec<Option<usize>>,
+    /// Predicted file size: the original file's minus what the compressed layers' weights
+    /// save as stored (quantization parameters and dequantize nodes add a little more).
+    pub size_bytes: u64,
+    #[serde(serialize_with = "json_db")]
+    pub predicted_sqnr_db: Option<f64>,
+    pub predicted_accuracy: Option<f64>,
+}
+
+/// A front point measured for real.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    /// Index into [`SearchReport::front`].
+    pub point: usize,
+    #[serde(serialize_with = "json_db")]
+    pub predicted_sqnr_db: Option<f64>,
+    #[serde(serialize_with = "json_db")]
+    pub measured_sqnr_db: Option<f64>,
+    pub predicted_accuracy: Option<f64>,
+    pub measured_accuracy: Option<f64>,
+    /// The exported file's size as built.
+    pub size_bytes: u64,
+    pub passed: bool,
+    pub verdict: String,
+    pub seconds: f64,
+}
+
+/// What [`search`] found.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchReport {
+    /// [`SEARCH_SCHEMA`].
+    pub schema: &'static str,
+    pub constraint: Constraint,
+    pub budget_bytes: Option<u64>,
+    /// How fidelity is predicted.
+    pub prediction: String,
+    pub front: Vec<FrontPoint>,
+    pub evaluations: Vec<Evaluation>,
+    /// The chosen front point (the smallest measured one that passed); `null` when none did.
+    pub chosen: Option<usize>,
+    /// The chosen plan as a recipe (the float model's when none passed).
+    pub recipe: Recipe,
+    pub original_size_bytes: u64,
+    /// The search's own time (not the sensitivity sweep's).
+    pub wall_time_s: f64,
+}
+
+/// One option of one layer: float32 (`None`) or a candidate.
+#[derive(Clone, Copy, Debug)]
+struct Option_ {
+    candidate: Option<usize>,
+    bytes: u64,
+    noise: f64,
+}
+
+/// The front of `s`: from all-float to the smallest plan (see the module documentation);
+/// `other_bytes` is the file's size outside the layers of `s`.
+pub fn front(s: &Sensitivity, other_bytes: u64) -> Vec<FrontPoint> {
+    let mut choice: Vec<Option<usize>> = vec![None; s.layers.len()];
+    // Per layer, the hull's steps: (slope, layer, candidate).
+    let mut steps: Vec<(f64, usize, usize)> = Vec::new();
+    for (l, layer) in s.layers.iter().enumerate() {
+        let mut options: Vec<Option_> = layer
+            .cells
+            .iter()
+            .enumerate()
+            .filter_map(|(c, cell)| {
+                let cell = cell.as_ref()?;
+                let noise = cell.worst_noise();
+                (noise.is_finite() && cell.bytes < layer.bytes).then_some(Option_ {
+                    candidate: Some(c),
+                    bytes: cell.bytes,
+                    noise,
+                })
+            })
+            .collect();
+        let mut at = Option_ {
+            candidate: None,
+            bytes: layer.bytes,
+            noise: 0.0,
+        };
+        loop {
+            // The next hull vertex: the least noise added per byte saved (ties: more saved).
+            let next = options
+                .iter()
+                .filter(|o| o.bytes < at.bytes)
+                .map(|o| {
+                    let slope = (o.noise - at.noise) / (at.bytes - o.bytes) as f64;
+                    (slope, *o)
+                })
+                .min_by(|(a, x), (b, y)| a.total_cmp(b).then(x.bytes.cmp(&y.bytes)));
+            let Some((slope, o)) = next else { break };
+            if let Some(c) = o.candidate {
+                steps.push((slope.max(0.0), l, c));
+            }
+            at = o;
+            options.retain(|p| p.bytes < at.bytes);
+        }
+    }
+    steps.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut points = vec![point(s, &choice, other_bytes)];
+    for (_, l, c) in steps {
+        choice[l] = Some(c);
+        points.push(point(s, &choice, other_bytes));
+    }
+    points
+}
+
+fn point(s: &Sensitivity, choice: &[Option<usize>], other_bytes: u64) -> FrontPoint {
+    let outputs = s.outputs.len().max(1);
+    let mut noise = vec![0.0f64; outputs];
+    let mut drop = 0.0;
+    let mut bytes = other_bytes;
+    for (layer, c) in s.layers.iter().zip(choice) {
+        match c.and_then(|c| layer.cells.get(c)?.as_ref()) {
+            Some(cell) => {
+                bytes += cell.bytes;
+                for (n, r) in noise.iter_mut().zip(&cell.noise_ratio) {
+                    *n += r;
+                }
+                if let (Some(original), Some(a)) = (s.original_accuracy, cell.accuracy) {
+                    drop += (original - a).max(0.0);
+                }
+            }
+            None => bytes += layer.bytes,
+        }
+    }
+    FrontPoint {
+        choice: choice.to_vec(),
+        size_bytes: bytes,
+        predicted_sqnr_db: sqnr_of_noise(noise.iter().copied().fold(0.0, f64::max)),
+        predicted_accuracy: s.original_accuracy.map(|a| (a - drop).max(0.0)),
+    }
+}
+
+/// The recipe of a front point: `base`'s defaults, float32 everywhere but the chosen layers.
+pub fn recipe_of(s: &Sensitivity, base: &Recipe, choice: &[Option<usize>]) -> Recipe {
+    let mut recipe = base.clone();
+    recipe.defaults.precision = Precision::Float32;
+    recipe.defaults.prune_ratio = 0.0;
+    recipe.layers.clear();
+    for (layer, c) in s.layers.iter().zip(choice) {
+        if let Some(candidate) = c.and_then(|c| s.candidates.get(c)) {
+            recipe.layers.insert(
+                layer.name.clone(),
+                LayerOverride {
+                    precision: Some(candidate.precision),
+                    prune_ratio: Some(candidate.prune_ratio),
+                    ..LayerOverride::default()
+                },
+            );
+        }
+    }
+    recipe
+}
+
+/// Whether a prediction meets `constraint` (the SQNR floor's agreement rule cannot be
+/// predicted: an SQNR constraint is predicted on SQNR alone).
+fn predicted_ok(p: &FrontPoint, constraint: Constraint, original_accuracy: Option<f64>) -> bool {
+    match constraint {
+        Constraint::MinSqnrDb(db) => p.predicted_sqnr_db.is_none_or(|s| s >= db),
+        Constraint::MaxDropPp(pp) => match (original_accuracy, p.predicted_accuracy) {
+            (Some(o), Some(a)) => (o - a) * 100.0 <= pp,
+            _ => false,
+        },
+    }
+}
+
+/// Finds the plan (see the module documentation). `base` gives the settings every plan
+/// shares (symmetry, per-channel scales, clipping, prune method, quality floor).
+pub fn search(
+    model: &LoadedModel,
+    analysis: &ModelAnalysis,
+    s: &Sensitivity,
+    base: &Recipe,
+    options: &SearchOptions<'_>,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<SearchReport> {
+    let started = Instant::now();
+    if let Constraint::MaxDropPp(_) = options.constraint
+        && (options.measure.data.labels.is_none() || s.original_accuracy.is_none())
+    {
+        return Err(Error::InvalidArgument {
+            what: "--max-drop",
+            reason: "an accuracy drop needs labelled data (--data with labels); give --min-sqnr \
+                     for unlabelled data"
+                .to_owned(),
+        });
+    }
+    let compressible: u64 = s.layers.iter().map(|l| l.bytes).sum();
+    let front = front(s, model.file_size_bytes.saturating_sub(compressible));
+    let mut base = base.clone();
+    if let Constraint::MinSqnrDb(db) = options.constraint {
+        base.quality.min_output_sqnr_db = db;
+    }
+    let within_budget = |p: &FrontPoint| options.budget_bytes.is_none_or(|b| p.size_bytes <= b);
+    let mut compressor = Compressor::new(model, analysis);
+    let mut evaluations: Vec<Evaluation> = Vec::new();
+    let mut evaluate = |i: usize, evaluations: &mut Vec<Evaluation>| -> Result<bool> {
+        cancel.check()?;
+        report(
+            progress,
+            &format!(
+                "search: measuring plan {} of ≤{}",
+                evaluations.len() + 1,
+                options.max_evaluations
+            ),
+            evaluations.len() as u64,
+            options.max_evaluations as u64,
+        );
+        let t = Instant::now();
+        let recipe = recipe_of(s, &base, &front[i].choice);
+        let e = measure_plan(
+            model,
+            analysis,
+            &mut compressor,
+            &recipe,
+            &options.measure,
+            cancel,
+        )?;
+        let fits = options.budget_bytes.is_none_or(|b| e.size_bytes <= b);
+        let passed = fits
+            && match options.constraint {
+                // The SQNR itself: a class-score output's agreement does not vouch here.
+                Constraint::MinSqnrDb(db) => e.passed_floor && e.sqnr_db.is_none_or(|s| s >= db),
+                Constraint::MaxDropPp(pp) => {
+                    e.passed_floor
+                        && match (s.original_accuracy, e.accuracy) {
+                            (Some(o), Some(a)) => (o - a) * 100.0 <= pp + 1e-9,
+                            _ => false,
+                        }
+                }
+            };
+        evaluations.push(Evaluation {
+            point: i,
+            predicted_sqnr_db: front[i].predicted_sqnr_db,
+            measured_sqnr_db: e.sqnr_db,
+            predicted_accuracy: front[i].predicted_accuracy,
+            measured_accuracy: e.accuracy,
+            size_bytes: e.size_bytes,
+            passed,
+            verdict: e.verdict,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+        Ok(passed)
+    };
+    let max = options.max_evaluations.max(1);
+    if options.budget_bytes.is_some() {
+        // The most faithful front point predicted to fit; a file that turns out larger
+        // moves to the next point, one that fails the constraint ends the search (every
+        // smaller point is predicted worse).
+        let mut next = front.iter().position(within_budget);
+        while let Some(i) = next.filter(|_| evaluations.len() < max) {
+            if evaluate(i, &mut evaluations)? {
+                break;
+            }
+            let too_big = evaluations
+                .last()
+                .is_some_and(|e| options.budget_bytes.is_some_and(|b| e.size_bytes > b));
+            next = (too_big && i + 1 < front.len()).then_some(i + 1);
+        }
+    } else {
+        // Binary search for the last passing point; index 0 (float) passes by definition.
+        let (mut lo, mut hi) = (0usize, front.len().saturating_sub(1));
+        let predicted = front
+            .iter()
+            .rposition(|p| predicted_ok(p, options.constraint, s.original_accuracy))
+            .unwrap_or(0);
+        let mut probe = predicted.clamp(lo, hi);
+        while lo < hi && evaluations.len() < max {
+            if probe <= lo {
+                probe = lo + 1;
+            }
+            if evaluate(probe, &mut evaluations)? {
+                lo = probe;
+            } else {
+                hi = probe - 1;
+            }
+            probe = lo + (hi - lo).div_ceil(2);
+        }
+    }
+    let chosen = evaluations
+        .iter()
+        .filter(|e| e.passed)
+        .min_by_key(|e| e.size_bytes)
+        .map(|e| e.point);
+    let recipe = recipe_of(s, &base, &front[chosen.unwrap_or(0)].choice);
+    Ok(SearchReport {
+        schema: SEARCH_SCHEMA,
+        constraint: options.constraint,
+        budget_bytes: options.budget_bytes,
+        prediction: "additive output noise: each layer's measured noise power (alone) summed \
+                     per output; accuracy: the original's minus the layers' summed drops"
+            .to_owned(),
+        original_size_bytes: model.file_size_bytes,
+        front,
+        evaluations,
+        chosen,
+        recipe,
+        wall_time_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What measuring one plan gave.
+struct PlanMeasurement {
+    sqnr_db: Option<f64>,
+    accuracy: Option<f64>,
+    size_bytes: u64,
+    passed_floor: bool,
+    verdict: String,
+}
+
+/// The optimize job's preview of `recipe` (channels removed first when it prunes
+/// structurally), judged against the recipe's floor.
+fn measure_plan(
+    model: &LoadedModel,
+    analysis: &ModelAnalysis,
+    compressor: &mut Compressor,
+    recipe: &Recipe,
+    measure: &OptimizeOptions<'_>,
+    cancel: &CancelToken,
+) -> Result<PlanMeasurement> {
+    let structured = structured_pass(model, analysis, recipe, cancel)?;
+    let preview = match &structured {
+        Some(pass) => {
+            let shrunk = analyse(
+                &pass.model,
+                &AnalysisOptions { histogram_bins: 1 },
+                &NoProgress,
+                cancel,
+            )?;
+            let mut own = Compressor::new(&pass.model, &shrunk);
+            let options = OptimizeOptions {
+                recipe: &pass.recipe,
+                format: format_of(recipe),
+                latency_runs: 0,
+                ..*measure
+            };
+            preview(model, &pass.model, &mut own, &options, &NoProgress, cancel)?
+        }
+        None => {
+            let options = OptimizeOptions {
+                recipe,
+                format: format_of(recipe),
+                latency_runs: 0,
+                ..*measure
+            };
+            preview(model, model, compressor, &options, &NoProgress, cancel)?
+        }
+    };
+    let class_scores = measure
+        .data
+        .labels
+        .is_some()
+        .then(|| preview.output_fidelity.first().map(|o| o.name.as_str()))
+        .flatten();
+    let quality = judge(&preview.output_fidelity, recipe.quality, class_scores);
+    Ok(PlanMeasurement {
+        sqnr_db: quality.worst_sqnr_db,
+        accuracy: measure
+            .data
+            .labels
+            .as_ref()
+            .map(|labels| accuracy(&preview.outputs, labels).top1),
+        size_bytes: Message::compute_size(&preview.built.proto),
+        passed_floor: quality.passed,
+        verdict: quality.message,
+    })
+}
+
+/// The format a plan is written in: weight-only int8 codes for its integer layers and
+/// float16 storage for its float16 ones (float32 when nothing is compressed).
+pub fn format_of(recipe: &Recipe) -> ExportFormat {
+    let compressed = recipe
+        .layers
+        .values()
+        .filter_map(|o| o.precision)
+        .chain(std::iter::once(recipe.defaults.precision))
+        .any(|p| p != Precision::Float32);
+    if compressed {
+        ExportFormat::WeightsInt8
+    } else {
+        ExportFormat::Fp32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::guide::sensitivity::{Candidate, Cell, LayerSensitivity};
+    use crate::measure::runtime::RuntimeKind;
+
+    fn cell(bytes: u64, noise: f64) -> Option<Cell> {
+        Some(Cell {
+            output_sqnr_db: sqnr_of_noise(noise),
+            noise_ratio: vec![noise],
+            top1_agreement: 1.0,
+            accuracy: None,
+            weight_sqnr_db: None,
+            bytes,
+            macs: None,
+        })
+    }
+
+    fn layer(name: &str, bytes: u64, cells: Vec<Option<Cell>>) -> LayerSensitivity {
+        LayerSensitivity {
+            name: name.to_owned(),
+            op: "Conv".to_owned(),
+            weight: format!("{name}.w"),
+            parameters: bytes / 4,
+            bytes,
+            macs: None,
+            cells,
+        }
+    }
+
+    fn table(layers: Vec<LayerSensitivity>) -> Sensitivity {
+        let candidate = |bits| Candidate {
+            precision: Precision::Int { bits },
+            prune_ratio: 0.0,
+        };
+        Sensitivity {
+            schema: crate::guide::sensitivity::SENSITIVITY_SCHEMA,
+            model: String::new(),
+            data: String::new(),
+            samples: 1,
+            generated_data: true,
+            runtime: RuntimeKind::Tract,
+            input_shape: vec![1],
+            base: Recipe::default(),
+            candidates: vec![candidate(8), candidate(6), candidate(2)],
+            labels: vec!["int8".into(), "int6".into(), "int2".into()],
+            outputs: vec!["y".into()],
+            original_accuracy: None,
+            layers,
+            skipped: Vec::new(),
+            model_runs: 0,
+            model_builds: 0,
+            wall_time_s: 0.0,
+            method: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_front_takes_the_cheapest_noise_per_byte_first_and_adds_noise() {
+        let s = table(vec![
+            // Candidate 0 is dominated by candidate 1 (same bytes, less noise): never chosen.
+            layer(
+                "a",
+                400,
+                vec![cell(100, 0.01), cell(100, 0.001), cell(50, 0.1)],
+            ),
+            layer(
+                "b",
+                1000,
+                vec![cell(250, 0.0001), None, cell(250, f64::INFINITY)],
+            ),
+        ]);
+        let front = front(&s, 10);
+        let choices: Vec<Vec<Option<usize>>> = front.iter().map(|p| p.choice.clone()).collect();
+        assert_eq!(
+            choices,
+            [
+                vec![None, None],
+                vec![None, Some(0)],
+                vec![Some(1), Some(0)],
+                vec![Some(2), Some(0)],
+            ]
+        );
+        let sizes: Vec<u64> = front.iter().map(|p| p.size_bytes).collect();
+        assert_eq!(sizes, [1410, 660, 360, 310]);
+        assert_eq!(front[0].predicted_sqnr_db, None);
+        let last = front[3].predicted_sqnr_db.unwrap();
+        assert!((last - -10.0 * 0.1001f64.log10()).abs() < 1e-9, "{last}");
+        // The recipe of a point names exactly its compressed layers.
+        let recipe = recipe_of(&s, &Recipe::default(), &front[2].choice);
+        assert_eq!(
+            recipe.settings_for("a").precision,
+            Precision::Int { bits: 6 }
+        );
+        assert_eq!(
+            recipe.settings_for("b").precision,
+            Precision::Int { bits: 8 }
+        );
+        assert_eq!(recipe.settings_for("c").precision, Precision::Float32);
+        assert_eq!(format_of(&recipe), ExportFormat::WeightsInt8);
+    }
+}
