@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use edgefit_engine::compress::plan::Recipe;
-use edgefit_engine::guide::search::{Constraint, SearchOptions, SearchReport, format_of, search};
+use edgefit_engine::guide::search::{
+    Constraint, SearchOptions, SearchReport, format_of, search, size_candidates,
+};
 use edgefit_engine::guide::sensitivity::{
     Candidate, Sensitivity, SensitivityOptions, candidates, sensitivity,
 };
@@ -119,7 +121,8 @@ struct Swept {
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     path: &std::path::Path,
-    candidate_args: &CandidateArgs,
+    base: Recipe,
+    candidates: &[Candidate],
     data: &DataArgs,
     runtime: &str,
     runtime_args: &RuntimeArgs,
@@ -127,7 +130,6 @@ fn sweep(
     bar: &indicatif::ProgressBar,
     cancel: &edgefit_engine::CancelToken,
 ) -> Result<Swept> {
-    let (base, candidates) = candidate_args.resolve()?;
     let shapes = runtime_args.shapes()?;
     let (model, loaded, runtime) =
         load_for_job(path, data, runtime, runtime_args, &shapes, bar, cancel)?;
@@ -146,7 +148,7 @@ fn sweep(
     )?;
     let options = SensitivityOptions {
         base: &base,
-        candidates: &candidates,
+        candidates,
         data: &loaded.data,
         runtime,
         input_shapes: &loaded.settings,
@@ -166,9 +168,11 @@ fn sweep(
 pub fn sensitivity_cmd(args: &SensitivityArgs) -> Result<()> {
     let bar = progress_bar();
     let cancel = super::interruptible();
+    let (base, candidates) = args.candidates.resolve()?;
     let swept = sweep(
         &args.model,
-        &args.candidates,
+        base,
+        &candidates,
         &args.data,
         &args.runtime,
         &args.runtime_args,
@@ -300,6 +304,8 @@ pub struct SearchArgs {
 /// What `search --json` prints.
 #[derive(serde::Serialize)]
 struct SearchOutput<'a> {
+    /// Candidates left out of the sweep, and why.
+    dropped_candidates: &'a [String],
     sensitivity: SweepSummary<'a>,
     search: &'a SearchReport,
     export: Option<&'a edgefit_engine::pipeline::OptimizeReport>,
@@ -323,9 +329,20 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
     };
     let bar = progress_bar();
     let cancel = super::interruptible();
+    let (base, candidates) = args.candidates.resolve()?;
+    // Only what can make the file smaller is worth sweeping for a size search.
+    let (candidates, dropped) = size_candidates(&candidates, base.defaults.prune_method);
+    if candidates.is_empty() {
+        return Err(crate::exit::Failure::Usage(format!(
+            "no candidate can make the file smaller: {}",
+            dropped.join("; ")
+        ))
+        .into());
+    }
     let swept = sweep(
         &args.model,
-        &args.candidates,
+        base,
+        &candidates,
         &args.data,
         &args.runtime,
         &args.runtime_args,
@@ -382,6 +399,7 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
         super::print_json(
             "search",
             &SearchOutput {
+                dropped_candidates: &dropped,
                 sensitivity: SweepSummary {
                     labels: &s.labels,
                     layers: s.layers.len(),
@@ -394,6 +412,9 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
             },
         )?;
     } else {
+        if !dropped.is_empty() {
+            println!("left out of the sweep: {}", dropped.join("; "));
+        }
         print!("{}", search_summary(s, &found));
         if let Some(report) = &export {
             super::optimize::print_optimize(report);
@@ -402,8 +423,8 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
     match &export {
         Some(report) => super::optimize::verdict(report),
         None => Err(crate::exit::Failure::Quality(format!(
-            "no plan on the front met {} in {} measured picks; nothing was written (try more \
-             candidates, e.g. --bits 8,7,6, or a looser constraint)",
+            "no plan on the front met {} ({} measured, the rest predicted below it); nothing \
+             was written (try a looser constraint, or other candidates)",
             describe(found.constraint),
             found.evaluations.len()
         ))

@@ -25,7 +25,7 @@ use crate::compress::compressor::Compressor;
 use crate::compress::plan::{LayerOverride, Precision, Recipe};
 use crate::error::{Error, Result};
 use crate::export::build::ExportFormat;
-use crate::guide::sensitivity::{Sensitivity, sqnr_of_noise};
+use crate::guide::sensitivity::{Candidate, Sensitivity, sqnr_of_noise};
 use crate::job::{CancelToken, NoProgress, ProgressSink, report};
 use crate::measure::eval::{accuracy, json_db};
 use crate::model::load::LoadedModel;
@@ -221,16 +221,37 @@ pub fn recipe_of(s: &Sensitivity, base: &Recipe, choice: &[Option<usize>]) -> Re
     recipe
 }
 
-/// Whether a prediction meets `constraint` (the SQNR floor's agreement rule cannot be
-/// predicted: an SQNR constraint is predicted on SQNR alone).
-fn predicted_ok(p: &FrontPoint, constraint: Constraint, original_accuracy: Option<f64>) -> bool {
+/// Whether a prediction, plus `correction` (measured minus predicted, in the constraint's
+/// unit: dB, or accuracy as a fraction), meets `constraint`. The SQNR floor's agreement rule
+/// cannot be predicted: an SQNR constraint is predicted on SQNR alone.
+fn predicted_ok(
+    p: &FrontPoint,
+    constraint: Constraint,
+    original_accuracy: Option<f64>,
+    correction: f64,
+) -> bool {
     match constraint {
-        Constraint::MinSqnrDb(db) => p.predicted_sqnr_db.is_none_or(|s| s >= db),
+        Constraint::MinSqnrDb(db) => p.predicted_sqnr_db.is_none_or(|s| s + correction >= db),
         Constraint::MaxDropPp(pp) => match (original_accuracy, p.predicted_accuracy) {
-            (Some(o), Some(a)) => (o - a) * 100.0 <= pp,
+            (Some(o), Some(a)) => (o - (a + correction)) * 100.0 <= pp,
             _ => false,
         },
     }
+}
+
+/// Measured minus predicted, in `constraint`'s unit (0 when either is missing or infinite).
+fn prediction_error(e: &Evaluation, constraint: Constraint) -> f64 {
+    let error = match constraint {
+        Constraint::MinSqnrDb(_) => e
+            .measured_sqnr_db
+            .zip(e.predicted_sqnr_db)
+            .map(|(m, p)| m - p),
+        Constraint::MaxDropPp(_) => e
+            .measured_accuracy
+            .zip(e.predicted_accuracy)
+            .map(|(m, p)| m - p),
+    };
+    error.filter(|d| d.is_finite()).unwrap_or(0.0)
 }
 
 /// Finds the plan (see the module documentation). `base` gives the settings every plan
@@ -328,23 +349,31 @@ pub fn search(
             next = (too_big && i + 1 < front.len()).then_some(i + 1);
         }
     } else {
-        // Binary search for the last passing point; index 0 (float) passes by definition.
+        // Search for the last passing point (index 0, float, passes by definition): each
+        // probe is the last point still open whose prediction, corrected by the last measured
+        // error of the prediction, meets the constraint; the search ends when none does.
         let (mut lo, mut hi) = (0usize, front.len().saturating_sub(1));
-        let predicted = front
-            .iter()
-            .rposition(|p| predicted_ok(p, options.constraint, s.original_accuracy))
-            .unwrap_or(0);
-        let mut probe = predicted.clamp(lo, hi);
+        let mut correction = 0.0;
         while lo < hi && evaluations.len() < max {
-            if probe <= lo {
-                probe = lo + 1;
-            }
-            if evaluate(probe, &mut evaluations)? {
+            let Some(probe) = (lo + 1..=hi).rev().find(|&i| {
+                predicted_ok(
+                    &front[i],
+                    options.constraint,
+                    s.original_accuracy,
+                    correction,
+                )
+            }) else {
+                break;
+            };
+            let passed = evaluate(probe, &mut evaluations)?;
+            if passed {
                 lo = probe;
             } else {
                 hi = probe - 1;
             }
-            probe = lo + (hi - lo).div_ceil(2);
+            if let Some(e) = evaluations.last() {
+                correction = prediction_error(e, options.constraint);
+            }
         }
     }
     let chosen = evaluations
@@ -436,6 +465,53 @@ fn measure_plan(
     })
 }
 
+/// The candidates that can make a file smaller than another candidate does at no more error,
+/// and why the others are left out of a size search: codes below 8 bits are stored in int8
+/// containers (the same bytes as int8, more error), and magnitude pruning leaves zeros in a
+/// dense file (no bytes saved).
+pub fn size_candidates(
+    candidates: &[Candidate],
+    method: crate::compress::plan::PruneMethod,
+) -> (Vec<Candidate>, Vec<String>) {
+    let has_int8 = candidates
+        .iter()
+        .any(|c| c.precision == Precision::Int { bits: 8 } && c.prune_ratio == 0.0);
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for c in candidates {
+        let pruned = c.prune_ratio > 0.0;
+        let reason = match c.precision {
+            Precision::Int { bits }
+                if bits < 8 && has_int8 && !(pruned && method.is_structured()) =>
+            {
+                Some("stored in int8 containers: the bytes of int8, with more error")
+            }
+            _ if pruned && !method.is_structured() => {
+                Some("magnitude pruning leaves zeros in a dense file: no bytes saved")
+            }
+            _ => None,
+        };
+        match reason {
+            Some(r) => dropped.push((c.label(), r)),
+            None => kept.push(*c),
+        }
+    }
+    let mut reasons: Vec<&str> = dropped.iter().map(|(_, r)| *r).collect();
+    reasons.dedup();
+    let grouped = reasons
+        .into_iter()
+        .map(|r| {
+            let labels: Vec<&str> = dropped
+                .iter()
+                .filter(|(_, why)| *why == r)
+                .map(|(l, _)| l.as_str())
+                .collect();
+            format!("{} ({r})", labels.join(", "))
+        })
+        .collect();
+    (kept, grouped)
+}
+
 /// The format a plan is written in: weight-only int8 codes for its integer layers and
 /// float16 storage for its float16 ones (float32 when nothing is compressed).
 pub fn format_of(recipe: &Recipe) -> ExportFormat {
@@ -456,7 +532,7 @@ pub fn format_of(recipe: &Recipe) -> ExportFormat {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::guide::sensitivity::{Candidate, Cell, LayerSensitivity};
+    use crate::guide::sensitivity::{Cell, LayerSensitivity};
     use crate::measure::runtime::RuntimeKind;
 
     fn cell(bytes: u64, noise: f64) -> Option<Cell> {
@@ -553,5 +629,25 @@ mod tests {
         );
         assert_eq!(recipe.settings_for("c").precision, Precision::Float32);
         assert_eq!(format_of(&recipe), ExportFormat::WeightsInt8);
+    }
+
+    #[test]
+    fn a_size_search_leaves_out_candidates_that_save_no_bytes() {
+        use crate::compress::plan::PruneMethod;
+        let all = crate::guide::sensitivity::candidates(&[8, 4], true, &[0.5]);
+        let (kept, dropped) = size_candidates(&all, PruneMethod::Magnitude);
+        let labels: Vec<String> = kept.iter().map(Candidate::label).collect();
+        assert_eq!(labels, ["int8", "fp16"]);
+        assert_eq!(
+            dropped,
+            [
+                "int4 (stored in int8 containers: the bytes of int8, with more error)",
+                "prune 50% (magnitude pruning leaves zeros in a dense file: no bytes saved)"
+            ]
+        );
+        // Removed channels do save bytes; without int8 to stand for it, int4 stays.
+        let (kept, _) = size_candidates(&all[1..], PruneMethod::ChannelsL1);
+        let labels: Vec<String> = kept.iter().map(Candidate::label).collect();
+        assert_eq!(labels, ["int4", "fp16", "prune 50%"]);
     }
 }
