@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use edgefit_engine::compress::plan::Recipe;
 use edgefit_engine::guide::search::{
     Constraint, SearchOptions, SearchReport, format_of, search, size_candidates,
@@ -14,7 +14,7 @@ use edgefit_engine::pipeline::{OptimizeOptions, optimize};
 use edgefit_engine::{AnalysisOptions, analyse};
 
 use super::args::{DataArgs, RuntimeArgs, load_for_job};
-use super::optimize::{clipping, clipping_name, prune_method, prune_ratio};
+use super::optimize::{clipping, clipping_name, prune_method, prune_ratio, read_recipe};
 use super::{progress_bar, sink};
 use crate::format::{bytes, fit, terminal_safe};
 
@@ -56,15 +56,7 @@ pub struct CandidateArgs {
 impl CandidateArgs {
     /// The base recipe and the candidates.
     pub fn resolve(&self) -> Result<(Recipe, Vec<Candidate>)> {
-        let mut recipe = match &self.recipe {
-            Some(path) => {
-                edgefit_engine::model::guard::regular_file(path, "recipe")?;
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?
-            }
-            None => Recipe::default(),
-        };
+        let mut recipe = read_recipe(self.recipe.as_deref())?;
         let d = &mut recipe.defaults;
         d.prune_method = prune_method(&self.prune_method);
         if self.asymmetric {

@@ -154,8 +154,9 @@ pub(crate) fn clipping(c: &str) -> Result<Clipping> {
     })
 }
 
-fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
-    let mut recipe = match &args.recipe {
+/// The recipe of `--recipe PATH`, or the defaults without one.
+pub(crate) fn read_recipe(path: Option<&std::path::Path>) -> Result<Recipe> {
+    Ok(match path {
         Some(path) => {
             edgefit_engine::model::guard::regular_file(path, "recipe")?;
             let text = std::fs::read_to_string(path)
@@ -163,7 +164,11 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
             Recipe::from_json(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Recipe::default(),
-    };
+    })
+}
+
+fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
+    let mut recipe = read_recipe(args.recipe.as_deref())?;
     let d = &mut recipe.defaults;
     if let Some(p) = args.prune {
         d.prune_ratio = p;
