@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest};
+use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest, SensitivityRequest};
 use super::session::{self, EvalPoint, Session};
 use super::{AUTO_EVALUATE_AFTER, Command, MAX_RECENT, MAX_REMEMBERED_SESSIONS, StudioApp};
 
@@ -140,6 +140,20 @@ impl StudioApp {
                         s.close_comparison();
                     }
                 }
+                Command::AnalyseSensitivity => self.start_sensitivity(ctx),
+                Command::ApplyCandidate { layer, candidate } => {
+                    if let Some(s) = &self.session {
+                        let mut recipe = s.recipe.clone();
+                        let entry = recipe.layers.entry(layer).or_default();
+                        entry.precision = Some(candidate.precision);
+                        entry.prune_ratio = Some(candidate.prune_ratio);
+                        entry.exclude = Some(false);
+                        self.commands.push(Command::SetRecipe {
+                            recipe,
+                            record: true,
+                        });
+                    }
+                }
                 Command::RestorePoint(i) => {
                     if let Some(s) = &mut self.session
                         && let Some(p) = s.points.get(i).cloned()
@@ -252,6 +266,33 @@ impl StudioApp {
         self.start(job);
     }
 
+    fn start_sensitivity(&mut self, ctx: &egui::Context) {
+        let Some(s) = &self.session else { return };
+        let data = match &s.data {
+            Ok(data) => data.clone(),
+            Err(e) => {
+                self.error = Some(format!(
+                    "Cannot analyse yet: {e}. Set the input shape under Inputs and runtime."
+                ));
+                return;
+            }
+        };
+        let job = Job::sensitivity(
+            SensitivityRequest {
+                open: s.open.clone(),
+                data,
+                run: super::session::RunSettings {
+                    inputs: s.data_inputs.clone(),
+                    ..s.run.clone()
+                },
+                onnxruntime_library: self.persisted.onnxruntime_library.clone(),
+                base: s.recipe.clone(),
+            },
+            ctx,
+        );
+        self.start(job);
+    }
+
     pub(super) fn poll_job(&mut self, ctx: &egui::Context) {
         let Some(job) = self.job.take() else { return };
         let kind = job.kind.clone();
@@ -269,6 +310,9 @@ impl StudioApp {
                         path.display(),
                         for_the_window(&message)
                     ),
+                    JobKind::Sensitivity => {
+                        format!("Sensitivity analysis failed: {}", for_the_window(&message))
+                    }
                 });
             }
             Ok(Ok(JobOutput::Loaded(open))) => {
@@ -303,6 +347,13 @@ impl StudioApp {
                 self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
                 // Measure the original once so the trade-off chart has its reference.
                 self.auto_evaluate_at = Some(Instant::now());
+            }
+            Ok(Ok(JobOutput::Sensitivity(result))) => {
+                if let Some(s) = &mut self.session
+                    && s.open.loaded.path.display().to_string() == result.model
+                {
+                    s.sensitivity = Some(std::sync::Arc::new(*result));
+                }
             }
             Ok(Ok(JobOutput::Reanalysed(open))) => {
                 if let Some(s) = &mut self.session
@@ -423,7 +474,10 @@ impl StudioApp {
                 None => self.error = Some(format!("tour: the model has no layer `{name}`")),
             }
         }
-        if step.evaluate {
+        // One job at a time: a sweep step is not also evaluated.
+        if step.sensitivity {
+            self.commands.push(Command::AnalyseSensitivity);
+        } else if step.evaluate {
             self.commands.push(Command::Evaluate);
         }
     }

@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use edgefit_engine::compress::plan::Recipe;
 use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::guide::sensitivity::{
+    Sensitivity, SensitivityOptions, candidates, sensitivity,
+};
 use edgefit_engine::measure::dataset::{Dataset, load_calibration, load_dataset};
 use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{OptimizeOptions, OptimizeReport, optimize};
@@ -27,6 +30,8 @@ pub enum JobOutput {
         report: Box<OptimizeReport>,
         export: bool,
     },
+    /// Each layer alone at each candidate setting, for the model at this path.
+    Sensitivity(Box<Sensitivity>),
 }
 
 /// What a job is doing, for the progress line.
@@ -37,6 +42,7 @@ pub enum JobKind {
     Reanalyse,
     Evaluate,
     Export(PathBuf),
+    Sensitivity,
 }
 
 /// What an evaluation or an export measures, and in what.
@@ -75,6 +81,7 @@ impl Job {
             JobKind::Reanalyse => "edgefit-reanalyse",
             JobKind::Evaluate => "edgefit-evaluate",
             JobKind::Export(_) => "edgefit-export",
+            JobKind::Sensitivity => "edgefit-sensitivity",
         };
         let promise = Promise::spawn_thread(name, move || {
             let repaint = ctx.clone();
@@ -179,6 +186,51 @@ impl Job {
             })
         })
     }
+
+    /// The sensitivity sweep of `open` on `data`: every layer alone at the studio's candidates
+    /// (integer 8/6/4/3/2 bits, float16, and prune 25–90% by the plan's method), starting
+    /// from the plan's defaults (symmetry, per-channel, clipping).
+    pub fn sensitivity(request: SensitivityRequest, ctx: &egui::Context) -> Self {
+        Self::spawn(JobKind::Sensitivity, ctx, move |sink, cancel| {
+            let SensitivityRequest {
+                open,
+                data,
+                run,
+                onnxruntime_library,
+                base,
+            } = request;
+            // onnxruntime serves the whole sweep from one session (tract rebuilds the model
+            // per cell; their cells agree within 0.1 dB): used whenever it runs the model.
+            let (runtime, _) = edgefit_engine::pipeline::choose_runtime(
+                &open.loaded,
+                &data,
+                &run.inputs,
+                onnxruntime_library.as_deref(),
+            );
+            let candidates = candidates(&[8, 6, 4, 3, 2], true, &[0.25, 0.5, 0.75, 0.9]);
+            let options = SensitivityOptions {
+                base: &base,
+                candidates: &candidates,
+                data: &data,
+                runtime,
+                input_shapes: &run.inputs,
+                output: None,
+            };
+            let result = sensitivity(&open.loaded, &open.analysis, &options, sink, cancel)
+                .map_err(|e| e.to_string())?;
+            Ok(JobOutput::Sensitivity(Box::new(result)))
+        })
+    }
+}
+
+/// What a sensitivity sweep runs on.
+pub struct SensitivityRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub run: RunSettings,
+    pub onnxruntime_library: Option<PathBuf>,
+    /// The plan whose defaults each candidate starts from.
+    pub base: Recipe,
 }
 
 /// The dataset.json beside the model, with its calibration split (none: the session

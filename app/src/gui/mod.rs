@@ -11,6 +11,7 @@ mod jobs;
 mod panels;
 mod run_panel;
 mod screenshot;
+mod sensitivity_panel;
 pub mod session;
 mod start;
 pub mod tour;
@@ -71,6 +72,13 @@ pub enum Command {
         b: usize,
     },
     CloseAb,
+    /// Measure every layer alone at each candidate setting in the background (the heat map).
+    AnalyseSensitivity,
+    /// Give `layer` the settings of one candidate of the sensitivity sweep (an undo step).
+    ApplyCandidate {
+        layer: String,
+        candidate: edgefit_engine::guide::sensitivity::Candidate,
+    },
 }
 
 /// State persisted between sessions (eframe storage).
@@ -116,6 +124,7 @@ pub struct StudioApp {
     input_form: run_panel::InputForm,
     tradeoff_view: tradeoffs::TradeoffView,
     layers_view: panels::LayersView,
+    sensitivity_view: sensitivity_panel::SensitivityView,
     /// Models with more compressible weights than this estimate off the UI thread.
     pub background_estimates_above: usize,
     /// Steps of a scripted session (`--tour`) still to run.
@@ -145,6 +154,7 @@ impl StudioApp {
             input_form: run_panel::InputForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
             layers_view: panels::LayersView::default(),
+            sensitivity_view: sensitivity_panel::SensitivityView::default(),
             tour: Default::default(),
             background_estimates_above: estimator::BACKGROUND_ABOVE_WEIGHTS,
             panel_rects: Vec::new(),
@@ -285,6 +295,18 @@ impl eframe::App for StudioApp {
                                 );
                             });
                             rects.push(("tradeoffs", tradeoffs.response.rect));
+                            ui.separator();
+                            let busy = self.job.is_some();
+                            let sensitivity = ui.scope(|ui| {
+                                sensitivity_panel::sensitivity_ui(
+                                    ui,
+                                    session,
+                                    &mut self.sensitivity_view,
+                                    busy,
+                                    commands,
+                                );
+                            });
+                            rects.push(("sensitivity", sensitivity.response.rect));
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {

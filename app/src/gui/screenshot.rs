@@ -9,6 +9,8 @@ use anyhow::Result;
 pub struct ScreenshotTask {
     path: PathBuf,
     ready_frames: u32,
+    /// When the window last became idle (scroll animations take a moment to finish).
+    ready_since: Option<std::time::Instant>,
     requested: bool,
     result: Arc<Mutex<Option<std::result::Result<(), String>>>>,
 }
@@ -29,13 +31,16 @@ impl ScreenshotTask {
         if !ready || self.requested {
             if !ready {
                 self.ready_frames = 0;
+                self.ready_since = None;
             }
             ctx.request_repaint();
             return;
         }
-        // Let layout settle for a few (consecutive idle) frames before capturing.
+        // Let layout settle for a few (consecutive idle) frames and half a second (a panel
+        // scrolled into view animates) before capturing.
         self.ready_frames += 1;
-        if self.ready_frames >= 5 {
+        let since = *self.ready_since.get_or_insert_with(std::time::Instant::now);
+        if self.ready_frames >= 5 && since.elapsed() >= std::time::Duration::from_millis(500) {
             self.requested = true;
             let path = self.path.clone();
             let result = self.result.clone();
@@ -63,8 +68,18 @@ fn save_crops(
     crops: &[(&'static str, egui::Rect)],
     pixels_per_point: f32,
 ) -> Result<()> {
+    let [w, h] = image.size;
+    let window = egui::Rect::from_min_size(
+        egui::Pos2::ZERO,
+        egui::vec2(w as f32, h as f32) / pixels_per_point,
+    );
     for (name, rect) in crops {
-        let region = image.region(rect, Some(pixels_per_point));
+        // A panel inside a scroll area reaches past the window: keep what is on screen.
+        let rect = rect.intersect(window);
+        if rect.width() < 1.0 || rect.height() < 1.0 {
+            continue;
+        }
+        let region = image.region(&rect, Some(pixels_per_point));
         let stem = path.with_extension("");
         let out = PathBuf::from(format!("{}-{name}.png", stem.display()));
         save_png(&out, &region)?;
@@ -89,6 +104,7 @@ impl ScreenshotTask {
         Self {
             path,
             ready_frames: 0,
+            ready_since: None,
             requested: false,
             result: Arc::new(Mutex::new(None)),
         }

@@ -103,6 +103,9 @@ pub struct Session {
     estimator: Option<super::estimator::Estimator>,
     /// Whether `compression` lags behind `recipe` (a background estimate is under way).
     pub estimating: bool,
+    /// The last sensitivity sweep of this model with these run settings (a new runtime or
+    /// new inputs clear it: it would no longer describe what evaluations measure).
+    pub sensitivity: Option<Arc<edgefit_engine::guide::sensitivity::Sensitivity>>,
     dirty: bool,
 }
 
@@ -227,6 +230,7 @@ impl Session {
     pub fn set_run(&mut self, run: RunSettings) {
         self.run = run;
         self.baseline = None;
+        self.sensitivity = None;
         (self.data, self.data_inputs) = session_data(&self.open, &self.run.inputs);
     }
 
@@ -259,6 +263,7 @@ impl Session {
             ab_pending: None,
             estimator: None,
             estimating: false,
+            sensitivity: None,
             dirty: true,
         };
         session.refresh();

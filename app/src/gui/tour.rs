@@ -5,7 +5,7 @@
 //! The file is a JSON array of steps:
 //! `[{"format": "weights-int8", "recipe": {"version": 1, ...}, "select": "head.conv"}, ...]`.
 //! `recipe` and `select` are optional; `evaluate` (default true) says whether the step is
-//! measured.
+//! measured; `"sensitivity": true` runs the sensitivity sweep (the heat map) instead.
 
 use std::path::Path;
 
@@ -22,6 +22,8 @@ pub struct TourStep {
     /// A layer to select (its weights are shown).
     pub select: Option<String>,
     pub evaluate: bool,
+    /// Run the sensitivity sweep.
+    pub sensitivity: bool,
 }
 
 #[derive(Deserialize)]
@@ -35,6 +37,8 @@ struct StepFile {
     select: Option<String>,
     #[serde(default = "yes")]
     evaluate: bool,
+    #[serde(default)]
+    sensitivity: bool,
 }
 
 fn yes() -> bool {
@@ -66,6 +70,7 @@ pub fn parse_tour(text: &str) -> Result<Vec<TourStep>> {
                 recipe,
                 select: s.select,
                 evaluate: s.evaluate,
+                sensitivity: s.sensitivity,
             })
         })
         .collect()

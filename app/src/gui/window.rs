@@ -69,6 +69,7 @@ impl StudioApp {
                     JobKind::Evaluate => "Evaluating".to_owned(),
                     JobKind::Reanalyse => "Inferring shapes at the new input shape".to_owned(),
                     JobKind::Export(p) => format!("Exporting {}", p.display()),
+                    JobKind::Sensitivity => "Analysing sensitivity".to_owned(),
                 };
                 let (stage, fraction) =
                     progress.map_or((String::new(), None), |p| (p.stage.clone(), p.fraction()));

@@ -1,0 +1,108 @@
+//! The studio's sensitivity panel, driven by accessible label as a person would, headless.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edgefit::gui::{Persisted, StudioApp};
+use edgefit_engine::compress::plan::Precision;
+use edgefit_tests::sample_model as sample;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+
+fn studio(model: &Path) -> Harness<'static, StudioApp> {
+    let model = model.to_path_buf();
+    let mut harness = Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_eframe(move |_cc| {
+            let mut app = StudioApp::new(Persisted::default(), Some(model));
+            app.auto_evaluate = false;
+            app
+        });
+    wait_idle(&mut harness);
+    harness
+}
+
+fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    harness.step();
+    while harness.state().is_busy()
+        || harness
+            .state()
+            .session
+            .as_ref()
+            .is_some_and(|s| s.estimating)
+    {
+        assert!(Instant::now() < deadline, "background job did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+        harness.step();
+    }
+    harness.step();
+    harness.step();
+}
+
+#[test]
+fn analysing_sensitivity_shows_a_heat_map_whose_cells_set_the_plan() {
+    let mut harness = studio(&sample("digits-mlp"));
+    assert!(
+        harness.state().error.is_none(),
+        "{:?}",
+        harness.state().error
+    );
+    harness.get_by_label("Analyse sensitivity").click();
+    harness.step();
+    assert!(
+        harness.state().is_busy(),
+        "the sweep runs in the background"
+    );
+    wait_idle(&mut harness);
+    assert!(
+        harness.state().error.is_none(),
+        "{:?}",
+        harness.state().error
+    );
+    let s = harness.state().session.as_ref().unwrap();
+    let sweep = s.sensitivity.clone().expect("a sweep result");
+    assert_eq!(sweep.labels.len(), 10, "{:?}", sweep.labels);
+    let layer = sweep.layers[0].name.clone();
+    // The most sensitive layers are named, and every cell is a button named after its layer
+    // and candidate.
+    assert!(
+        harness
+            .query_by_label_contains("Most sensitive at int8")
+            .is_some()
+    );
+    harness.get_by_label(&format!("{layer} at int4")).click();
+    harness.step();
+    harness.step();
+    let s = harness.state().session.as_ref().unwrap();
+    assert_eq!(
+        s.recipe.settings_for(&layer).precision,
+        Precision::Int { bits: 4 }
+    );
+    // Only that layer changed.
+    for other in sweep.layers.iter().skip(1) {
+        assert_eq!(
+            s.recipe.settings_for(&other.name).precision,
+            Precision::Float32
+        );
+    }
+    // A new runtime or new inputs make the sweep stale: it is cleared, not shown.
+    let run = edgefit::gui::session::RunSettings {
+        inputs: vec![edgefit_engine::pipeline::parse_input_shape("input=1,64").unwrap()],
+        ..s.run.clone()
+    };
+    harness.state_mut().send(edgefit::gui::Command::SetRun(run));
+    harness.step();
+    harness.step();
+    assert!(
+        harness
+            .state()
+            .session
+            .as_ref()
+            .unwrap()
+            .sensitivity
+            .is_none()
+    );
+}
