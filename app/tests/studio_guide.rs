@@ -73,6 +73,42 @@ fn analysing_sensitivity_shows_a_heat_map_whose_cells_set_the_plan() {
             .query_by_label_contains("Most sensitive at int8")
             .is_some()
     );
+    // "Find smallest plan" at the default floor (30 dB): a measured plan becomes the plan.
+    harness.get_by_label("Find smallest plan").click();
+    harness.step();
+    wait_idle(&mut harness);
+    let s = harness.state().session.as_ref().unwrap();
+    let found = s.search.clone().expect("a search result");
+    let chosen = found.chosen.expect("digits-mlp has a plan above 30 dB");
+    let pick = found
+        .evaluations
+        .iter()
+        .find(|e| e.point == chosen)
+        .unwrap();
+    assert!(
+        pick.passed && pick.measured_sqnr_db.unwrap() >= 30.0,
+        "{pick:?}"
+    );
+    assert_eq!(s.recipe, found.recipe);
+    assert_eq!(
+        s.format,
+        edgefit_engine::export::build::ExportFormat::WeightsInt8
+    );
+    assert!(harness.query_by_label_contains("passes").is_some());
+    // Undo goes back to the float plan.
+    harness.get_by_label("Undo").click();
+    harness.step();
+    harness.step();
+    assert!(
+        harness
+            .state()
+            .session
+            .as_ref()
+            .unwrap()
+            .recipe
+            .layers
+            .is_empty()
+    );
     harness.get_by_label(&format!("{layer} at int4")).click();
     harness.step();
     harness.step();

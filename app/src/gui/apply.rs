@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest, SensitivityRequest};
+use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest, SearchRequest, SensitivityRequest};
 use super::session::{self, EvalPoint, Session};
 use super::{AUTO_EVALUATE_AFTER, Command, MAX_RECENT, MAX_REMEMBERED_SESSIONS, StudioApp};
 
@@ -141,6 +141,7 @@ impl StudioApp {
                     }
                 }
                 Command::AnalyseSensitivity => self.start_sensitivity(ctx),
+                Command::SearchPlan { min_sqnr_db } => self.start_search(min_sqnr_db, ctx),
                 Command::ApplyCandidate { layer, candidate } => {
                     if let Some(s) = &self.session {
                         let mut recipe = s.recipe.clone();
@@ -266,6 +267,31 @@ impl StudioApp {
         self.start(job);
     }
 
+    fn start_search(&mut self, min_sqnr_db: f64, ctx: &egui::Context) {
+        let Some(s) = &self.session else { return };
+        let (Some(sensitivity), Ok(data)) = (&s.sensitivity, &s.data) else {
+            self.error = Some("Analyse sensitivity first: the search starts from it.".to_owned());
+            return;
+        };
+        let job = Job::search(
+            SearchRequest {
+                open: s.open.clone(),
+                data: data.clone(),
+                calibration: s.open.calibration.clone(),
+                run: super::session::RunSettings {
+                    inputs: s.data_inputs.clone(),
+                    ..s.run.clone()
+                },
+                onnxruntime_library: self.persisted.onnxruntime_library.clone(),
+                base: s.recipe.clone(),
+                sensitivity: sensitivity.clone(),
+                min_sqnr_db,
+            },
+            ctx,
+        );
+        self.start(job);
+    }
+
     fn start_sensitivity(&mut self, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
         let data = match &s.data {
@@ -313,6 +339,9 @@ impl StudioApp {
                     JobKind::Sensitivity => {
                         format!("Sensitivity analysis failed: {}", for_the_window(&message))
                     }
+                    JobKind::Search => {
+                        format!("The plan search failed: {}", for_the_window(&message))
+                    }
                 });
             }
             Ok(Ok(JobOutput::Loaded(open))) => {
@@ -353,6 +382,35 @@ impl StudioApp {
                     && s.open.loaded.path.display().to_string() == result.model
                 {
                     s.sensitivity = Some(std::sync::Arc::new(*result));
+                    s.search = None;
+                }
+            }
+            Ok(Ok(JobOutput::Search(report))) => {
+                if let Some(s) = &mut self.session {
+                    let floor = match report.constraint {
+                        edgefit_engine::guide::search::Constraint::MinSqnrDb(db) => db,
+                        edgefit_engine::guide::search::Constraint::MaxDropPp(_) => f64::NAN,
+                    };
+                    match report.chosen {
+                        Some(_) => {
+                            self.verdict = None;
+                            self.commands.push(Command::SetFormat(
+                                edgefit_engine::guide::search::format_of(&report.recipe),
+                            ));
+                            self.commands.push(Command::SetRecipe {
+                                recipe: report.recipe.clone(),
+                                record: true,
+                            });
+                        }
+                        None => {
+                            self.verdict = Some(format!(
+                                "No plan on the front kept the output SQNR at {floor} dB or more \
+                                 ({} measured); the plan is unchanged",
+                                report.evaluations.len()
+                            ));
+                        }
+                    }
+                    s.search = Some(std::sync::Arc::new(*report));
                 }
             }
             Ok(Ok(JobOutput::Reanalysed(open))) => {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use edgefit_engine::compress::plan::Recipe;
 use edgefit_engine::export::build::ExportFormat;
+use edgefit_engine::guide::search::{Constraint, SearchOptions, SearchReport, search};
 use edgefit_engine::guide::sensitivity::{
     Sensitivity, SensitivityOptions, candidates, sensitivity,
 };
@@ -32,6 +33,8 @@ pub enum JobOutput {
     },
     /// Each layer alone at each candidate setting, for the model at this path.
     Sensitivity(Box<Sensitivity>),
+    /// The smallest plan within an output-SQNR floor, found from a sweep.
+    Search(Box<SearchReport>),
 }
 
 /// What a job is doing, for the progress line.
@@ -43,6 +46,7 @@ pub enum JobKind {
     Evaluate,
     Export(PathBuf),
     Sensitivity,
+    Search,
 }
 
 /// What an evaluation or an export measures, and in what.
@@ -82,6 +86,7 @@ impl Job {
             JobKind::Evaluate => "edgefit-evaluate",
             JobKind::Export(_) => "edgefit-export",
             JobKind::Sensitivity => "edgefit-sensitivity",
+            JobKind::Search => "edgefit-search",
         };
         let promise = Promise::spawn_thread(name, move || {
             let repaint = ctx.clone();
@@ -223,6 +228,18 @@ impl Job {
     }
 }
 
+/// What a plan search runs on: the sweep it starts from, and the floor.
+pub struct SearchRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub calibration: Option<Arc<Dataset>>,
+    pub run: RunSettings,
+    pub onnxruntime_library: Option<PathBuf>,
+    pub base: Recipe,
+    pub sensitivity: Arc<Sensitivity>,
+    pub min_sqnr_db: f64,
+}
+
 /// What a sensitivity sweep runs on.
 pub struct SensitivityRequest {
     pub open: Arc<OpenModel>,
@@ -231,6 +248,55 @@ pub struct SensitivityRequest {
     pub onnxruntime_library: Option<PathBuf>,
     /// The plan whose defaults each candidate starts from.
     pub base: Recipe,
+}
+
+impl Job {
+    /// The smallest plan whose output SQNR stays at or above the request's floor, measured on
+    /// at most five front points in the sweep's runtime (see `edgefit search`).
+    pub fn search(request: SearchRequest, ctx: &egui::Context) -> Self {
+        Self::spawn(JobKind::Search, ctx, move |sink, cancel| {
+            let SearchRequest {
+                open,
+                data,
+                calibration,
+                run,
+                onnxruntime_library,
+                base,
+                sensitivity,
+                min_sqnr_db,
+            } = request;
+            if sensitivity.runtime == RuntimeKind::OnnxRuntime {
+                edgefit_engine::measure::runtime::onnxruntime::load(onnxruntime_library.as_deref())
+                    .map_err(|e| e.to_string())?;
+            }
+            let options = SearchOptions {
+                constraint: Constraint::MinSqnrDb(min_sqnr_db),
+                budget_bytes: None,
+                max_evaluations: 5,
+                measure: OptimizeOptions {
+                    recipe: &base,
+                    format: ExportFormat::Fp32,
+                    data: &data,
+                    calibration: calibration.as_deref(),
+                    latency_runs: 0,
+                    runtime: sensitivity.runtime,
+                    input_shapes: &run.inputs,
+                    output: None,
+                },
+            };
+            let report = search(
+                &open.loaded,
+                &open.analysis,
+                &sensitivity,
+                &base,
+                &options,
+                sink,
+                cancel,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(JobOutput::Search(Box::new(report)))
+        })
+    }
 }
 
 /// The dataset.json beside the model, with its calibration split (none: the session

@@ -74,6 +74,11 @@ pub enum Command {
     CloseAb,
     /// Measure every layer alone at each candidate setting in the background (the heat map).
     AnalyseSensitivity,
+    /// Find the smallest plan whose output SQNR stays at or above this floor (dB), from the
+    /// last sweep; the plan found becomes the current one (an undo step).
+    SearchPlan {
+        min_sqnr_db: f64,
+    },
     /// Give `layer` the settings of one candidate of the sensitivity sweep (an undo step).
     ApplyCandidate {
         layer: String,

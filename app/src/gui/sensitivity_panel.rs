@@ -11,10 +11,20 @@ use crate::format::bytes;
 /// Width of a heat-map cell, in points.
 const CELL_WIDTH: f32 = 36.0;
 
-/// View state: which sweep result was last brought into view.
-#[derive(Default)]
+/// View state: which sweep result was last brought into view, and the search's floor.
 pub struct SensitivityView {
     shown: Option<usize>,
+    /// The output SQNR the plan search must keep, in dB.
+    pub min_sqnr_db: f64,
+}
+
+impl Default for SensitivityView {
+    fn default() -> Self {
+        Self {
+            shown: None,
+            min_sqnr_db: 30.0,
+        }
+    }
 }
 
 /// The heading, the button, what the last sweep found, and the heat map. A new result
@@ -26,7 +36,7 @@ pub fn sensitivity_ui(
     busy: bool,
     commands: &mut Vec<Command>,
 ) {
-    let section = ui.scope(|ui| section_ui(ui, session, busy, commands));
+    let section = ui.scope(|ui| section_ui(ui, session, view, busy, commands));
     let identity = session
         .sensitivity
         .as_ref()
@@ -37,7 +47,13 @@ pub fn sensitivity_ui(
     }
 }
 
-fn section_ui(ui: &mut egui::Ui, session: &Session, busy: bool, commands: &mut Vec<Command>) {
+fn section_ui(
+    ui: &mut egui::Ui,
+    session: &Session,
+    view: &mut SensitivityView,
+    busy: bool,
+    commands: &mut Vec<Command>,
+) {
     ui.heading("Sensitivity");
     let button = ui
         .add_enabled(!busy, egui::Button::new("Analyse sensitivity"))
@@ -76,6 +92,7 @@ fn section_ui(ui: &mut egui::Ui, session: &Session, busy: bool, commands: &mut V
             worst.join(", ")
         ));
     }
+    search_ui(ui, session, view, busy, commands);
     ui.small("Output SQNR in dB with only that layer changed; click a cell to use it.");
     egui::ScrollArea::horizontal()
         .id_salt("sensitivity-map")
@@ -134,6 +151,59 @@ fn heat_map_ui(ui: &mut egui::Ui, session: &Session, s: &Sensitivity, commands: 
                 ui.end_row();
             }
         });
+}
+
+/// The floor, the "Find smallest plan" button, and the last search's measured picks.
+fn search_ui(
+    ui: &mut egui::Ui,
+    session: &Session,
+    view: &mut SensitivityView,
+    busy: bool,
+    commands: &mut Vec<Command>,
+) {
+    ui.horizontal(|ui| {
+        let label = ui.label("Keep output SQNR ≥");
+        ui.add(
+            egui::DragValue::new(&mut view.min_sqnr_db)
+                .range(0.0..=120.0)
+                .speed(0.5)
+                .suffix(" dB"),
+        )
+        .labelled_by(label.id);
+        if ui
+            .add_enabled(!busy, egui::Button::new("Find smallest plan"))
+            .on_hover_text(
+                "Predict every plan on the size/error front from this table (the layers' \
+                 noise added up), measure at most five, and make the smallest that keeps the \
+                 floor the current plan (an undo step)",
+            )
+            .clicked()
+        {
+            commands.push(Command::SearchPlan {
+                min_sqnr_db: view.min_sqnr_db,
+            });
+        }
+    });
+    let Some(r) = &session.search else { return };
+    for e in &r.evaluations {
+        let db = |v: Option<f64>| v.map_or("∞".to_owned(), |v| format!("{v:.1}"));
+        ui.small(format!(
+            "plan {}: {} — predicted {} dB, measured {} dB: {}",
+            e.point,
+            bytes(e.size_bytes),
+            db(e.predicted_sqnr_db),
+            db(e.measured_sqnr_db),
+            if e.passed { "passes" } else { "fails" }
+        ));
+    }
+    if let Some(i) = r.chosen {
+        ui.small(format!(
+            "Applied plan {i}: {} of {} layers compressed ({:.1} s).",
+            r.front[i].choice.iter().filter(|c| c.is_some()).count(),
+            r.front[i].choice.len(),
+            r.wall_time_s
+        ));
+    }
 }
 
 /// Whether two recipes share the defaults a sweep depends on.

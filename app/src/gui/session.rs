@@ -106,6 +106,8 @@ pub struct Session {
     /// The last sensitivity sweep of this model with these run settings (a new runtime or
     /// new inputs clear it: it would no longer describe what evaluations measure).
     pub sensitivity: Option<Arc<edgefit_engine::guide::sensitivity::Sensitivity>>,
+    /// The last plan search from that sweep.
+    pub search: Option<Arc<edgefit_engine::guide::search::SearchReport>>,
     dirty: bool,
 }
 
@@ -231,6 +233,7 @@ impl Session {
         self.run = run;
         self.baseline = None;
         self.sensitivity = None;
+        self.search = None;
         (self.data, self.data_inputs) = session_data(&self.open, &self.run.inputs);
     }
 
@@ -264,6 +267,7 @@ impl Session {
             estimator: None,
             estimating: false,
             sensitivity: None,
+            search: None,
             dirty: true,
         };
         session.refresh();

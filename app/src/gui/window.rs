@@ -70,6 +70,7 @@ impl StudioApp {
                     JobKind::Reanalyse => "Inferring shapes at the new input shape".to_owned(),
                     JobKind::Export(p) => format!("Exporting {}", p.display()),
                     JobKind::Sensitivity => "Analysing sensitivity".to_owned(),
+                    JobKind::Search => "Searching for the smallest plan".to_owned(),
                 };
                 let (stage, fraction) =
                     progress.map_or((String::new(), None), |p| (p.stage.clone(), p.fraction()));
