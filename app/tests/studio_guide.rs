@@ -142,3 +142,57 @@ fn analysing_sensitivity_shows_a_heat_map_whose_cells_set_the_plan() {
             .is_none()
     );
 }
+
+#[test]
+fn a_saved_session_keeps_its_sweep_while_it_still_describes_the_model() {
+    let mut harness = studio(&sample("digits-mlp"));
+    harness.get_by_label("Analyse sensitivity").click();
+    harness.step();
+    wait_idle(&mut harness);
+    let sweep = harness
+        .state()
+        .session
+        .as_ref()
+        .unwrap()
+        .sensitivity
+        .clone()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlp.edgefit.json");
+    harness
+        .state_mut()
+        .send(edgefit::gui::Command::SaveSession(path.clone()));
+    harness.step();
+    assert!(path.is_file(), "{:?}", harness.state().error);
+
+    let reopen = |file: &Path| {
+        let file = file.to_path_buf();
+        let mut h = Harness::builder()
+            .with_size([1400.0, 900.0])
+            .build_eframe(move |_cc| {
+                let mut app = StudioApp::new(Persisted::default(), None);
+                app.auto_evaluate = false;
+                app.send(edgefit::gui::Command::OpenSession(file));
+                app
+            });
+        wait_idle(&mut h);
+        h
+    };
+    let h = reopen(&path);
+    let restored = h.state().session.as_ref().unwrap().sensitivity.clone();
+    assert_eq!(
+        restored.as_deref(),
+        Some(&*sweep),
+        "the sweep comes back as saved"
+    );
+    h.get_by_label("Find smallest plan");
+
+    // A table measured on another file (here: another size) is not shown as this model's.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json["sensitivity"]["model_file"]["size_bytes"] = serde_json::json!(1);
+    let stale = dir.path().join("stale.edgefit.json");
+    std::fs::write(&stale, json.to_string()).unwrap();
+    let h = reopen(&stale);
+    assert!(h.state().session.as_ref().unwrap().sensitivity.is_none());
+}

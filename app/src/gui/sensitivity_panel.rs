@@ -1,7 +1,6 @@
 //! The "Sensitivity" panel: a layers × candidates heat map of the model's output SQNR with
 //! only that layer changed. A cell's click gives the layer that setting (an undo step).
 
-use edgefit_engine::compress::plan::Recipe;
 use edgefit_engine::guide::sensitivity::{Cell, Sensitivity};
 
 use super::Command;
@@ -77,7 +76,7 @@ fn section_ui(
         s.wall_time_s,
         s.runtime.name()
     ));
-    if !same_defaults(&s.base, &session.recipe) {
+    if !s.same_defaults(&session.recipe) {
         ui.colored_label(
             ui.visuals().warn_fg_color,
             "Measured with other default settings (symmetry, per-channel, clipping or prune \
@@ -204,15 +203,6 @@ fn search_ui(
             r.wall_time_s
         ));
     }
-}
-
-/// Whether two recipes share the defaults a sweep depends on.
-fn same_defaults(a: &Recipe, b: &Recipe) -> bool {
-    let (a, b) = (&a.defaults, &b.defaults);
-    a.symmetric == b.symmetric
-        && a.per_channel == b.per_channel
-        && a.clipping == b.clipping
-        && a.prune_method == b.prune_method
 }
 
 /// The `count` layers with the lowest SQNR at the first candidate, `name (dB)`.

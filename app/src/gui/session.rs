@@ -183,6 +183,10 @@ pub struct SessionFile {
     pub points: Vec<EvalPoint>,
     #[serde(default)]
     pub run: RunSettings,
+    /// The last sensitivity sweep; used again on restore only while it still describes the
+    /// model file, the data and the settings (see `Sensitivity::describes`).
+    #[serde(default)]
+    pub sensitivity: Option<edgefit_engine::guide::sensitivity::Sensitivity>,
 }
 
 /// The session file format version.
@@ -199,6 +203,7 @@ impl Session {
             baseline: self.baseline.clone(),
             points: self.points.clone(),
             run: self.run.clone(),
+            sensitivity: self.sensitivity.as_deref().cloned(),
         }
     }
 
@@ -209,6 +214,18 @@ impl Session {
         self.set_run(file.run.clone());
         self.baseline = file.baseline.clone();
         self.points = file.points.clone();
+        self.sensitivity = file.sensitivity.as_ref().and_then(|sweep| {
+            let data = self.data.as_ref().ok()?;
+            let inputs = edgefit_engine::pipeline::resolve_inputs(
+                &self.open.loaded,
+                Some(data),
+                &self.data_inputs,
+            )
+            .ok()?;
+            sweep
+                .describes(&self.open.loaded, data, &inputs.shape)
+                .then(|| Arc::new(sweep.clone()))
+        });
         self.close_comparison();
         self.refresh();
     }

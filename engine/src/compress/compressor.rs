@@ -46,7 +46,7 @@ pub struct CompressibleLayer {
 }
 
 /// A layer left alone, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct SkippedLayer {
     pub name: String,
     pub op: String,

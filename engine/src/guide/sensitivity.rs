@@ -22,7 +22,9 @@ use crate::error::Result;
 use crate::export::build::{ExportFormat, build_export};
 use crate::job::{CancelToken, NoProgress, ProgressSink, report};
 use crate::measure::dataset::Dataset;
-use crate::measure::eval::{Difference, accuracy, json_db, top_k};
+use crate::measure::eval::{
+    Difference, accuracy, json_db, json_db_read, json_floats, json_floats_read, top_k,
+};
 use crate::measure::inputs::{InputShapes, resolve_inputs};
 use crate::measure::runtime::onnxruntime::{
     InitializerOverride, OrtModel, with_overridable_initializers,
@@ -100,21 +102,22 @@ pub struct SensitivityOptions<'a> {
 }
 
 /// One layer at one candidate.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// The lowest SQNR over the compared float outputs (`null`: identical, `"-inf"`: some
     /// value became NaN or infinite).
-    #[serde(serialize_with = "json_db")]
+    #[serde(serialize_with = "json_db", deserialize_with = "json_db_read")]
     pub output_sqnr_db: Option<f64>,
     /// Per compared output (see [`Sensitivity::outputs`]): the noise power over the signal
-    /// power — what the search adds up across layers (`null` in JSON when infinite).
+    /// power — what the search adds up across layers (`"inf"` in JSON when infinite).
+    #[serde(serialize_with = "json_floats", deserialize_with = "json_floats_read")]
     pub noise_ratio: Vec<f64>,
     /// Fraction of samples whose top-1 class of the evaluated output is the original's.
     pub top1_agreement: f64,
     /// Top-1 accuracy on labelled data.
     pub accuracy: Option<f64>,
     /// The layer's weight SQNR against its original values.
-    #[serde(serialize_with = "json_db")]
+    #[serde(serialize_with = "json_db", deserialize_with = "json_db_read")]
     pub weight_sqnr_db: Option<f64>,
     /// Bytes of the layer's weight as the export stores it, and MACs after (this layer's own
     /// figures: structured pruning also shrinks the next layer, which is not counted here).
@@ -130,7 +133,7 @@ impl Cell {
 }
 
 /// A layer's row of the sensitivity table.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSensitivity {
     pub name: String,
     pub op: String,
@@ -145,11 +148,14 @@ pub struct LayerSensitivity {
 }
 
 /// Every compressible layer's output error at each candidate.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sensitivity {
     /// [`SENSITIVITY_SCHEMA`].
-    pub schema: &'static str,
+    pub schema: String,
     pub model: String,
+    /// The model file's size and modification time when it was measured: a saved table
+    /// is used again only for the same file.
+    pub model_file: FileStamp,
     pub data: String,
     pub samples: usize,
     /// Whether the data was generated (no labels: fidelity only).
@@ -172,6 +178,54 @@ pub struct Sensitivity {
     pub wall_time_s: f64,
     /// How the cells were measured.
     pub method: String,
+}
+
+/// A file's size and modification time (seconds since 1970), to tell whether it changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub size_bytes: u64,
+    pub modified_unix_s: u64,
+}
+
+impl FileStamp {
+    /// The stamp of `path` now (zeros when it cannot be read).
+    pub fn of(path: &std::path::Path) -> Self {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Self::default();
+        };
+        Self {
+            size_bytes: meta.len(),
+            modified_unix_s: meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
+impl Sensitivity {
+    /// Whether this table still describes `model` measured on `data` at `input_shape`: the
+    /// same file (size and modification time), samples and input shape. (Other default
+    /// settings are shown against it: see [`Self::same_defaults`].)
+    pub fn describes(&self, model: &LoadedModel, data: &Dataset, input_shape: &[usize]) -> bool {
+        self.model == model.path.display().to_string()
+            && self.model_file == FileStamp::of(&model.path)
+            && self.model_file != FileStamp::default()
+            && self.data == data.description
+            && self.samples == data.len()
+            && self.input_shape == input_shape
+    }
+
+    /// Whether `recipe` has the defaults the cells depend on (symmetry, per-channel scales,
+    /// clipping, prune method) that this table was measured with.
+    pub fn same_defaults(&self, recipe: &Recipe) -> bool {
+        let (a, b) = (&self.base.defaults, &recipe.defaults);
+        a.symmetric == b.symmetric
+            && a.per_channel == b.per_channel
+            && a.clipping == b.clipping
+            && a.prune_method == b.prune_method
+    }
 }
 
 /// How one cell's model is run.
@@ -374,8 +428,9 @@ pub fn sensitivity(
         Runner::Rebuild => format!("{}, the model rebuilt per cell", options.runtime.name()),
     };
     Ok(Sensitivity {
-        schema: SENSITIVITY_SCHEMA,
+        schema: SENSITIVITY_SCHEMA.to_owned(),
         model: model.path.display().to_string(),
+        model_file: FileStamp::of(&model.path),
         data: options.data.description.clone(),
         samples: options.data.len(),
         generated_data: options.data.generated,
@@ -548,5 +603,29 @@ pub fn sqnr_of_noise(ratio: f64) -> Option<f64> {
         Some(f64::NEG_INFINITY)
     } else {
         Some(-10.0 * ratio.log10())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cells_read_back_what_they_wrote_infinities_included() {
+        let cell = Cell {
+            output_sqnr_db: Some(f64::NEG_INFINITY),
+            noise_ratio: vec![f64::INFINITY, 0.25, 0.0],
+            top1_agreement: 0.5,
+            accuracy: None,
+            weight_sqnr_db: None,
+            bytes: 7,
+            macs: Some(3),
+        };
+        let json = serde_json::to_string(&cell).unwrap();
+        assert!(json.contains(r#""output_sqnr_db":"-inf""#), "{json}");
+        assert!(json.contains(r#""noise_ratio":["inf",0.25,0.0]"#), "{json}");
+        assert_eq!(serde_json::from_str::<Cell>(&json).unwrap(), cell);
+        assert!(serde_json::from_str::<Cell>(&json.replace("\"inf\"", "\"big\"")).is_err());
     }
 }

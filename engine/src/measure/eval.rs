@@ -326,6 +326,60 @@ pub fn json_db<S: serde::Serializer>(
     }
 }
 
+/// Reads what [`json_db`] writes: `null`, a number, or `"inf"` / `"-inf"` / `"nan"`.
+pub fn json_db_read<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<f64>, D::Error> {
+    let value: Option<JsonFloat> = serde::Deserialize::deserialize(d)?;
+    value.map(JsonFloat::value).transpose()
+}
+
+/// Serializes floats for JSON as [`json_float`] does each.
+pub fn json_floats<S: serde::Serializer>(v: &[f64], s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    struct One(f64);
+    impl serde::Serialize for One {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            json_float(&self.0, s)
+        }
+    }
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for x in v {
+        seq.serialize_element(&One(*x))?;
+    }
+    seq.end()
+}
+
+/// Reads what [`json_floats`] writes.
+pub fn json_floats_read<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<f64>, D::Error> {
+    let values: Vec<JsonFloat> = serde::Deserialize::deserialize(d)?;
+    values.into_iter().map(JsonFloat::value).collect()
+}
+
+/// A float as JSON holds it: a number, or the name of a non-finite value.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum JsonFloat {
+    Number(f64),
+    Name(String),
+}
+
+impl JsonFloat {
+    fn value<E: serde::de::Error>(self) -> std::result::Result<f64, E> {
+        match self {
+            JsonFloat::Number(v) => Ok(v),
+            JsonFloat::Name(n) => match n.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(E::custom(format!("`{other}` is not a number"))),
+            },
+        }
+    }
+}
+
 /// Serializes a float for JSON, non-finite values as the strings `"inf"`, `"-inf"`, `"nan"`.
 pub fn json_float<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
     if v.is_finite() {

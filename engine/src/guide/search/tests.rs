@@ -35,8 +35,9 @@ fn table(layers: Vec<LayerSensitivity>) -> Sensitivity {
         prune_ratio: 0.0,
     };
     Sensitivity {
-        schema: crate::guide::sensitivity::SENSITIVITY_SCHEMA,
+        schema: crate::guide::sensitivity::SENSITIVITY_SCHEMA.to_owned(),
         model: String::new(),
+        model_file: Default::default(),
         data: String::new(),
         samples: 1,
         generated_data: true,
