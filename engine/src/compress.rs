@@ -1,6 +1,7 @@
 //! Stage 4, what a recipe does to the weights: the recipe itself, the quantization and pruning
 //! kernels, the per-layer compressor, structured (channel) pruning and batch-norm folding.
 
+pub mod compensate;
 pub mod compressor;
 pub mod fold;
 pub mod layer_inputs;

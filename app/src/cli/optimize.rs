@@ -47,6 +47,11 @@ pub struct OptimizeArgs {
     /// calibration data), or `percentile:99.99`.
     #[arg(long, value_parser = clipping_name)]
     pub clipping: Option<String>,
+    /// Integer weights with error compensation (GPTQ): each output row's weights rounded one
+    /// at a time, each rounding error spread over the rest so the layer's output on the
+    /// calibration data moves the least (Conv/Gemm/MatMul).
+    #[arg(long)]
+    pub gptq: bool,
     /// Re-estimate BatchNormalization statistics on the calibration data after compression:
     /// `when-pruned` (default), `always` or `never`.
     #[arg(long, value_parser = ["when-pruned", "always", "never"])]
@@ -202,6 +207,9 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     }
     if let Some(c) = &args.clipping {
         d.clipping = clipping(c)?;
+    }
+    if args.gptq {
+        d.error_compensation = true;
     }
     if format == ExportFormat::QdqInt8 {
         recipe.activations.int8 = true;

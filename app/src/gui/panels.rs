@@ -135,11 +135,22 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
                 "percentile 99.99",
             );
         });
-    if c1 || c2 || clipping != d.clipping {
+    let mut compensate = d.error_compensation;
+    let c3 = ui
+        .checkbox(&mut compensate, "Error compensation (GPTQ, data)")
+        .on_hover_text(
+            "Round each output row's integer weights one at a time and spread each rounding \
+             error over the rest, so the layer's output on the calibration data moves the \
+             least (Conv/Gemm/MatMul). Applied when evaluating and exporting; the per-layer \
+             estimates round plainly.",
+        )
+        .changed();
+    if c1 || c2 || c3 || clipping != d.clipping {
         let mut r = session.recipe.clone();
         r.defaults.symmetric = symmetric;
         r.defaults.per_channel = per_channel;
         r.defaults.clipping = clipping;
+        r.defaults.error_compensation = compensate;
         commands.push(Command::SetRecipe {
             recipe: r,
             record: true,

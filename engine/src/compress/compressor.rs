@@ -409,11 +409,16 @@ pub fn compress_layer_capped(
                 } else {
                     None
                 };
-                let gram = gram.filter(|_| settings.clipping == Clipping::OutputMse);
                 if settings.clipping == Clipping::OutputMse && gram.is_none() {
                     notes.push("output-MSE clipping needs calibration inputs of a Conv/Gemm/MatMul layer; weight MSE used".to_owned());
                 }
-                let q = quantize_weight(&mut values, &layer.dims, axis, bits, settings, gram);
+                let (q, compensated) =
+                    quantize_weight(&mut values, &layer.dims, axis, bits, settings, gram);
+                if let Err(why) = compensated {
+                    notes.push(format!(
+                        "no error compensation ({why}): weights plainly rounded"
+                    ));
+                }
                 if asked < 8 {
                     notes.push(format!(
                         "{bits}-bit codes are stored in int8 containers (tract cannot read INT4)"

@@ -324,7 +324,7 @@ pub fn solve_damped(a: &[f64], b: &[f64], lambda: f64) -> Result<Vec<f64>> {
     let n = b.len();
     let mut damp = lambda.max(f64::MIN_POSITIVE);
     for _ in 0..5 {
-        if let Some(l) = cholesky(a, n, damp) {
+        if let Some(l) = cholesky_lower(a, n, damp) {
             let mut y = vec![0f64; n];
             for i in 0..n {
                 let s: f64 = (0..i).map(|j| l[i * n + j] * y[j]).sum();
@@ -347,7 +347,9 @@ pub fn solve_damped(a: &[f64], b: &[f64], lambda: f64) -> Result<Vec<f64>> {
     })
 }
 
-fn cholesky(a: &[f64], n: usize, damp: f64) -> Option<Vec<f64>> {
+/// The lower Cholesky factor `L` (row major) of `A + damp·I`; `None` when it is not positive
+/// definite.
+pub(crate) fn cholesky_lower(a: &[f64], n: usize, damp: f64) -> Option<Vec<f64>> {
     let mut l = vec![0f64; n * n];
     for i in 0..n {
         for j in 0..=i {

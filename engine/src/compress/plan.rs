@@ -74,8 +74,17 @@ pub struct LayerSettings {
     /// One scale per output channel instead of one per tensor.
     pub per_channel: bool,
     pub clipping: Clipping,
+    /// Integer weights: round each output row's weights one at a time and spread each
+    /// rounding error over the rest so the layer's output on the calibration data moves the
+    /// least (GPTQ); Conv/Gemm/MatMul with calibration data, else plain rounding.
+    #[serde(skip_serializing_if = "is_false")]
+    pub error_compensation: bool,
     /// Leave this layer exactly as it is.
     pub exclude: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for LayerSettings {
@@ -87,6 +96,7 @@ impl Default for LayerSettings {
             symmetric: true,
             per_channel: true,
             clipping: Clipping::default(),
+            error_compensation: false,
             exclude: false,
         }
     }
@@ -108,6 +118,8 @@ pub struct LayerOverride {
     pub per_channel: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clipping: Option<Clipping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_compensation: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude: Option<bool>,
 }
@@ -407,6 +419,7 @@ impl LayerOverride {
             symmetric: self.symmetric.unwrap_or(base.symmetric),
             per_channel: self.per_channel.unwrap_or(base.per_channel),
             clipping: self.clipping.unwrap_or(base.clipping),
+            error_compensation: self.error_compensation.unwrap_or(base.error_compensation),
             exclude: self.exclude.unwrap_or(base.exclude),
         }
     }

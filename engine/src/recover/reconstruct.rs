@@ -392,7 +392,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// When some layer of `recipe` uses [`Clipping::OutputMse`], measures the Gram matrix of each
+/// When some layer of `recipe` uses [`Clipping::OutputMse`] or error compensation, measures
+/// the Gram matrix of each
 /// compressible layer's inputs on the calibration data (in `model` as it is, float) and gives
 /// them to `compressor`. Layers whose geometry is not supported are left without (their
 /// search falls back to weight MSE).
@@ -410,7 +411,7 @@ pub fn attach_input_grams<'a>(
         .map(|l| {
             let s = recipe.settings_for(&l.name);
             !s.exclude
-                && s.clipping == Clipping::OutputMse
+                && (s.clipping == Clipping::OutputMse || s.error_compensation)
                 && matches!(s.precision, Precision::Int { .. })
         })
         .collect();

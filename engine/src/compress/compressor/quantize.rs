@@ -67,6 +67,10 @@ fn revive_dead_channels(mut params: Vec<QuantParams>) -> Vec<QuantParams> {
 
 /// Quantizes `values` in place to what the runtime computes (codes dequantized) and returns
 /// the codes.
+///
+/// `gram` (the layer's calibration inputs) serves output-MSE clipping and error
+/// compensation, as `s` asks; a compensation that cannot run says why in the `Err` of the
+/// second value.
 pub(super) fn quantize_weight(
     values: &mut [f32],
     dims: &[i64],
@@ -74,7 +78,9 @@ pub(super) fn quantize_weight(
     bits: u8,
     s: LayerSettings,
     gram: Option<&InputGram>,
-) -> QuantizedWeight {
+) -> (QuantizedWeight, std::result::Result<(), String>) {
+    let compensation_gram = gram.filter(|_| s.error_compensation);
+    let gram = gram.filter(|_| s.clipping == crate::compress::plan::Clipping::OutputMse);
     let channels = axis.map_or(1, |a| dims[a].max(1) as usize);
     let inner = axis.map_or(values.len(), |a| {
         dims[a + 1..]
@@ -137,6 +143,21 @@ pub(super) fn quantize_weight(
             .collect()
     };
     let params = revive_dead_channels(params);
+    let compensated = match compensation_gram {
+        Some(g) => crate::compress::compensate::compensate(
+            values,
+            g,
+            &params,
+            bits,
+            s.symmetric,
+            s.prune_ratio > 0.0,
+        ),
+        None if s.error_compensation => Err(
+            "error compensation needs the calibration inputs of a Conv/Gemm/MatMul layer"
+                .to_owned(),
+        ),
+        None => Ok(()),
+    };
     let mut codes = vec![0i8; values.len()];
     let code = |p: &QuantParams, v: &mut f32, c: &mut i8| {
         let q = p.quantize(*v, bits, s.symmetric);
@@ -173,13 +194,16 @@ pub(super) fn quantize_weight(
             }
         }
     }
-    QuantizedWeight {
-        bits,
-        symmetric: s.symmetric,
-        params,
-        axis,
-        codes,
-    }
+    (
+        QuantizedWeight {
+            bits,
+            symmetric: s.symmetric,
+            params,
+            axis,
+            codes,
+        },
+        compensated,
+    )
 }
 
 #[cfg(test)]
@@ -191,7 +215,7 @@ mod tests {
     fn dead_channels_take_the_median_scale_and_become_exact_zeros() {
         // [3 channels, 2]: a normal channel, a dead one (|w| ~1e-17), another normal one.
         let mut values = vec![0.5f32, -0.25, 1e-17, -2e-17, 0.8, 0.1];
-        let q = quantize_weight(
+        let (q, _) = quantize_weight(
             &mut values,
             &[3, 2],
             Some(0),
@@ -220,7 +244,7 @@ mod tests {
                     ..LayerSettings::default()
                 };
                 let mut values = original.clone();
-                let q = quantize_weight(&mut values, &[5, 7], Some(1), bits, settings, None);
+                let (q, _) = quantize_weight(&mut values, &[5, 7], Some(1), bits, settings, None);
                 assert_eq!(q.params.len(), 7);
                 for (i, &v) in original.iter().enumerate() {
                     let p = &q.params[i % 7];
