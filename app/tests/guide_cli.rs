@@ -136,6 +136,14 @@ fn search_writes_the_smallest_measured_plan_that_keeps_the_floor() {
     // Smaller than the float model, and the written file is the chosen plan, verified.
     let export = &v["export"];
     assert_eq!(export["quality"]["passed"], true, "{export}");
+    // Each pick is measured by the optimize job itself: the chosen pick's figures are the
+    // written file's.
+    let pick = evaluations
+        .iter()
+        .find(|e| e["point"].as_u64() == Some(chosen as u64))
+        .unwrap();
+    assert_eq!(pick["measured_sqnr_db"], export["quality"]["worst_sqnr_db"]);
+    assert_eq!(pick["size_bytes"], export["compressed"]["size_bytes"]);
     assert_eq!(export["verification"]["passed"], true, "{export}");
     assert!(export["fidelity"]["sqnr_db"].as_f64().unwrap() >= 45.0);
     let written = std::fs::metadata(&out).unwrap().len();

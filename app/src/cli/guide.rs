@@ -103,7 +103,6 @@ pub struct SensitivityArgs {
 /// A model, its data and analysis, and its sensitivity table: the start of both commands.
 struct Swept {
     model: edgefit_engine::LoadedModel,
-    analysis: edgefit_engine::ModelAnalysis,
     loaded: super::args::LoadedData,
     runtime: edgefit_engine::measure::runtime::RuntimeKind,
     base: Recipe,
@@ -149,7 +148,6 @@ fn sweep(
     let sensitivity = sensitivity(&model, &analysis, &options, &sink(bar), cancel)?;
     Ok(Swept {
         model,
-        analysis,
         loaded,
         runtime,
         base,
@@ -360,7 +358,6 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
     };
     let found = search(
         &swept.model,
-        &swept.analysis,
         &swept.sensitivity,
         &swept.base,
         &options,

@@ -226,31 +226,7 @@ impl Job {
             Ok(JobOutput::Sensitivity(Box::new(result)))
         })
     }
-}
 
-/// What a plan search runs on: the sweep it starts from, and the floor.
-pub struct SearchRequest {
-    pub open: Arc<OpenModel>,
-    pub data: Arc<Dataset>,
-    pub calibration: Option<Arc<Dataset>>,
-    pub run: RunSettings,
-    pub onnxruntime_library: Option<PathBuf>,
-    pub base: Recipe,
-    pub sensitivity: Arc<Sensitivity>,
-    pub min_sqnr_db: f64,
-}
-
-/// What a sensitivity sweep runs on.
-pub struct SensitivityRequest {
-    pub open: Arc<OpenModel>,
-    pub data: Arc<Dataset>,
-    pub run: RunSettings,
-    pub onnxruntime_library: Option<PathBuf>,
-    /// The plan whose defaults each candidate starts from.
-    pub base: Recipe,
-}
-
-impl Job {
     /// The smallest plan whose output SQNR stays at or above the request's floor, measured on
     /// at most five front points in the sweep's runtime (see `edgefit search`).
     pub fn search(request: SearchRequest, ctx: &egui::Context) -> Self {
@@ -284,19 +260,33 @@ impl Job {
                     output: None,
                 },
             };
-            let report = search(
-                &open.loaded,
-                &open.analysis,
-                &sensitivity,
-                &base,
-                &options,
-                sink,
-                cancel,
-            )
-            .map_err(|e| e.to_string())?;
+            let report = search(&open.loaded, &sensitivity, &base, &options, sink, cancel)
+                .map_err(|e| e.to_string())?;
             Ok(JobOutput::Search(Box::new(report)))
         })
     }
+}
+
+/// What a plan search runs on: the sweep it starts from, and the floor.
+pub struct SearchRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub calibration: Option<Arc<Dataset>>,
+    pub run: RunSettings,
+    pub onnxruntime_library: Option<PathBuf>,
+    pub base: Recipe,
+    pub sensitivity: Arc<Sensitivity>,
+    pub min_sqnr_db: f64,
+}
+
+/// What a sensitivity sweep runs on.
+pub struct SensitivityRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub run: RunSettings,
+    pub onnxruntime_library: Option<PathBuf>,
+    /// The plan whose defaults each candidate starts from.
+    pub base: Recipe,
 }
 
 /// The dataset.json beside the model, with its calibration split (none: the session

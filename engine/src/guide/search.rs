@@ -12,26 +12,23 @@
 //! order of noise added per byte saved, trace the front from the float model to the
 //! smallest one (the greedy that is exact for the convex relaxation of the knapsack).
 //!
-//! **Measured picks.** Only a few front points are measured for real — the optimize job's
-//! preview, same samples, same verdict (`quality::judge`) — by a binary search along the
-//! front that starts at the predicted boundary (at most `max_evaluations`).
+//! **Measured picks.** Only a few front points are measured for real — each through the
+//! optimize job itself (written to a temporary folder and verified: the pick's figures are
+//! its export's), same samples, same verdict — starting at the predicted boundary, each next
+//! probe corrected by the last prediction error (at most `max_evaluations`).
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::analyse::analysis::{AnalysisOptions, ModelAnalysis, analyse};
-use crate::compress::compressor::Compressor;
 use crate::compress::plan::{LayerOverride, Precision, Recipe};
 use crate::error::{Error, Result};
 use crate::export::build::ExportFormat;
 use crate::guide::sensitivity::{Candidate, Sensitivity, sqnr_of_noise};
 use crate::job::{CancelToken, NoProgress, ProgressSink, report};
-use crate::measure::eval::{accuracy, json_db};
+use crate::measure::eval::json_db;
 use crate::model::load::LoadedModel;
-use crate::model::proto::Message;
-use crate::pipeline::quality::judge;
-use crate::pipeline::{OptimizeOptions, preview, structured_pass};
+use crate::pipeline::{OptimizeOptions, optimize};
 
 /// The `schema` of [`SearchReport`] as JSON.
 pub const SEARCH_SCHEMA: &str = "edgefit.search/1";
@@ -258,7 +255,6 @@ fn prediction_error(e: &Evaluation, constraint: Constraint) -> f64 {
 /// shares (symmetry, per-channel scales, clipping, prune method, quality floor).
 pub fn search(
     model: &LoadedModel,
-    analysis: &ModelAnalysis,
     s: &Sensitivity,
     base: &Recipe,
     options: &SearchOptions<'_>,
@@ -283,9 +279,8 @@ pub fn search(
         base.quality.min_output_sqnr_db = db;
     }
     let within_budget = |p: &FrontPoint| options.budget_bytes.is_none_or(|b| p.size_bytes <= b);
-    let mut compressor = Compressor::new(model, analysis);
     let mut evaluations: Vec<Evaluation> = Vec::new();
-    let mut evaluate = |i: usize, evaluations: &mut Vec<Evaluation>| -> Result<bool> {
+    let evaluate = |i: usize, evaluations: &mut Vec<Evaluation>| -> Result<bool> {
         cancel.check()?;
         report(
             progress,
@@ -299,14 +294,7 @@ pub fn search(
         );
         let t = Instant::now();
         let recipe = recipe_of(s, &base, &front[i].choice);
-        let e = measure_plan(
-            model,
-            analysis,
-            &mut compressor,
-            &recipe,
-            &options.measure,
-            cancel,
-        )?;
+        let e = measure_plan(model, &recipe, &options.measure, cancel)?;
         let fits = options.budget_bytes.is_none_or(|b| e.size_bytes <= b);
         let passed = fits
             && match options.constraint {
@@ -407,61 +395,53 @@ struct PlanMeasurement {
     verdict: String,
 }
 
-/// The optimize job's preview of `recipe` (channels removed first when it prunes
-/// structurally), judged against the recipe's floor.
+/// `recipe` through the optimize job itself (every stage it runs, the file written to a
+/// temporary folder and verified), judged against the recipe's floor: a measured pick is
+/// what the export of that plan gives.
 fn measure_plan(
     model: &LoadedModel,
-    analysis: &ModelAnalysis,
-    compressor: &mut Compressor,
     recipe: &Recipe,
     measure: &OptimizeOptions<'_>,
     cancel: &CancelToken,
 ) -> Result<PlanMeasurement> {
-    let structured = structured_pass(model, analysis, recipe, cancel)?;
-    let preview = match &structured {
-        Some(pass) => {
-            let shrunk = analyse(
-                &pass.model,
-                &AnalysisOptions { histogram_bins: 1 },
-                &NoProgress,
-                cancel,
-            )?;
-            let mut own = Compressor::new(&pass.model, &shrunk);
-            let options = OptimizeOptions {
-                recipe: &pass.recipe,
-                format: format_of(recipe),
-                latency_runs: 0,
-                ..*measure
-            };
-            preview(model, &pass.model, &mut own, &options, &NoProgress, cancel)?
-        }
-        None => {
-            let options = OptimizeOptions {
-                recipe,
-                format: format_of(recipe),
-                latency_runs: 0,
-                ..*measure
-            };
-            preview(model, model, compressor, &options, &NoProgress, cancel)?
-        }
+    let dir = tempfile::tempdir()
+        .map_err(|e| Error::io("cannot create a temporary folder", &std::env::temp_dir(), e))?;
+    let options = OptimizeOptions {
+        recipe,
+        format: format_of(recipe),
+        latency_runs: 0,
+        ..*measure
     };
-    let class_scores = measure
-        .data
-        .labels
-        .is_some()
-        .then(|| preview.output_fidelity.first().map(|o| o.name.as_str()))
-        .flatten();
-    let quality = judge(&preview.output_fidelity, recipe.quality, class_scores);
+    let report = optimize(
+        model,
+        &options,
+        &dir.path().join("plan.onnx"),
+        &NoProgress,
+        cancel,
+    )?;
+    let accuracy = report.compressed.accuracy.map(|a| a.top1);
+    let (sqnr_db, passed, verdict) = match (&report.quality, &report.not_measured) {
+        (Some(q), _) => (
+            q.worst_sqnr_db,
+            q.passed && report.verification.passed,
+            if report.verification.passed {
+                q.message.clone()
+            } else {
+                report.verification.message.clone()
+            },
+        ),
+        (None, reason) => (
+            None,
+            false,
+            reason.clone().unwrap_or_else(|| "not measured".to_owned()),
+        ),
+    };
     Ok(PlanMeasurement {
-        sqnr_db: quality.worst_sqnr_db,
-        accuracy: measure
-            .data
-            .labels
-            .as_ref()
-            .map(|labels| accuracy(&preview.outputs, labels).top1),
-        size_bytes: Message::compute_size(&preview.built.proto),
-        passed_floor: quality.passed,
-        verdict: quality.message,
+        sqnr_db,
+        accuracy,
+        size_bytes: report.compressed.size_bytes,
+        passed_floor: passed,
+        verdict,
     })
 }
 
