@@ -405,7 +405,7 @@ fn measure_plan(
     cancel: &CancelToken,
 ) -> Result<PlanMeasurement> {
     let dir = tempfile::tempdir()
-        .map_err(|e| Error::io("cannot create a temporary folder", &std::env::temp_dir(), e))?;
+        .map_err(|e| Error::io("cannot create a temporary folder", std::env::temp_dir(), e))?;
     let options = OptimizeOptions {
         recipe,
         format: format_of(recipe),
