@@ -193,3 +193,36 @@ fn search_that_no_plan_passes_writes_nothing_and_exits_4() {
     let run = edgefit(&["search", MLP, "--out", out.to_str().unwrap()]);
     assert_eq!(run.status.code(), Some(2));
 }
+
+#[test]
+fn search_with_gptq_measures_and_writes_compensated_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gptq.onnx");
+    let run = edgefit(&[
+        "search",
+        MLP,
+        "--min-sqnr",
+        "40",
+        "--gptq",
+        "--runs",
+        "0",
+        "--runtime",
+        "tract",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let export = &v["export"];
+    assert_eq!(export["recipe"]["defaults"]["error_compensation"], true);
+    for layer in export["layers"].as_array().unwrap() {
+        let notes = layer["notes"].to_string();
+        assert!(!notes.contains("no error compensation"), "{layer}");
+    }
+    assert!(export["quality"]["worst_sqnr_db"].as_f64().unwrap() >= 40.0);
+}

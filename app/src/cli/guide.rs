@@ -48,9 +48,13 @@ pub struct CandidateArgs {
     #[arg(long)]
     pub per_tensor: bool,
     /// Clipping: `minmax`, `mse` or `percentile:P` (`output-mse` needs calibration inputs
-    /// per layer and falls back to `mse` here).
+    /// per layer: the sweep falls back to `mse`; the search's measured picks use it).
     #[arg(long, value_parser = clipping_name)]
     pub clipping: Option<String>,
+    /// Integer weights with error compensation (GPTQ) in the plans the search measures and
+    /// writes (the sweep's cells round plainly: it has no per-layer calibration inputs).
+    #[arg(long)]
+    pub gptq: bool,
 }
 
 impl CandidateArgs {
@@ -67,6 +71,9 @@ impl CandidateArgs {
         }
         if let Some(c) = &self.clipping {
             d.clipping = clipping(c)?;
+        }
+        if self.gptq {
+            d.error_compensation = true;
         }
         let mut bits = self.bits.clone();
         bits.sort_unstable_by(|a, b| b.cmp(a));
