@@ -402,7 +402,12 @@ fn toolbar_ui(
         egui::ComboBox::from_id_salt("graph_overlay")
             .selected_text(panel.overlay.label())
             .show_ui(ui, |ui| {
-                for o in [Overlay::OpFamily, Overlay::Bits, Overlay::Sqnr] {
+                for o in [
+                    Overlay::OpFamily,
+                    Overlay::Bits,
+                    Overlay::Sqnr,
+                    Overlay::Sensitivity,
+                ] {
                     ui.selectable_value(&mut panel.overlay, o, o.label());
                 }
             })
@@ -542,6 +547,11 @@ fn canvas_ui(
         families: &prepared.families,
         layer_of_box: &prepared.layer_of_box,
         compression: session.compression.as_ref(),
+        // Its layers are the compressor's, in order (the same model): else it is not shown.
+        sensitivity: session
+            .sensitivity
+            .as_deref()
+            .filter(|s| s.layers.len() == session.compressor.layers.len()),
         overlay: panel.overlay,
         selected: panel.selected,
         matches: &panel.matches.1,

@@ -4,6 +4,7 @@
 use edgefit_engine::analyse::layout::{BoxKind, GraphLayout};
 use edgefit_engine::compress::compressor::Compression;
 use edgefit_engine::compress::plan::Precision;
+use edgefit_engine::guide::sensitivity::Sensitivity;
 use egui::{Align2, Color32, FontId, Pos2, Rect, Shape, Stroke, Vec2};
 
 /// Operator families the nodes are coloured by.
@@ -115,6 +116,8 @@ pub enum Overlay {
     Bits,
     /// Weight SQNR of each layer in the current plan.
     Sqnr,
+    /// The model's output SQNR with only that layer at int8 (the last sensitivity sweep).
+    Sensitivity,
 }
 
 impl Overlay {
@@ -124,6 +127,7 @@ impl Overlay {
             Overlay::OpFamily => "Op family",
             Overlay::Bits => "Bits (plan)",
             Overlay::Sqnr => "Weight SQNR (plan)",
+            Overlay::Sensitivity => "Sensitivity (output SQNR, layer alone at int8)",
         }
     }
 }
@@ -156,19 +160,27 @@ pub fn legend(overlay: Overlay) -> Vec<(&'static str, Color32)> {
             .map(|f| (f.label(), f.colour()))
             .collect(),
         Overlay::Bits => BITS_LEGEND.to_vec(),
-        Overlay::Sqnr => SQNR_LEGEND.to_vec(),
+        Overlay::Sqnr | Overlay::Sensitivity => SQNR_LEGEND.to_vec(),
     }
 }
 
-/// Fill colour of a box under `overlay`; `layer` is its index into the compressible layers.
+/// Fill colour of a box under `overlay`; `layer` is its index into the compressible layers
+/// (the sweep's layers are in the same order).
 pub fn fill(
     overlay: Overlay,
     family: Family,
     layer: Option<usize>,
     compression: Option<&Compression>,
+    sensitivity: Option<&Sensitivity>,
 ) -> Color32 {
     if overlay == Overlay::OpFamily || matches!(family, Family::Input | Family::Output) {
         return family.colour();
+    }
+    if overlay == Overlay::Sensitivity {
+        let cell = layer
+            .and_then(|l| sensitivity?.layers.get(l))
+            .and_then(|l| l.cells.first()?.as_ref());
+        return cell.map_or(NO_WEIGHT, |c| SQNR_LEGEND[sqnr_bin(c.output_sqnr_db)].1);
     }
     let Some(report) = layer
         .and_then(|l| compression?.layers.get(l))
@@ -186,14 +198,7 @@ pub fn fill(
             Precision::Int { bits: 4 } => 4,
             Precision::Int { .. } => 5,
         },
-        _ => match report.sqnr_db {
-            None => 0,
-            Some(db) if db >= 40.0 => 1,
-            Some(db) if db >= 30.0 => 2,
-            Some(db) if db >= 20.0 => 3,
-            Some(db) if db >= 10.0 => 4,
-            Some(_) => 5,
-        },
+        _ => sqnr_bin(report.sqnr_db),
     };
     let table = if overlay == Overlay::Bits {
         &BITS_LEGEND
@@ -201,6 +206,18 @@ pub fn fill(
         &SQNR_LEGEND
     };
     table[index].1
+}
+
+/// The entry of [`SQNR_LEGEND`] for an SQNR (`None`: lossless).
+fn sqnr_bin(db: Option<f64>) -> usize {
+    match db {
+        None => 0,
+        Some(db) if db >= 40.0 => 1,
+        Some(db) if db >= 30.0 => 2,
+        Some(db) if db >= 20.0 => 3,
+        Some(db) if db >= 10.0 => 4,
+        Some(_) => 5,
+    }
 }
 
 /// One straight piece of an edge polyline, in layout coordinates.
@@ -294,6 +311,8 @@ pub struct Scene<'a> {
     pub families: &'a [Family],
     pub layer_of_box: &'a [Option<usize>],
     pub compression: Option<&'a Compression>,
+    /// The last sensitivity sweep, for [`Overlay::Sensitivity`].
+    pub sensitivity: Option<&'a Sensitivity>,
     pub overlay: Overlay,
     pub selected: Option<usize>,
     pub matches: &'a [usize],
@@ -329,6 +348,7 @@ pub fn paint(painter: &egui::Painter, view: &View, scene: &Scene<'_>) -> DrawSta
             scene.families[b],
             scene.layer_of_box[b],
             scene.compression,
+            scene.sensitivity,
         )
     };
     let highlight = Color32::from_rgb(255, 190, 0);
@@ -522,6 +542,62 @@ mod tests {
     use edgefit_engine::{AnalysisOptions, CancelToken, NoProgress, analyse, load_model};
 
     #[test]
+    fn the_sensitivity_overlay_colours_each_layer_by_its_int8_cell() {
+        use edgefit_engine::guide::sensitivity::{Cell, LayerSensitivity};
+        let cell = |db: Option<f64>| Cell {
+            output_sqnr_db: db,
+            noise_ratio: vec![0.0],
+            top1_agreement: 1.0,
+            accuracy: None,
+            weight_sqnr_db: None,
+            bytes: 1,
+            macs: None,
+        };
+        let row = |name: &str, cells: Vec<Option<Cell>>| LayerSensitivity {
+            name: name.to_owned(),
+            op: "Conv".to_owned(),
+            weight: format!("{name}.w"),
+            parameters: 1,
+            bytes: 4,
+            macs: None,
+            cells,
+        };
+        let json = serde_json::json!({
+            "schema": "edgefit.sensitivity/1", "model": "m.onnx",
+            "model_file": {"size_bytes": 1, "modified_unix_s": 1}, "data": "d", "samples": 1,
+            "generated_data": true, "runtime": "tract", "input_shape": [1],
+            "base": {"version": 1}, "candidates": [], "labels": ["int8"], "outputs": ["y"],
+            "original_accuracy": null, "layers": [], "skipped": [], "model_runs": 0,
+            "model_builds": 0, "wall_time_s": 0.0, "method": ""
+        });
+        let mut sweep: Sensitivity = serde_json::from_value(json).unwrap();
+        sweep.layers = vec![
+            row("a", vec![Some(cell(Some(45.0)))]),
+            row("b", vec![Some(cell(Some(12.0)))]),
+            row("c", vec![None]),
+        ];
+        let at = |l: usize| {
+            fill(
+                Overlay::Sensitivity,
+                Family::Conv,
+                Some(l),
+                None,
+                Some(&sweep),
+            )
+        };
+        let entry = |name: &str| SQNR_LEGEND.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(at(0), entry(">= 40 dB"));
+        assert_eq!(at(1), entry("10-20 dB"));
+        assert_eq!(at(2), NO_WEIGHT, "a candidate that does not apply");
+        assert_eq!(at(3), NO_WEIGHT, "no such layer");
+        // Without a sweep nothing is coloured as measured.
+        assert_eq!(
+            fill(Overlay::Sensitivity, Family::Conv, Some(0), None, None),
+            NO_WEIGHT
+        );
+    }
+
+    #[test]
     fn families_of_common_ops() {
         assert_eq!(Family::of_op("Conv"), Family::Conv);
         assert_eq!(Family::of_op("Gemm"), Family::MatMul);
@@ -545,7 +621,7 @@ mod tests {
         let mut recipe = Recipe::default();
         recipe.defaults.precision = Precision::Int { bits: 4 };
         let int4 = compressor.apply(&recipe, &cancel).unwrap();
-        let colour = |o, c: &Compression| fill(o, Family::Conv, Some(0), Some(c));
+        let colour = |o, c: &Compression| fill(o, Family::Conv, Some(0), Some(c), None);
         let entry = |table: &[(&str, Color32)], name: &str| {
             table.iter().find(|(n, _)| *n == name).unwrap().1
         };
@@ -564,7 +640,7 @@ mod tests {
         );
         // Not a layer: "no weight"; the op-family overlay ignores the plan.
         assert_eq!(
-            fill(Overlay::Bits, Family::Activation, None, Some(&int4)),
+            fill(Overlay::Bits, Family::Activation, None, Some(&int4), None),
             NO_WEIGHT
         );
         assert_eq!(colour(Overlay::OpFamily, &int4), Family::Conv.colour());
