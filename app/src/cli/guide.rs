@@ -87,21 +87,29 @@ impl CandidateArgs {
     }
 }
 
-/// `edgefit sensitivity`.
+/// The model, candidates, data and runtime of a sweep: what `sensitivity` and `search` share.
 #[derive(Debug, clap::Args)]
-pub struct SensitivityArgs {
-    /// The ONNX model to analyse.
+pub struct SweepArgs {
+    /// The ONNX model (never overwritten).
     pub model: PathBuf,
     #[command(flatten)]
     pub candidates: CandidateArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Runtime: `auto` (onnxruntime when installed and it runs the model: one session serves
-    /// every cell), `tract` or `onnxruntime`.
+    /// Runtime of the sweep (and of the search's measured picks and preview; a written file
+    /// is verified in both runtimes either way): `auto` (onnxruntime when installed and it
+    /// runs the model: one session serves every cell), `tract` or `onnxruntime`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tract", "onnxruntime"])]
     pub runtime: String,
     #[command(flatten)]
     pub runtime_args: RuntimeArgs,
+}
+
+/// `edgefit sensitivity`.
+#[derive(Debug, clap::Args)]
+pub struct SensitivityArgs {
+    #[command(flatten)]
+    pub sweep: SweepArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -116,18 +124,21 @@ struct Swept {
     sensitivity: Sensitivity,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn sweep(
-    path: &std::path::Path,
+    args: &SweepArgs,
     base: Recipe,
     candidates: &[Candidate],
-    data: &DataArgs,
-    runtime: &str,
-    runtime_args: &RuntimeArgs,
     needs_labels: bool,
     bar: &indicatif::ProgressBar,
     cancel: &edgefit_engine::CancelToken,
 ) -> Result<Swept> {
+    let SweepArgs {
+        model: path,
+        data,
+        runtime,
+        runtime_args,
+        ..
+    } = args;
     let shapes = runtime_args.shapes()?;
     let (model, loaded, runtime) =
         load_for_job(path, data, runtime, runtime_args, &shapes, bar, cancel)?;
@@ -165,18 +176,8 @@ fn sweep(
 pub fn sensitivity_cmd(args: &SensitivityArgs) -> Result<()> {
     let bar = progress_bar();
     let cancel = super::interruptible();
-    let (base, candidates) = args.candidates.resolve()?;
-    let swept = sweep(
-        &args.model,
-        base,
-        &candidates,
-        &args.data,
-        &args.runtime,
-        &args.runtime_args,
-        false,
-        &bar,
-        &cancel,
-    )?;
+    let (base, candidates) = args.sweep.candidates.resolve()?;
+    let swept = sweep(&args.sweep, base, &candidates, false, &bar, &cancel)?;
     let result = swept.sensitivity;
     bar.finish_and_clear();
     if args.json {
@@ -262,8 +263,8 @@ pub fn sensitivity_table(s: &Sensitivity) -> String {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("constraint").required(true).args(["min_sqnr", "max_drop"])))]
 pub struct SearchArgs {
-    /// The ONNX model to compress (never overwritten).
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub sweep: SweepArgs,
     /// Where to write the chosen plan's export; its recipe and report go beside it.
     #[arg(long, short)]
     pub out: PathBuf,
@@ -274,22 +275,12 @@ pub struct SearchArgs {
     /// Keep the top-1 accuracy drop at or below this many percentage points (labelled data).
     #[arg(long, value_name = "PP")]
     pub max_drop: Option<f64>,
-    /// A size budget (KiB of weights): the most faithful plan within it.
+    /// A size budget for the written file, in KiB: the most faithful plan whose file fits.
     #[arg(long, value_name = "KIB")]
     pub budget_kib: Option<u64>,
     /// Full evaluations of front points (the final export's verification not counted).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=50))]
     pub max_evaluations: u16,
-    #[command(flatten)]
-    pub candidates: CandidateArgs,
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Runtime of the sweep, the measured picks and the export's preview (the file is
-    /// verified in both runtimes either way).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tract", "onnxruntime"])]
-    pub runtime: String,
-    #[command(flatten)]
-    pub runtime_args: RuntimeArgs,
     /// Latency runs per model for the export's report (0 skips latency).
     #[arg(long, default_value_t = 20)]
     pub runs: usize,
@@ -326,7 +317,7 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
     };
     let bar = progress_bar();
     let cancel = super::interruptible();
-    let (base, candidates) = args.candidates.resolve()?;
+    let (base, candidates) = args.sweep.candidates.resolve()?;
     // Only what can make the file smaller is worth sweeping for a size search.
     let (candidates, dropped) = size_candidates(&candidates, base.defaults.prune_method);
     if candidates.is_empty() {
@@ -337,12 +328,9 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
         .into());
     }
     let swept = sweep(
-        &args.model,
+        &args.sweep,
         base,
         &candidates,
-        &args.data,
-        &args.runtime,
-        &args.runtime_args,
         matches!(constraint, Constraint::MaxDropPp(_)),
         &bar,
         &cancel,
@@ -355,7 +343,7 @@ pub fn search_cmd(args: &SearchArgs) -> Result<()> {
         latency_runs: 0,
         runtime: swept.runtime,
         input_shapes: &swept.loaded.settings,
-        output: args.runtime_args.output.as_deref(),
+        output: args.sweep.runtime_args.output.as_deref(),
     };
     let options = SearchOptions {
         constraint,

@@ -240,8 +240,8 @@ impl StudioApp {
     fn start_optimize(&mut self, export: Option<PathBuf>, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
         self.auto_evaluate_at = None;
-        let data = match &s.data {
-            Ok(data) => data.clone(),
+        let (data, run) = match s.job_run() {
+            Ok(job_run) => job_run,
             Err(e) => {
                 self.error = Some(format!(
                     "Cannot evaluate yet: {e}. Set the input shape under Inputs and runtime."
@@ -253,10 +253,7 @@ impl StudioApp {
             OptimizeRequest {
                 open: s.open.clone(),
                 data,
-                run: super::session::RunSettings {
-                    inputs: s.data_inputs.clone(),
-                    ..s.run.clone()
-                },
+                run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 recipe: s.recipe.clone(),
                 format: s.format,
@@ -269,19 +266,16 @@ impl StudioApp {
 
     fn start_search(&mut self, min_sqnr_db: f64, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
-        let (Some(sensitivity), Ok(data)) = (&s.sensitivity, &s.data) else {
+        let (Some(sensitivity), Ok((data, run))) = (&s.sensitivity, s.job_run()) else {
             self.error = Some("Analyse sensitivity first: the search starts from it.".to_owned());
             return;
         };
         let job = Job::search(
             SearchRequest {
                 open: s.open.clone(),
-                data: data.clone(),
+                data,
                 calibration: s.open.calibration.clone(),
-                run: super::session::RunSettings {
-                    inputs: s.data_inputs.clone(),
-                    ..s.run.clone()
-                },
+                run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 base: s.recipe.clone(),
                 sensitivity: sensitivity.clone(),
@@ -294,8 +288,8 @@ impl StudioApp {
 
     fn start_sensitivity(&mut self, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
-        let data = match &s.data {
-            Ok(data) => data.clone(),
+        let (data, run) = match s.job_run() {
+            Ok(job_run) => job_run,
             Err(e) => {
                 self.error = Some(format!(
                     "Cannot analyse yet: {e}. Set the input shape under Inputs and runtime."
@@ -307,10 +301,7 @@ impl StudioApp {
             SensitivityRequest {
                 open: s.open.clone(),
                 data,
-                run: super::session::RunSettings {
-                    inputs: s.data_inputs.clone(),
-                    ..s.run.clone()
-                },
+                run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 base: s.recipe.clone(),
             },

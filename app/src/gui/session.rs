@@ -244,6 +244,17 @@ impl Session {
         self.refresh();
     }
 
+    /// What a background job measures with: the samples and the run settings (with the
+    /// choices made for generated inputs); `Err` says which input still needs a shape.
+    pub fn job_run(&self) -> Result<(Arc<Dataset>, RunSettings), String> {
+        let data = self.data.clone()?;
+        let run = RunSettings {
+            inputs: self.data_inputs.clone(),
+            ..self.run.clone()
+        };
+        Ok((data, run))
+    }
+
     /// Changes the runtime or input settings. The original is measured again under them (its
     /// latency is the runtime's); evaluated points keep the runtime that measured them.
     pub fn set_run(&mut self, run: RunSettings) {
