@@ -69,6 +69,9 @@ enum Command {
     Bench(cli::measure::BenchArgs),
     /// Compare two models on the same samples: accuracy, fidelity, size, latency.
     Compare(cli::measure::CompareArgs),
+    /// What changed between two models: nodes added, removed and changed, and every weight's
+    /// shape, storage, SQNR, sparsity and bits (no runtime needed).
+    Diff(cli::diff::DiffArgs),
     /// Each compressible layer alone at each candidate setting (bits, fp16, prune ratios):
     /// the model's output error, to see which layers matter.
     Sensitivity(Box<cli::guide::SensitivityArgs>),
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => cli::measure::eval_cmd(&a),
         Some(Command::Bench(a)) => cli::measure::bench_cmd(&a),
         Some(Command::Compare(a)) => cli::measure::compare_cmd(&a),
+        Some(Command::Diff(a)) => cli::diff::diff_cmd(&a),
         Some(Command::Sensitivity(a)) => cli::guide::sensitivity_cmd(&a),
         Some(Command::Search(a)) => cli::guide::search_cmd(&a),
         None => gui::run(gui::StartOptions {

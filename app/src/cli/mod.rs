@@ -1,6 +1,7 @@
 //! Headless subcommands: thin wrappers over the same engine calls the studio makes.
 
 pub mod args;
+pub mod diff;
 pub mod guide;
 pub mod measure;
 pub mod optimize;
