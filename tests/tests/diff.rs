@@ -364,3 +364,49 @@ fn a_10k_node_graph_diffs_quickly() {
     );
     assert_eq!(files.summary.nodes_unchanged, nodes);
 }
+
+#[test]
+fn low_bit_codes_in_int8_containers_and_fp16_storage_are_read_through_their_casts() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = load(&sample_model("digits-mlp"));
+    // weights-int8 writes Cast → (Sub zero point) → Mul scale: 4-bit codes, int8 containers.
+    let mut recipe = int8();
+    recipe.defaults.precision = Precision::Int { bits: 4 };
+    let (report, exported) = export("digits-mlp", &recipe, ExportFormat::WeightsInt8, dir.path());
+    let diff = diff_models(&original, &exported).unwrap();
+    for layer in &report.layers {
+        let w = diff
+            .weights
+            .iter()
+            .find(|w| w.a.as_ref().is_some_and(|a| a.name == layer.weight))
+            .unwrap();
+        let b = w.b.as_ref().unwrap();
+        assert_eq!((b.dtype.name(), b.bits), ("int8".to_owned(), Some(8)));
+        assert!(b.levels.is_some_and(|l| l <= 16), "{b:?}");
+        let (got, expected) = (w.sqnr_db.unwrap(), layer.sqnr_db.unwrap());
+        assert!((got - expected).abs() < 0.01, "{got} vs {expected}");
+    }
+    let cast_nodes = diff.added.iter().filter(|n| n.op_type == "Cast").count();
+    assert_eq!(cast_nodes, report.layers.len());
+
+    // fp16: the stored half values are the weight.
+    let mut recipe = Recipe::default();
+    recipe.defaults.precision = Precision::Float16;
+    let (_, exported) = export("digits-mlp", &recipe, ExportFormat::Fp16, dir.path());
+    let diff = diff_models(&original, &exported).unwrap();
+    let halves: Vec<_> = diff
+        .weights
+        .iter()
+        .filter(|w| w.b.as_ref().is_some_and(|b| b.dtype.name() == "float16"))
+        .collect();
+    assert!(!halves.is_empty());
+    for w in halves {
+        assert_eq!(w.b.as_ref().unwrap().bits, Some(16));
+        assert_eq!(w.comparison, Comparison::Compared);
+        assert!(w.sqnr_db.is_some_and(|db| db > 50.0), "{w:?}");
+        assert_eq!(
+            w.b.as_ref().unwrap().storage_bytes * 2,
+            w.a.as_ref().unwrap().storage_bytes
+        );
+    }
+}

@@ -351,3 +351,20 @@ fn json_db<S: serde::Serializer>(v: &Option<f64>, s: S) -> std::result::Result<S
         Some(_) => s.serialize_str("-inf"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn db_values_serialize_as_the_other_reports_write_them() {
+        #[derive(Serialize)]
+        struct Db(#[serde(serialize_with = "json_db")] Option<f64>);
+        let json = |v| serde_json::to_string(&Db(v)).unwrap();
+        assert_eq!(json(None), "null");
+        assert_eq!(json(Some(41.5)), "41.5");
+        assert_eq!(json(Some(f64::NEG_INFINITY)), "\"-inf\"");
+        assert_eq!(json(Some(f64::NAN)), "\"nan\"");
+    }
+}
