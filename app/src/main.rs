@@ -36,6 +36,34 @@ struct Args {
     /// (default 300): a model can loop forever.
     #[arg(long, global = true, value_name = "SECONDS")]
     run_timeout: Option<u64>,
+    /// More log lines on stderr (from edgefit, tract, onnxruntime and the window): `-v` info,
+    /// `-vv` debug, `-vvv` trace. The default shows warnings; `RUST_LOG=debug` works too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+/// Logs of every crate (`log` records too) on stderr, at the level `-v`/`-q`/`RUST_LOG` give.
+fn init_logs(verbose: u8, quiet: bool) {
+    use tracing_subscriber::filter::LevelFilter;
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok());
+    let level = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => from_env.unwrap_or(LevelFilter::WARN),
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
+    };
+    // A second subscriber (tests that call main twice) is not an error worth stopping for.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
 }
 
 /// `1234`, `512K`, `512M`, `16G` (binary units).
@@ -88,6 +116,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    init_logs(args.verbose, args.quiet);
     if let Some(bytes) = args.memory_budget {
         edgefit_engine::model::guard::set_memory_budget_bytes(bytes);
     }

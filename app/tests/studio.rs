@@ -120,7 +120,7 @@ fn evaluating_adds_a_point_to_the_trade_off_chart() {
     let s = harness.state().session.as_ref().unwrap();
     assert_eq!(s.points.len(), 1, "{:?}", harness.state().error);
     assert!(s.points[0].verified);
-    assert!(s.points[0].accuracy > 0.9);
+    assert!(s.points[0].accuracy.unwrap() > 0.9);
     assert!(s.baseline.is_some());
 }
 
@@ -281,6 +281,12 @@ fn input_shapes_and_the_runtime_are_set_in_the_window_and_remembered() {
     let s = again.state().session.as_ref().unwrap();
     assert_eq!(s.run.inputs[0].shape, Some(vec![1, 3, 12, 20]));
     assert!(s.data.is_ok());
+    // ... and analyses it again at that shape: the MACs are known, not "0 (partial)".
+    assert!(
+        s.open.analysis.macs_complete && s.open.analysis.macs > 0,
+        "{}",
+        s.open.analysis.macs
+    );
 }
 
 #[test]

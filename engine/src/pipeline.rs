@@ -316,8 +316,15 @@ pub fn preview(
     let CompareOutputs {
         names,
         float,
+        mut class_scores,
         extra,
     } = CompareOutputs::of(model, options.output);
+    // The labels index the evaluated output: it is class scores whatever its declared shape.
+    if options.data.labels.is_some()
+        && let Some(first) = class_scores.first_mut()
+    {
+        *first = true;
+    }
     // One model in a runtime at a time: each is built, run on the samples, timed, and dropped
     // before the next (a runtime holds its own copy of the weights, often two).
     let run_and_time = |proto: &crate::model::proto::ModelProto, dir: Option<&Path>| -> Result<_> {
@@ -343,7 +350,8 @@ pub fn preview(
     let (original_all, original_latency) =
         run_and_time(&*original.runnable_proto()?, dir.as_deref())?;
     let (all, latency) = run_and_time(&built.proto, None)?;
-    let output_fidelity = quality::output_fidelity(&names, &float, &original_all, &all);
+    let output_fidelity =
+        quality::output_fidelity(&names, &float, &class_scores, &original_all, &all);
     let first = |all: Vec<Vec<Vec<f32>>>| -> Vec<Vec<f32>> {
         all.into_iter().map(|mut s| s.swap_remove(0)).collect()
     };
@@ -367,6 +375,10 @@ pub struct CompareOutputs {
     pub names: Vec<String>,
     /// Parallel to `names`: whether it holds floats (others are compared, not judged).
     pub float: Vec<bool>,
+    /// Parallel to `names`: whether it is declared as class scores — a float `[N, C]` with
+    /// a known C ≥ 2 — where top-1 agreement with the original means something (a detector's
+    /// `[1, 84, 8400]` or a voice model's `[N, 1]` is not).
+    pub class_scores: Vec<bool>,
     /// `names` after the first: the extra outputs to build the runtimes with.
     pub extra: Vec<String>,
 }
@@ -417,12 +429,32 @@ impl CompareOutputs {
                     .is_none_or(&is_float)
             })
             .collect();
+        let class_scores = names
+            .iter()
+            .zip(&float)
+            .map(|(n, &is_float)| {
+                is_float
+                    && model
+                        .graph
+                        .outputs
+                        .iter()
+                        .find(|o| &o.name == n)
+                        .and_then(|o| o.shape.as_deref())
+                        .is_some_and(is_class_score_shape)
+            })
+            .collect();
         Self {
             names,
             float,
+            class_scores,
             extra,
         }
     }
+}
+
+/// `[N, C]` with a known C ≥ 2: one score per class and sample.
+fn is_class_score_shape(shape: &[crate::model::graph::Dim]) -> bool {
+    matches!(shape, [_, classes] if classes.known().is_some_and(|c| c >= 2))
 }
 
 /// The runtime to preview `model` in when the user did not choose: onnxruntime — the runtime

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::file_dialog::DialogPurpose;
 use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest, SearchRequest, SensitivityRequest};
 use super::session::{self, EvalPoint, Session};
 use super::{AUTO_EVALUATE_AFTER, Command, MAX_RECENT, MAX_REMEMBERED_SESSIONS, StudioApp};
@@ -17,14 +18,7 @@ impl StudioApp {
         }
         for command in commands {
             match command {
-                Command::PickFile => {
-                    if let Some(path) = rfd::FileDialog::new()
-                        .add_filter("ONNX model", &["onnx"])
-                        .pick_file()
-                    {
-                        self.start(Job::load(path, ctx));
-                    }
-                }
+                Command::PickFile => self.open_dialog(DialogPurpose::OpenModel, ctx),
                 Command::Open(path) => self.start(Job::load(path, ctx)),
                 Command::CancelJob => {
                     if let Some(job) = &self.job {
@@ -60,33 +54,27 @@ impl StudioApp {
                     }
                 }
                 Command::Evaluate => self.start_optimize(None, ctx),
-                Command::PickExportPath => {
-                    let picked = rfd::FileDialog::new()
-                        .add_filter("ONNX model", &["onnx"])
-                        .set_file_name("model.optimized.onnx")
-                        .save_file();
-                    if let Some(path) = picked {
-                        self.start_optimize(Some(path), ctx);
-                    }
-                }
+                Command::PickExportPath => self.open_dialog(DialogPurpose::Export, ctx),
                 Command::Export(path) => self.start_optimize(Some(path), ctx),
-                Command::PickSaveSession => {
-                    let picked = rfd::FileDialog::new()
-                        .add_filter("Edgefit session", &["json"])
-                        .set_file_name("session.edgefit.json")
-                        .save_file();
-                    if let Some(path) = picked {
-                        self.commands.push(Command::SaveSession(path));
+                Command::PickSaveSession => self.open_dialog(DialogPurpose::SaveSession, ctx),
+                Command::PickOpenSession => self.open_dialog(DialogPurpose::OpenSession, ctx),
+                Command::PickDiff => self.open_dialog(DialogPurpose::Diff, ctx),
+                Command::Diff(path) => {
+                    if let Some(s) = &self.session {
+                        let job = Job::diff(s.open.clone(), path, ctx);
+                        self.start(job);
                     }
                 }
-                Command::PickOpenSession => {
-                    if let Some(path) = rfd::FileDialog::new()
-                        .add_filter("Edgefit session", &["json"])
-                        .pick_file()
-                    {
-                        self.commands.push(Command::OpenSession(path));
+                Command::CloseDiff => {
+                    if let Some(s) = &mut self.session {
+                        s.diff = None;
+                    }
+                    if self.graph.overlay() == super::graph_paint::Overlay::Diff {
+                        self.graph
+                            .set_overlay(super::graph_paint::Overlay::OpFamily);
                     }
                 }
+                Command::FocusNode(node) => self.graph.focus_node(node, &mut self.commands),
                 Command::SaveSession(path) => {
                     if let Some(s) = &self.session {
                         let json = serde_json::to_string_pretty(&s.to_file()).unwrap_or_default();
@@ -191,23 +179,28 @@ impl StudioApp {
             s.set_run(run);
             self.error = None;
             self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
-            // Symbolic or -1 dims hid shapes and MACs: infer them at the shape now given.
-            let open_dims = s.open.loaded.graph.inputs.first().is_some_and(|i| {
-                i.shape
-                    .as_ref()
-                    .is_none_or(|d| d.iter().any(|d| d.known().is_none()))
-            });
-            if inputs_changed
-                && open_dims
-                && let Ok(shape) = edgefit_engine::pipeline::resolve_input_shape(
-                    &s.open.loaded,
-                    None,
-                    &s.run.inputs,
-                )
-            {
-                let job = Job::reanalyse(s.open.clone(), shape, ctx);
-                self.start(job);
+            if inputs_changed {
+                self.reanalyse_at_given_shape(ctx);
             }
+        }
+    }
+
+    /// Symbolic or -1 dims hid shapes and MACs: infers them again at the shape the run
+    /// settings now give (set in the window, or restored with a session).
+    fn reanalyse_at_given_shape(&mut self, ctx: &egui::Context) {
+        let Some(s) = &self.session else { return };
+        let open_dims = s.open.loaded.graph.inputs.first().is_some_and(|i| {
+            i.shape
+                .as_ref()
+                .is_none_or(|d| d.iter().any(|d| d.known().is_none()))
+        });
+        if open_dims
+            && !s.run.inputs.is_empty()
+            && let Ok(shape) =
+                edgefit_engine::pipeline::resolve_input_shape(&s.open.loaded, None, &s.run.inputs)
+        {
+            let job = Job::reanalyse(s.open.clone(), shape, ctx);
+            self.start(job);
         }
     }
 
@@ -230,6 +223,23 @@ impl StudioApp {
         }
     }
 
+    /// Opens a file dialog beside the open model (the platform's, else the built-in one).
+    fn open_dialog(&mut self, purpose: DialogPurpose, ctx: &egui::Context) {
+        let folder = self.dialog_folder();
+        self.file_dialogs.open(purpose, folder.as_deref(), ctx);
+    }
+
+    /// Where file dialogs start: the open model's folder.
+    pub(super) fn dialog_folder(&self) -> Option<PathBuf> {
+        self.session.as_ref().and_then(|s| {
+            s.open
+                .loaded
+                .path
+                .parent()
+                .map(std::path::Path::to_path_buf)
+        })
+    }
+
     fn start(&mut self, job: Job) {
         if let Some(old) = self.job.take() {
             old.cancel.cancel();
@@ -249,6 +259,7 @@ impl StudioApp {
                 return;
             }
         };
+        self.evaluations_started += 1;
         let job = Job::optimize(
             OptimizeRequest {
                 open: s.open.clone(),
@@ -333,6 +344,9 @@ impl StudioApp {
                     JobKind::Search => {
                         format!("The plan search failed: {}", for_the_window(&message))
                     }
+                    JobKind::Diff(path) => {
+                        format!("Could not compare with {}: {message}", path.display())
+                    }
                 });
             }
             Ok(Ok(JobOutput::Loaded(open))) => {
@@ -365,6 +379,8 @@ impl StudioApp {
                 }
                 self.session = Some(session);
                 self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
+                // A restored session's input shape: shapes and MACs inferred at it again.
+                self.reanalyse_at_given_shape(ctx);
                 // Measure the original once so the trade-off chart has its reference.
                 self.auto_evaluate_at = Some(Instant::now());
             }
@@ -404,6 +420,15 @@ impl StudioApp {
                     s.search = Some(std::sync::Arc::new(*report));
                 }
             }
+            Ok(Ok(JobOutput::Diff { model, view })) => {
+                if let Some(s) = &mut self.session
+                    && s.open.loaded.path == model
+                {
+                    s.diff = Some(*view);
+                    // What changed is what the person asked to see.
+                    self.graph.set_overlay(super::graph_paint::Overlay::Diff);
+                }
+            }
             Ok(Ok(JobOutput::Reanalysed(open))) => {
                 if let Some(s) = &mut self.session
                     && s.open.loaded.path == open.loaded.path
@@ -412,7 +437,11 @@ impl StudioApp {
                     s.replace_analysis(open, move || repaint.request_repaint());
                 }
             }
-            Ok(Ok(JobOutput::Optimized { report, export })) => {
+            Ok(Ok(JobOutput::Optimized {
+                report,
+                export,
+                data,
+            })) => {
                 self.error = None;
                 self.verdict = None;
                 if let Some(reason) = &report.not_measured {
@@ -429,31 +458,24 @@ impl StudioApp {
                         }
                     ));
                 } else if let Some(s) = &mut self.session {
-                    let measured =
-                        |m: &edgefit_engine::pipeline::Measured| m.accuracy.map(|a| a.top1);
-                    let accuracy = measured(&report.compressed)
-                        .or(report.fidelity.map(|f| f.agreement))
-                        .unwrap_or(0.0);
                     if s.baseline.is_none() {
-                        s.baseline = Some(EvalPoint {
-                            recipe: edgefit_engine::compress::plan::Recipe::default(),
-                            format: edgefit_engine::export::build::ExportFormat::Fp32,
-                            accuracy: measured(&report.original).unwrap_or(1.0),
-                            size_bytes: report.original.size_bytes,
-                            latency_ms: report.original.latency_ms.as_ref().map(|l| l.median),
-                            verified: true,
-                            runtime: report.runtime,
-                        });
+                        s.baseline = Some(EvalPoint::original(&report, data.clone()));
                     }
-                    s.points.push(EvalPoint {
-                        recipe: report.recipe.clone(),
-                        format: report.format,
-                        accuracy,
-                        size_bytes: report.compressed.size_bytes,
-                        latency_ms: report.compressed.latency_ms.as_ref().map(|l| l.median),
-                        verified: report.verification.passed,
-                        runtime: report.runtime,
-                    });
+                    // One point per measured configuration: measuring it again (an export,
+                    // an explicit Evaluate) refreshes that point instead of adding a copy.
+                    let point = EvalPoint::compressed(&report, data);
+                    let key = point.data.clone();
+                    match key.and_then(|key| {
+                        s.points.iter().position(|p| {
+                            p.measures(&point.recipe, point.format, point.runtime, &key)
+                        })
+                    }) {
+                        Some(i) => s.points[i] = point,
+                        None => s.points.push(point),
+                    }
+                }
+                if export {
+                    self.last_export = Some(std::path::PathBuf::from(&report.output));
                 }
                 if export && report.not_measured.is_none() {
                     self.status = Some(format!(

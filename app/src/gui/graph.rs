@@ -307,6 +307,31 @@ impl GraphPanel {
         }
     }
 
+    /// What the node colours show.
+    pub fn overlay(&self) -> Overlay {
+        self.overlay
+    }
+
+    /// Shows `overlay` in the node colours.
+    pub fn set_overlay(&mut self, overlay: Overlay) {
+        self.overlay = overlay;
+    }
+
+    /// Selects and centres the box of node `node` (an index into the open model's
+    /// `GraphView::nodes`); a compressible layer is selected in the plan too.
+    pub fn focus_node(&mut self, node: usize, commands: &mut Vec<Command>) {
+        let Some(b) = self.prepared().and_then(|p| {
+            p.layout
+                .boxes
+                .iter()
+                .position(|bx| bx.kind == BoxKind::Node(node))
+        }) else {
+            return;
+        };
+        self.select(Some(b), commands);
+        self.centre_on = Some(b);
+    }
+
     /// Selects box `b`; a compressible layer is selected in the plan too.
     fn select(&mut self, b: Option<usize>, commands: &mut Vec<Command>) {
         self.selected = b;
@@ -407,6 +432,7 @@ fn toolbar_ui(
                     Overlay::Bits,
                     Overlay::Sqnr,
                     Overlay::Sensitivity,
+                    Overlay::Diff,
                 ] {
                     ui.selectable_value(&mut panel.overlay, o, o.label());
                 }
@@ -552,6 +578,7 @@ fn canvas_ui(
             .sensitivity
             .as_deref()
             .filter(|s| s.layers.len() == session.compressor.layers.len()),
+        diff: session.diff.as_ref().map(|d| d.marks.as_slice()),
         overlay: panel.overlay,
         selected: panel.selected,
         matches: &panel.matches.1,

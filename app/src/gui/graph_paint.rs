@@ -118,6 +118,9 @@ pub enum Overlay {
     Sqnr,
     /// The model's output SQNR with only that layer at int8 (the last sensitivity sweep).
     Sensitivity,
+    /// What the last diff found for each node of this model: changed, removed, or only its
+    /// weights changed.
+    Diff,
 }
 
 impl Overlay {
@@ -128,6 +131,7 @@ impl Overlay {
             Overlay::Bits => "Bits (plan)",
             Overlay::Sqnr => "Weight SQNR (plan)",
             Overlay::Sensitivity => "Sensitivity (output SQNR, layer alone at int8)",
+            Overlay::Diff => "Diff (against the file compared)",
         }
     }
 }
@@ -152,6 +156,37 @@ const SQNR_LEGEND: [(&str, Color32); 7] = [
     ("no weight", NO_WEIGHT),
 ];
 
+/// What the last diff says about one node of the open model, for [`Overlay::Diff`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffMark {
+    Same,
+    /// The node matched and is the same; a weight it reads changed (quantized, pruned).
+    WeightsChanged,
+    /// Matched with a different op, attributes, wiring or output shape.
+    Changed,
+    /// Not in the other model (folded, dropped).
+    Removed,
+}
+
+const DIFF_LEGEND: [(&str, Color32); 4] = [
+    ("same", NO_WEIGHT),
+    ("weights changed", Color32::from_rgb(40, 120, 200)),
+    ("changed", Color32::from_rgb(210, 140, 30)),
+    ("removed", Color32::from_rgb(190, 40, 40)),
+];
+
+impl DiffMark {
+    fn colour(self) -> Color32 {
+        let index = match self {
+            DiffMark::Same => 0,
+            DiffMark::WeightsChanged => 1,
+            DiffMark::Changed => 2,
+            DiffMark::Removed => 3,
+        };
+        DIFF_LEGEND[index].1
+    }
+}
+
 /// Legend entries of an overlay.
 pub fn legend(overlay: Overlay) -> Vec<(&'static str, Color32)> {
     match overlay {
@@ -161,6 +196,7 @@ pub fn legend(overlay: Overlay) -> Vec<(&'static str, Color32)> {
             .collect(),
         Overlay::Bits => BITS_LEGEND.to_vec(),
         Overlay::Sqnr | Overlay::Sensitivity => SQNR_LEGEND.to_vec(),
+        Overlay::Diff => DIFF_LEGEND.to_vec(),
     }
 }
 
@@ -172,9 +208,13 @@ pub fn fill(
     layer: Option<usize>,
     compression: Option<&Compression>,
     sensitivity: Option<&Sensitivity>,
+    diff: Option<DiffMark>,
 ) -> Color32 {
     if overlay == Overlay::OpFamily || matches!(family, Family::Input | Family::Output) {
         return family.colour();
+    }
+    if overlay == Overlay::Diff {
+        return diff.map_or(NO_WEIGHT, DiffMark::colour);
     }
     if overlay == Overlay::Sensitivity {
         let cell = layer
@@ -313,6 +353,9 @@ pub struct Scene<'a> {
     pub compression: Option<&'a Compression>,
     /// The last sensitivity sweep, for [`Overlay::Sensitivity`].
     pub sensitivity: Option<&'a Sensitivity>,
+    /// The last diff's mark of each node of the model (by `GraphView` index), for
+    /// [`Overlay::Diff`].
+    pub diff: Option<&'a [DiffMark]>,
     pub overlay: Overlay,
     pub selected: Option<usize>,
     pub matches: &'a [usize],
@@ -343,12 +386,17 @@ pub fn paint(painter: &egui::Painter, view: &View, scene: &Scene<'_>) -> DrawSta
     let node_px = layout.boxes.first().map_or(28.0, |b| b.h) * view.zoom;
     let mut shapes: Vec<Shape> = Vec::new();
     let fill_of = |b: usize| {
+        let mark = match layout.boxes[b].kind {
+            BoxKind::Node(n) => scene.diff.and_then(|marks| marks.get(n).copied()),
+            _ => None,
+        };
         fill(
             scene.overlay,
             scene.families[b],
             scene.layer_of_box[b],
             scene.compression,
             scene.sensitivity,
+            mark,
         )
     };
     let highlight = Color32::from_rgb(255, 190, 0);
@@ -583,6 +631,7 @@ mod tests {
                 Some(l),
                 None,
                 Some(&sweep),
+                None,
             )
         };
         let entry = |name: &str| SQNR_LEGEND.iter().find(|(n, _)| *n == name).unwrap().1;
@@ -592,7 +641,14 @@ mod tests {
         assert_eq!(at(3), NO_WEIGHT, "no such layer");
         // Without a sweep nothing is coloured as measured.
         assert_eq!(
-            fill(Overlay::Sensitivity, Family::Conv, Some(0), None, None),
+            fill(
+                Overlay::Sensitivity,
+                Family::Conv,
+                Some(0),
+                None,
+                None,
+                None
+            ),
             NO_WEIGHT
         );
     }
@@ -621,7 +677,7 @@ mod tests {
         let mut recipe = Recipe::default();
         recipe.defaults.precision = Precision::Int { bits: 4 };
         let int4 = compressor.apply(&recipe, &cancel).unwrap();
-        let colour = |o, c: &Compression| fill(o, Family::Conv, Some(0), Some(c), None);
+        let colour = |o, c: &Compression| fill(o, Family::Conv, Some(0), Some(c), None, None);
         let entry = |table: &[(&str, Color32)], name: &str| {
             table.iter().find(|(n, _)| *n == name).unwrap().1
         };
@@ -640,9 +696,39 @@ mod tests {
         );
         // Not a layer: "no weight"; the op-family overlay ignores the plan.
         assert_eq!(
-            fill(Overlay::Bits, Family::Activation, None, Some(&int4), None),
+            fill(
+                Overlay::Bits,
+                Family::Activation,
+                None,
+                Some(&int4),
+                None,
+                None
+            ),
             NO_WEIGHT
         );
         assert_eq!(colour(Overlay::OpFamily, &int4), Family::Conv.colour());
+    }
+
+    #[test]
+    fn the_diff_overlay_colours_each_mark_and_leaves_unmarked_nodes_grey() {
+        let at = |mark| fill(Overlay::Diff, Family::Conv, Some(0), None, None, mark);
+        let entry = |name: &str| DIFF_LEGEND.iter().find(|(n, _)| *n == name).unwrap().1;
+        assert_eq!(at(Some(DiffMark::Removed)), entry("removed"));
+        assert_eq!(at(Some(DiffMark::Changed)), entry("changed"));
+        assert_eq!(at(Some(DiffMark::WeightsChanged)), entry("weights changed"));
+        assert_eq!(at(Some(DiffMark::Same)), entry("same"));
+        assert_eq!(at(None), NO_WEIGHT, "no diff yet");
+        // Inputs and outputs keep their own colours.
+        assert_eq!(
+            fill(
+                Overlay::Diff,
+                Family::Input,
+                None,
+                None,
+                None,
+                Some(DiffMark::Removed)
+            ),
+            Family::Input.colour()
+        );
     }
 }

@@ -30,11 +30,18 @@ pub enum JobOutput {
     Optimized {
         report: Box<OptimizeReport>,
         export: bool,
+        /// What it was measured on (hashed here, off the UI thread).
+        data: super::points::DataKey,
     },
     /// Each layer alone at each candidate setting, for the model at this path.
     Sensitivity(Box<Sensitivity>),
     /// The smallest plan within an output-SQNR floor, found from a sweep.
     Search(Box<SearchReport>),
+    /// The open model (at this path) against another file.
+    Diff {
+        model: PathBuf,
+        view: Box<super::diff_panel::DiffView>,
+    },
 }
 
 /// What a job is doing, for the progress line.
@@ -47,6 +54,8 @@ pub enum JobKind {
     Export(PathBuf),
     Sensitivity,
     Search,
+    /// The open model against this file.
+    Diff(PathBuf),
 }
 
 /// What an evaluation or an export measures, and in what.
@@ -87,6 +96,7 @@ impl Job {
             JobKind::Export(_) => "edgefit-export",
             JobKind::Sensitivity => "edgefit-sensitivity",
             JobKind::Search => "edgefit-search",
+            JobKind::Diff(_) => "edgefit-diff",
         };
         let promise = Promise::spawn_thread(name, move || {
             let repaint = ctx.clone();
@@ -96,7 +106,14 @@ impl Job {
                 }
                 repaint.request_repaint();
             };
+            let started = Instant::now();
+            tracing::info!(job = name, "started");
             let result = work(&sink, &job_cancel);
+            let seconds = started.elapsed().as_secs_f64();
+            match &result {
+                Ok(_) => tracing::info!(job = name, seconds, "finished"),
+                Err(e) => tracing::warn!(job = name, seconds, error = %e, "failed"),
+            }
             ctx.request_repaint();
             result
         });
@@ -123,6 +140,20 @@ impl Job {
                 data: data.map(Arc::new),
                 calibration: calibration.map(Arc::new),
             })))
+        })
+    }
+
+    /// Compares the open model with the model at `other`: what was added, removed and
+    /// changed, node by node and weight by weight.
+    pub fn diff(open: Arc<OpenModel>, other: PathBuf, ctx: &egui::Context) -> Self {
+        Self::spawn(JobKind::Diff(other.clone()), ctx, move |sink, cancel| {
+            let b = load_model(&other, sink, cancel).map_err(|e| e.to_string())?;
+            let diff = edgefit_engine::analyse::diff::diff_models(&open.loaded, &b)
+                .map_err(|e| e.to_string())?;
+            Ok(JobOutput::Diff {
+                model: open.loaded.path.clone(),
+                view: Box::new(super::diff_panel::DiffView::new(diff)),
+            })
         })
     }
 
@@ -188,6 +219,7 @@ impl Job {
             Ok(JobOutput::Optimized {
                 report: Box::new(report),
                 export: is_export,
+                data: super::points::DataKey::of(&data, &run.inputs),
             })
         })
     }

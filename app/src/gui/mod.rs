@@ -3,12 +3,15 @@
 //! wake the UI; the window never waits for them.
 
 mod apply;
+pub mod diff_panel;
 mod estimator;
+pub mod file_dialog;
 pub mod graph;
 mod graph_details;
 mod graph_paint;
 mod jobs;
 mod panels;
+pub mod points;
 mod run_panel;
 mod screenshot;
 mod sensitivity_panel;
@@ -53,6 +56,13 @@ pub enum Command {
     Evaluate,
     PickExportPath,
     Export(PathBuf),
+    /// Choose a model to compare the open one with.
+    PickDiff,
+    /// Compare the open model with this file (nodes and weights), in the background.
+    Diff(PathBuf),
+    CloseDiff,
+    /// Select and centre this node (index into the open model's `GraphView::nodes`).
+    FocusNode(usize),
     /// Bring back the settings of an evaluated point.
     RestorePoint(usize),
     /// Save the session (model path, plan, evaluated points) to a `.edgefit.json` file.
@@ -121,6 +131,9 @@ pub struct StudioApp {
     auto_evaluate_at: Option<Instant>,
     /// Evaluate automatically after changes (off in tests that step frames by hand).
     pub auto_evaluate: bool,
+    /// Evaluations and exports started since the window opened (a plan already measured
+    /// is not measured again: tests count on it).
+    pub evaluations_started: usize,
     /// Plan to start from once the first model is open (`--recipe`).
     pub initial_recipe: Option<edgefit_engine::compress::plan::Recipe>,
     /// A session file waiting for its model to load.
@@ -134,6 +147,16 @@ pub struct StudioApp {
     pub background_estimates_above: usize,
     /// Steps of a scripted session (`--tour`) still to run.
     pub tour: std::collections::VecDeque<tour::TourStep>,
+    /// The last file exported from this window (offered for a diff with the original).
+    pub last_export: Option<PathBuf>,
+    /// Open, export and session dialogs (the platform's, else a built-in one).
+    pub file_dialogs: file_dialog::FileDialogs,
+    /// The title last given to the window.
+    window_title: String,
+    /// A close was asked for while an export was being written: the prompt is shown.
+    pub confirm_close: bool,
+    /// The person chose to quit: the next close goes through.
+    quitting: bool,
     /// Where this frame drew the graph, weights and trade-off panels (screenshot crops).
     panel_rects: Vec<(&'static str, egui::Rect)>,
     /// View state of the Graph panel (pan, zoom, search, highlighted node).
@@ -153,6 +176,7 @@ impl StudioApp {
             commands: Vec::new(),
             auto_evaluate_at: None,
             auto_evaluate: true,
+            evaluations_started: 0,
             initial_recipe: None,
             pending_session: None,
             screenshot: None,
@@ -162,6 +186,11 @@ impl StudioApp {
             sensitivity_view: sensitivity_panel::SensitivityView::default(),
             tour: Default::default(),
             background_estimates_above: estimator::BACKGROUND_ABOVE_WEIGHTS,
+            last_export: None,
+            file_dialogs: file_dialog::FileDialogs::default(),
+            window_title: String::new(),
+            confirm_close: false,
+            quitting: false,
             panel_rects: Vec::new(),
             graph: graph::GraphPanel::default(),
         };
@@ -180,6 +209,14 @@ impl StudioApp {
     pub fn is_busy(&self) -> bool {
         self.job.is_some()
     }
+
+    /// Where the last frame drew a panel (`weights`, `tradeoffs`, `sensitivity`, `graph`).
+    pub fn panel_rect(&self, name: &str) -> Option<egui::Rect> {
+        self.panel_rects
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| *r)
+    }
 }
 
 impl eframe::App for StudioApp {
@@ -194,21 +231,15 @@ impl eframe::App for StudioApp {
         if let Some(path) = dropped.into_iter().next() {
             self.commands.push(Command::Open(path));
         }
-        let (undo, redo) = ctx.input_mut(|i| {
-            let redo = i.consume_key(
-                egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
-                egui::Key::Z,
-            );
-            let undo = i.consume_key(egui::Modifiers::COMMAND, egui::Key::Z);
-            (undo, redo)
-        });
-        if undo {
-            self.commands.push(Command::Undo);
-        }
-        if redo {
-            self.commands.push(Command::Redo);
-        }
+        self.shortcuts_logic(ctx);
+        // Before the job is collected: a close during an export asks first.
+        self.close_logic(ctx);
         self.poll_job(ctx);
+        let folder = self.dialog_folder();
+        if let Some((purpose, path)) = self.file_dialogs.poll(folder.as_deref()) {
+            self.commands.push(purpose.command(path));
+        }
+        self.title_logic(ctx);
         if let Some(s) = &mut self.session {
             s.poll_estimates();
             s.poll_comparison();
@@ -221,7 +252,14 @@ impl eframe::App for StudioApp {
             let now = Instant::now();
             if now >= at {
                 self.auto_evaluate_at = None;
-                self.commands.push(Command::Evaluate);
+                // A plan already measured on these data is shown, not measured again.
+                let measured = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.baseline.is_some() && s.measured_point().is_some());
+                if !measured {
+                    self.commands.push(Command::Evaluate);
+                }
             } else {
                 ctx.request_repaint_after(at - now);
             }
@@ -239,6 +277,10 @@ impl eframe::App for StudioApp {
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         egui::Panel::top("menu").show(ui, |ui| self.menu_ui(ui));
+        self.confirm_close_ui(ui);
+        if let Some((purpose, path)) = self.file_dialogs.builtin_ui(ui) {
+            self.commands.push(purpose.command(path));
+        }
         egui::Panel::bottom("status")
             .resizable(true)
             .show(ui, |ui| self.status_ui(ui));
@@ -312,6 +354,11 @@ impl eframe::App for StudioApp {
                                 );
                             });
                             rects.push(("sensitivity", sensitivity.response.rect));
+                            if let Some(view) = &session.diff {
+                                ui.separator();
+                                let diff = ui.scope(|ui| diff_panel::diff_ui(ui, view, commands));
+                                rects.push(("diff", diff.response.rect));
+                            }
                         });
                     });
                 egui::CentralPanel::default().show(ui, |ui| {

@@ -11,14 +11,35 @@ use super::Command;
 use super::session::Session;
 use crate::format::{bytes, si, thousands};
 
-/// Sends `recipe` if it differs; a drag in progress is not recorded for undo until released.
-fn send_recipe(commands: &mut Vec<Command>, response: &egui::Response, recipe: Recipe) {
-    if response.changed() {
-        commands.push(Command::SetRecipe {
-            recipe,
-            record: !response.dragged() || response.drag_started(),
-        });
+/// Sends `recipe` if it differs. A press-and-drag is one undo step: its first change records
+/// the plan as it was before the press, the rest of the gesture joins that step. (A slider
+/// jumps to the pointer on the press, before egui calls it a drag: "drag started" cannot
+/// mark the step.)
+fn send_recipe(
+    ui: &egui::Ui,
+    commands: &mut Vec<Command>,
+    response: &egui::Response,
+    recipe: impl FnOnce() -> Recipe,
+) {
+    let recorded = response.id.with("gesture_recorded_for_undo");
+    let held = response.is_pointer_button_down_on() || response.dragged();
+    if !held {
+        ui.data_mut(|d| d.remove::<bool>(recorded));
     }
+    if !response.changed() {
+        return;
+    }
+    let record = if held {
+        let first = !ui.data(|d| d.get_temp::<bool>(recorded).unwrap_or(false));
+        ui.data_mut(|d| d.insert_temp(recorded, true));
+        first
+    } else {
+        true
+    };
+    commands.push(Command::SetRecipe {
+        recipe: recipe(),
+        record,
+    });
 }
 
 fn precision_label(p: Precision) -> String {
@@ -39,7 +60,7 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
     let mut ratio = d.prune_ratio;
     let r = ui.add(egui::Slider::new(&mut ratio, 0.0..=0.95).text("Prune ratio"));
     recipe.defaults.prune_ratio = ratio;
-    send_recipe(commands, &r, recipe.clone());
+    send_recipe(ui, commands, &r, || recipe.clone());
     let mut method = d.prune_method;
     egui::ComboBox::from_label("Pruning method")
         .selected_text(format!("{method:?}"))
@@ -99,11 +120,11 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
     if let Precision::Int { bits } = precision {
         let mut b = bits;
         let r = ui.add(egui::Slider::new(&mut b, 2..=8).text("Bits"));
-        if r.changed() {
+        send_recipe(ui, commands, &r, || {
             let mut rec = session.recipe.clone();
             rec.defaults.precision = Precision::Int { bits: b };
-            send_recipe(commands, &r, rec);
-        }
+            rec
+        });
     }
     if precision != d.precision {
         let mut r = session.recipe.clone();
@@ -382,15 +403,15 @@ pub fn layers_ui(
                                 .max_decimals(2),
                         )
                         .labelled_by(name.id);
-                    if drag.changed() {
+                    send_recipe(ui, commands, &drag, || {
                         let mut recipe = session.recipe.clone();
                         recipe
                             .layers
                             .entry(layer.name.clone())
                             .or_default()
                             .prune_ratio = Some(ratio);
-                        send_recipe(commands, &drag, recipe);
-                    }
+                        recipe
+                    });
                     let mut precision = r.settings.precision;
                     let label = if r.settings.exclude {
                         "excluded".to_owned()

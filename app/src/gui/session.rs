@@ -32,20 +32,7 @@ pub struct RunSettings {
     pub inputs: Vec<InputSetting>,
 }
 
-/// One measured configuration, shown on the trade-off chart.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EvalPoint {
-    pub recipe: Recipe,
-    pub format: ExportFormat,
-    /// Top-1 accuracy when the data is labelled, else top-1 agreement with the original.
-    pub accuracy: f64,
-    pub size_bytes: u64,
-    pub latency_ms: Option<f64>,
-    pub verified: bool,
-    /// The runtime that measured it.
-    #[serde(default)]
-    pub runtime: RuntimeKind,
-}
+pub use super::points::EvalPoint;
 
 /// Histograms of the selected layer's weight, computed when the plan or the selection
 /// changes (never per frame: a layer can hold millions of values).
@@ -81,6 +68,9 @@ pub struct Session {
     /// The input settings evaluations run with: `run.inputs`, plus the choices made for
     /// generated inputs.
     pub data_inputs: Vec<InputSetting>,
+    /// `data` and `data_inputs` as evaluated points record them (hashed once, when they
+    /// change); `None` while an input still needs a shape.
+    pub data_key: Option<super::points::DataKey>,
     /// Estimates for `recipe`, refreshed whenever it changes (only changed layers recompute).
     pub compression: Option<Compression>,
     pub compression_error: Option<String>,
@@ -108,6 +98,8 @@ pub struct Session {
     pub sensitivity: Option<Arc<edgefit_engine::guide::sensitivity::Sensitivity>>,
     /// The last plan search from that sweep.
     pub search: Option<Arc<edgefit_engine::guide::search::SearchReport>>,
+    /// The last diff of this model against another file.
+    pub diff: Option<super::diff_panel::DiffView>,
     dirty: bool,
 }
 
@@ -190,7 +182,7 @@ pub struct SessionFile {
 }
 
 /// The session file format version.
-pub const SESSION_VERSION: u32 = 1;
+pub const SESSION_VERSION: u32 = 2;
 
 impl Session {
     /// The state worth keeping across runs.
@@ -212,7 +204,12 @@ impl Session {
         self.set_recipe(file.recipe.clone(), true);
         self.format = file.format;
         self.set_run(file.run.clone());
-        self.baseline = file.baseline.clone();
+        // The original measured on other data (or by a version that did not record it) is
+        // measured again.
+        self.baseline = file
+            .baseline
+            .clone()
+            .filter(|b| b.data.is_some() && b.data == self.data_key);
         self.points = file.points.clone();
         self.sensitivity = file.sensitivity.as_ref().and_then(|sweep| {
             let data = self.data.as_ref().ok()?;
@@ -255,6 +252,14 @@ impl Session {
         Ok((data, run))
     }
 
+    /// The evaluated point that measured the current plan, format, runtime and data, if any.
+    pub fn measured_point(&self) -> Option<usize> {
+        let key = self.data_key.as_ref()?;
+        self.points
+            .iter()
+            .position(|p| p.measures(&self.recipe, self.format, self.run.runtime, key))
+    }
+
     /// Changes the runtime or input settings. The original is measured again under them (its
     /// latency is the runtime's); evaluated points keep the runtime that measured them.
     pub fn set_run(&mut self, run: RunSettings) {
@@ -263,6 +268,7 @@ impl Session {
         self.sensitivity = None;
         self.search = None;
         (self.data, self.data_inputs) = session_data(&self.open, &self.run.inputs);
+        self.data_key = data_key(&self.data, &self.data_inputs);
     }
 
     pub fn new(open: Arc<OpenModel>) -> Self {
@@ -273,6 +279,7 @@ impl Session {
             Some(0)
         };
         let (data, data_inputs) = session_data(&open, &[]);
+        let data_key = data_key(&data, &data_inputs);
         let mut session = Self {
             open: open.clone(),
             compressor,
@@ -281,6 +288,7 @@ impl Session {
             run: RunSettings::default(),
             data,
             data_inputs,
+            data_key,
             compression: None,
             compression_error: None,
             undo: Vec::new(),
@@ -296,6 +304,7 @@ impl Session {
             estimating: false,
             sensitivity: None,
             search: None,
+            diff: None,
             dirty: true,
         };
         session.refresh();
@@ -543,6 +552,14 @@ fn compare_recipes(
 
 /// The model's own data, else inputs generated at the shape `inputs` resolve to (see
 /// [`generated_data`]); with the settings to run them with.
+fn data_key(
+    data: &Result<Arc<Dataset>, String>,
+    inputs: &[InputSetting],
+) -> Option<super::points::DataKey> {
+    let data = data.as_ref().ok()?;
+    Some(super::points::DataKey::of(data, inputs))
+}
+
 fn session_data(
     open: &OpenModel,
     inputs: &[InputSetting],

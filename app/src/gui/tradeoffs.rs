@@ -1,6 +1,6 @@
-//! The trade-off chart (accuracy against size or latency, every evaluated configuration, the
-//! original and the Pareto front), the list of evaluated points, and the A/B comparison of two
-//! configurations layer by layer.
+//! The trade-off chart (a fidelity or accuracy measure against size or latency, every
+//! evaluated configuration, the original and the Pareto front), the list of evaluated points,
+//! and the A/B comparison of two configurations layer by layer.
 
 use egui::Color32;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
@@ -17,10 +17,56 @@ pub enum XAxis {
     Latency,
 }
 
+/// What the chart's vertical axis shows: what the data supports (see [`y_axes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YAxis {
+    /// The lowest output SQNR against the original: meaningful for every model.
+    OutputSqnr,
+    /// Top-1 accuracy: only with labels.
+    Accuracy,
+    /// Top-1 agreement with the original: only where the output is class scores.
+    Agreement,
+}
+
+impl YAxis {
+    fn label(self) -> &'static str {
+        match self {
+            YAxis::OutputSqnr => "output SQNR",
+            YAxis::Accuracy => "accuracy",
+            YAxis::Agreement => "top-1 agreement",
+        }
+    }
+
+    fn unit_label(self) -> &'static str {
+        match self {
+            YAxis::OutputSqnr => "output SQNR (dB, lowest output)",
+            YAxis::Accuracy => "top-1 accuracy (%)",
+            YAxis::Agreement => "top-1 agreement with the original (%)",
+        }
+    }
+}
+
 /// View state of the trade-off panel.
 #[derive(Default)]
 pub struct TradeoffView {
     pub x_axis: XAxis,
+    /// `None`: the default for the data (accuracy with labels, else output SQNR).
+    pub y_axis: Option<YAxis>,
+}
+
+/// The vertical axes the session's points support, the default first.
+pub fn y_axes(session: &Session) -> Vec<YAxis> {
+    let labelled = session.data_key.as_ref().is_some_and(|k| k.labelled);
+    let has = |f: fn(&EvalPoint) -> bool| session.points.iter().chain(&session.baseline).any(f);
+    let mut axes = Vec::new();
+    if labelled || has(|p| p.accuracy.is_some() && p.fidelity.is_none()) {
+        axes.push(YAxis::Accuracy);
+    }
+    axes.push(YAxis::OutputSqnr);
+    if has(|p| p.fidelity.as_ref().is_some_and(|f| f.agreement.is_some())) {
+        axes.push(YAxis::Agreement);
+    }
+    axes
 }
 
 /// The x coordinate of `p` on `axis`: size in KiB, or latency in ms when it was measured in
@@ -36,7 +82,49 @@ fn x_of(
     }
 }
 
-/// Indices of `points` on the Pareto front (smaller x and higher accuracy are better), by x.
+/// Where a point sits on the vertical axis.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum YValue {
+    Value(f64),
+    /// Output SQNR ∞: identical to the original (drawn above every finite point).
+    Identical,
+    /// Output SQNR −∞: NaN or Inf in the outputs (drawn below every finite point, in red).
+    Broken,
+}
+
+fn y_of(p: &EvalPoint, axis: YAxis) -> Option<YValue> {
+    match axis {
+        YAxis::Accuracy => p.accuracy.map(|a| YValue::Value(a * 100.0)),
+        YAxis::Agreement => p
+            .fidelity
+            .as_ref()?
+            .agreement
+            .map(|a| YValue::Value(a * 100.0)),
+        YAxis::OutputSqnr => Some(match p.fidelity.as_ref()?.output_sqnr_db {
+            None => YValue::Identical,
+            Some(db) if db.is_finite() => YValue::Value(db),
+            Some(_) => YValue::Broken,
+        }),
+    }
+}
+
+/// Heights for the infinite SQNRs: 10 dB above and below the finite ones.
+fn infinite_heights(values: &[YValue]) -> (f64, f64) {
+    let finite = values.iter().filter_map(|v| match v {
+        YValue::Value(v) => Some(*v),
+        _ => None,
+    });
+    let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+        (l.min(v), h.max(v))
+    });
+    if low.is_finite() {
+        (high + 10.0, low - 10.0)
+    } else {
+        (60.0, -20.0)
+    }
+}
+
+/// Indices of `points` on the Pareto front (smaller x and higher y are better), by x.
 pub fn pareto_front(points: &[(usize, [f64; 2])]) -> Vec<usize> {
     let mut order: Vec<&(usize, [f64; 2])> = points.iter().collect();
     order.sort_by(|a, b| a.1[0].total_cmp(&b.1[0]).then(b.1[1].total_cmp(&a.1[1])));
@@ -59,8 +147,15 @@ pub fn tradeoff_ui(
     commands: &mut Vec<Command>,
 ) {
     let runtime = session.run.runtime;
-    ui.horizontal(|ui| {
-        ui.label("Accuracy against");
+    let axes = y_axes(session);
+    let y_axis = view.y_axis.filter(|a| axes.contains(a)).unwrap_or(axes[0]);
+    ui.horizontal_wrapped(|ui| {
+        for axis in &axes {
+            if ui.selectable_label(y_axis == *axis, axis.label()).clicked() {
+                view.y_axis = Some(*axis);
+            }
+        }
+        ui.label("against");
         ui.selectable_value(&mut view.x_axis, XAxis::Size, "size");
         ui.selectable_value(
             &mut view.x_axis,
@@ -68,43 +163,86 @@ pub fn tradeoff_ui(
             format!("latency ({runtime})"),
         );
     });
-    let axis = view.x_axis;
-    let placed: Vec<(usize, [f64; 2])> = session
+    let x_axis = view.x_axis;
+    let located = |p: &EvalPoint| Some((x_of(p, x_axis, runtime)?, y_of(p, y_axis)?));
+    let evaluated: Vec<(usize, f64, YValue)> = session
         .points
         .iter()
         .enumerate()
-        .filter_map(|(i, p)| x_of(p, axis, runtime).map(|x| (i, [x, p.accuracy * 100.0])))
+        .filter_map(|(i, p)| located(p).map(|(x, y)| (i, x, y)))
+        .collect();
+    let baseline = session.baseline.as_ref().and_then(located);
+    let all_y: Vec<YValue> = evaluated
+        .iter()
+        .map(|(_, _, y)| *y)
+        .chain(baseline.map(|b| b.1))
+        .collect();
+    let (identical_at, broken_at) = infinite_heights(&all_y);
+    let height = |y: YValue| match y {
+        YValue::Value(v) => v,
+        YValue::Identical => identical_at,
+        YValue::Broken => broken_at,
+    };
+    let placed: Vec<(usize, [f64; 2])> = evaluated
+        .iter()
+        .map(|(i, x, y)| (*i, [*x, height(*y)]))
         .collect();
     let front: Vec<[f64; 2]> = pareto_front(&placed)
         .into_iter()
         .filter_map(|i| placed.iter().find(|(j, _)| *j == i).map(|(_, p)| *p))
         .collect();
-    let x_label = match axis {
+    let x_label = match x_axis {
         XAxis::Size => "size (KiB)".to_owned(),
         XAxis::Latency => format!("latency p50 (ms, {runtime})"),
     };
-    let coordinates: Vec<[f64; 2]> = placed.iter().map(|(_, p)| *p).collect();
-    let response = Plot::new(("tradeoffs", axis == XAxis::Latency))
-        // Bottom right: the best points (small, accurate) sit top left, the original top right.
+    let generated = session.data_key.as_ref().is_some_and(|k| k.generated);
+    let y_label = if generated {
+        format!("{}, generated inputs", y_axis.unit_label())
+    } else {
+        y_axis.unit_label().to_owned()
+    };
+    let (broken, fine): (Vec<_>, Vec<_>) = evaluated
+        .iter()
+        .map(|(_, x, y)| (*y, [*x, height(*y)]))
+        .partition(|(y, _)| *y == YValue::Broken);
+    let response = Plot::new(("tradeoffs", x_axis == XAxis::Latency, y_axis as u8))
+        // Bottom right: the best points (small, faithful) sit top left, the original top right.
         .legend(Legend::default().position(egui_plot::Corner::RightBottom))
         .height(220.0)
         .x_axis_label(x_label)
-        .y_axis_label("accuracy (%)")
+        .y_axis_label(y_label)
         .show(ui, |plot| {
-            if let Some(b) = &session.baseline
-                && let Some(x) = x_of(b, axis, runtime)
-            {
+            if let Some((x, y)) = baseline {
+                let name = if y == YValue::Identical {
+                    "original (identical)"
+                } else {
+                    "original"
+                };
                 plot.points(
-                    Points::new("original", PlotPoints::from(vec![[x, b.accuracy * 100.0]]))
+                    Points::new(name, PlotPoints::from(vec![[x, height(y)]]))
                         .radius(6.0)
                         .color(Color32::from_rgb(90, 200, 120)),
                 );
             }
             plot.points(
-                Points::new("evaluated", PlotPoints::from(coordinates.clone()))
-                    .radius(4.0)
-                    .color(Color32::from_rgb(230, 140, 60)),
+                Points::new(
+                    "evaluated",
+                    PlotPoints::from(fine.iter().map(|(_, p)| *p).collect::<Vec<_>>()),
+                )
+                .radius(4.0)
+                .color(Color32::from_rgb(230, 140, 60)),
             );
+            if !broken.is_empty() {
+                plot.points(
+                    Points::new(
+                        "broken (NaN/Inf outputs)",
+                        PlotPoints::from(broken.iter().map(|(_, p)| *p).collect::<Vec<_>>()),
+                    )
+                    .radius(5.0)
+                    .shape(egui_plot::MarkerShape::Cross)
+                    .color(Color32::from_rgb(220, 50, 50)),
+                );
+            }
             if front.len() > 1 {
                 plot.line(Line::new("Pareto front", PlotPoints::from(front)));
             }
@@ -130,10 +268,20 @@ pub fn tradeoff_ui(
             commands.push(Command::RestorePoint(i));
         }
     }
-    if axis == XAxis::Latency && placed.len() < session.points.len() {
+    if y_axis == YAxis::OutputSqnr && all_y.contains(&YValue::Identical) {
         ui.small(format!(
-            "{} point(s) without a {runtime} latency are not drawn.",
-            session.points.len() - placed.len()
+            "Identical outputs (infinite SQNR) are drawn at {identical_at:.0} dB."
+        ));
+    }
+    if placed.len() < session.points.len() {
+        let why = match x_axis {
+            XAxis::Latency => format!("a {runtime} latency or "),
+            XAxis::Size => String::new(),
+        };
+        ui.small(format!(
+            "{} point(s) without {why}{} are not drawn.",
+            session.points.len() - placed.len(),
+            y_axis.label()
         ));
     }
     points_ui(ui, session, commands);
@@ -149,7 +297,8 @@ pub fn tradeoff_ui(
     }
 }
 
-/// One row per evaluated configuration, newest first, with restore and A/B buttons.
+/// One row per evaluated configuration, newest first, with its settings in short form and
+/// restore and A/B buttons.
 fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
     if session.points.is_empty() {
         return;
@@ -158,53 +307,64 @@ fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) 
         .ab
         .as_ref()
         .map_or((None, None), |ab| (Some(ab.a), Some(ab.b)));
-    egui::ScrollArea::vertical()
+    let labelled = session.points.iter().any(|p| p.accuracy.is_some());
+    let agreement = session
+        .points
+        .iter()
+        .any(|p| p.fidelity.as_ref().is_some_and(|f| f.agreement.is_some()));
+    let current = session.measured_point();
+    // The newest point other than `i`: what a single A or B is compared with.
+    let other_than = |i: usize| (0..session.points.len()).rev().find(|&j| j != i);
+    // Wide settings scroll inside the panel instead of widening it.
+    egui::ScrollArea::both()
         .id_salt("evaluated_points")
         .max_height(160.0)
         .show(ui, |ui| {
-            egui::Grid::new("points_grid")
-                .striped(true)
-                .num_columns(6)
-                .show(ui, |ui| {
-                    for h in ["#", "accuracy", "size", "latency", "format", ""] {
-                        ui.strong(h);
+            egui::Grid::new("points_grid").striped(true).show(ui, |ui| {
+                ui.strong("#");
+                ui.strong("");
+                ui.strong("output SQNR");
+                if labelled {
+                    ui.strong("accuracy");
+                }
+                if agreement {
+                    ui.strong("agreement");
+                }
+                for h in ["size", "latency", "settings"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for (i, p) in session.points.iter().enumerate().rev() {
+                    let number = format!("{}", i + 1);
+                    if current == Some(i) {
+                        ui.strong(number).on_hover_text("The plan as it is now");
+                    } else {
+                        ui.label(number);
                     }
-                    ui.end_row();
-                    for (i, p) in session.points.iter().enumerate().rev() {
-                        ui.label(format!("{}", i + 1));
-                        ui.label(format!("{:.2}%", p.accuracy * 100.0));
-                        ui.label(bytes(p.size_bytes));
-                        ui.label(
-                            p.latency_ms
-                                .map_or("-".to_owned(), |l| format!("{l:.3} ms {}", p.runtime)),
-                        );
-                        ui.label(format!(
-                            "{}{}",
-                            p.format.name(),
-                            if p.verified { "" } else { " NOT verified" }
-                        ));
-                        ui.horizontal(|ui| {
-                            let restore = ui.small_button("Restore");
-                            let restore_name = format!("Restore point {}", i + 1);
-                            restore.widget_info(|| {
-                                egui::WidgetInfo::labeled(
-                                    egui::Role::Button,
-                                    true,
-                                    restore_name.clone(),
-                                )
-                            });
-                            if restore.on_hover_text(restore_name.clone()).clicked() {
-                                commands.push(Command::RestorePoint(i));
-                            }
-                            // A is the older of the two compared points, B the newer.
+                    ui.horizontal(|ui| {
+                        let restore = ui.small_button("Restore");
+                        let restore_name = format!("Restore point {}", i + 1);
+                        restore.widget_info(|| {
+                            egui::WidgetInfo::labeled(
+                                egui::Role::Button,
+                                true,
+                                restore_name.clone(),
+                            )
+                        });
+                        if restore.on_hover_text(restore_name.clone()).clicked() {
+                            commands.push(Command::RestorePoint(i));
+                        }
+                        // A single A or B is compared with the newest other point; with one
+                        // point there is nothing to compare.
+                        ui.add_enabled_ui(session.points.len() > 1, |ui| {
                             if named(
                                 ui.selectable_label(a == Some(i), "A"),
                                 a == Some(i),
                                 format!("Compare point {} as A", i + 1),
                             )
                             .clicked()
+                                && let Some(other) = b.filter(|&b| b != i).or(other_than(i))
                             {
-                                let other = b.filter(|&b| b != i).unwrap_or(i);
                                 commands.push(Command::CompareAb { a: i, b: other });
                             }
                             if named(
@@ -213,15 +373,71 @@ fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) 
                                 format!("Compare point {} as B", i + 1),
                             )
                             .clicked()
+                                && let Some(other) = a.filter(|&a| a != i).or(other_than(i))
                             {
-                                let other = a.filter(|&a| a != i).unwrap_or(i);
                                 commands.push(Command::CompareAb { a: other, b: i });
                             }
                         });
-                        ui.end_row();
+                    });
+                    match &p.fidelity {
+                        Some(f) => {
+                            let text = f.sqnr_text();
+                            let detail = format!(
+                                "cosine similarity {:.4}, max abs error {:.3e}{}",
+                                f.cosine,
+                                f.max_abs_err,
+                                f.worst_output
+                                    .as_ref()
+                                    .map_or(String::new(), |o| format!(", lowest on {o}"))
+                            );
+                            if f.broken() {
+                                ui.colored_label(ui.visuals().error_fg_color, text)
+                            } else {
+                                ui.label(text)
+                            }
+                            .on_hover_text(detail);
+                        }
+                        None => {
+                            ui.label("-")
+                                .on_hover_text("Measured by an older version: not recorded");
+                        }
                     }
-                });
+                    if labelled {
+                        ui.label(p.accuracy.map_or("-".to_owned(), percent));
+                    }
+                    if agreement {
+                        ui.label(
+                            p.fidelity
+                                .as_ref()
+                                .and_then(|f| f.agreement)
+                                .map_or("-".to_owned(), percent),
+                        );
+                    }
+                    ui.label(bytes(p.size_bytes));
+                    ui.label(
+                        p.latency_ms
+                            .map_or("-".to_owned(), |l| format!("{l:.3} ms {}", p.runtime)),
+                    );
+                    let settings = format!(
+                        "{}{}",
+                        p.settings_short(),
+                        if p.verified { "" } else { " · NOT verified" }
+                    );
+                    match &p.data {
+                        Some(d) => ui.label(settings).on_hover_text(format!(
+                            "measured in {} on {} ({} samples)",
+                            p.runtime, d.description, d.samples
+                        )),
+                        None => ui.label(settings),
+                    };
+                    ui.end_row();
+                }
+            });
         });
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.2}%", fraction * 100.0)
 }
 
 /// `response` with the accessible name `name` (and as its hover text): one-letter buttons
@@ -253,27 +469,55 @@ fn ab_ui(ui: &mut egui::Ui, session: &Session, ab: &AbComparison, commands: &mut
         p.latency_ms
             .map_or("-".to_owned(), |l| format!("{l:.3} ms ({})", p.runtime))
     };
-    egui::Grid::new("ab_totals").num_columns(3).show(ui, |ui| {
-        for (what, x, y) in [
-            (
-                "accuracy",
-                format!("{:.2}%", pa.accuracy * 100.0),
-                format!("{:.2}%", pb.accuracy * 100.0),
-            ),
-            ("size", bytes(pa.size_bytes), bytes(pb.size_bytes)),
-            ("latency", latency(pa), latency(pb)),
-            (
-                "format",
-                pa.format.name().to_owned(),
-                pb.format.name().to_owned(),
-            ),
-        ] {
-            ui.label(what);
-            ui.label(format!("A {x}"));
-            ui.label(format!("B {y}"));
-            ui.end_row();
-        }
-    });
+    let fidelity = |p: &EvalPoint, what: fn(&super::points::PointFidelity) -> String| {
+        p.fidelity.as_ref().map_or("-".to_owned(), what)
+    };
+    let optional = |v: Option<f64>| v.map_or("-".to_owned(), percent);
+    let mut rows = vec![
+        (
+            "output SQNR",
+            fidelity(pa, |f| f.sqnr_text()),
+            fidelity(pb, |f| f.sqnr_text()),
+        ),
+        (
+            "cosine similarity",
+            fidelity(pa, |f| format!("{:.4}", f.cosine)),
+            fidelity(pb, |f| format!("{:.4}", f.cosine)),
+        ),
+        (
+            "max abs error",
+            fidelity(pa, |f| format!("{:.3e}", f.max_abs_err)),
+            fidelity(pb, |f| format!("{:.3e}", f.max_abs_err)),
+        ),
+    ];
+    if pa.accuracy.is_some() || pb.accuracy.is_some() {
+        rows.push(("accuracy", optional(pa.accuracy), optional(pb.accuracy)));
+    }
+    let agreement = |p: &EvalPoint| p.fidelity.as_ref().and_then(|f| f.agreement);
+    if agreement(pa).is_some() || agreement(pb).is_some() {
+        rows.push((
+            "top-1 agreement",
+            optional(agreement(pa)),
+            optional(agreement(pb)),
+        ));
+    }
+    rows.extend([
+        ("size", bytes(pa.size_bytes), bytes(pb.size_bytes)),
+        ("latency", latency(pa), latency(pb)),
+        ("settings", pa.settings_short(), pb.settings_short()),
+    ]);
+    egui::ScrollArea::horizontal()
+        .id_salt("ab_totals")
+        .show(ui, |ui| {
+            egui::Grid::new("ab_totals").num_columns(3).show(ui, |ui| {
+                for (what, x, y) in rows {
+                    ui.label(what);
+                    ui.label(format!("A {x}"));
+                    ui.label(format!("B {y}"));
+                    ui.end_row();
+                }
+            });
+        });
     if let Some(e) = &ab.error {
         ui.colored_label(ui.visuals().error_fg_color, e);
         return;
@@ -283,7 +527,7 @@ fn ab_ui(ui: &mut egui::Ui, session: &Session, ab: &AbComparison, commands: &mut
         "{differing} of {} layers are set differently",
         ab.rows.len()
     ));
-    egui::ScrollArea::vertical()
+    egui::ScrollArea::both()
         .id_salt("ab_layers")
         .max_height(220.0)
         .show(ui, |ui| {

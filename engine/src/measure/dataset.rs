@@ -59,6 +59,29 @@ impl Dataset {
         }
     }
 
+    /// A 64-bit FNV-1a hash of the sample shape, the values (bit for bit) and the labels:
+    /// results measured on datasets with different fingerprints are not the same
+    /// measurement. About 1 ms per 4 MB.
+    pub fn fingerprint(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash = (hash ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+        };
+        for &d in &self.sample_shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        for v in &self.inputs {
+            eat(&v.to_bits().to_le_bytes());
+        }
+        for label in self.labels.iter().flatten() {
+            eat(&label.to_le_bytes());
+        }
+        hash
+    }
+
     /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -137,6 +137,11 @@ pub struct Fidelity {
     /// Largest absolute difference of any output value (`"inf"` when `nonfinite_values` > 0).
     #[serde(serialize_with = "crate::measure::eval::json_float")]
     pub max_abs_err: f64,
+    /// Mean over samples of the cosine similarity of each sample's output vector with the
+    /// reference's (1 when they point the same way; `"nan"` when `nonfinite_values` > 0).
+    /// Embedding and regression outputs are judged by it where top-1 means nothing.
+    #[serde(serialize_with = "crate::measure::eval::json_float")]
+    pub cosine: f64,
     pub samples: usize,
     /// Output values that are NaN or infinite in one of the two and not the same value in the
     /// other: any makes the comparison fail.
@@ -217,20 +222,48 @@ impl Difference {
 pub fn fidelity(reference: &[Vec<f32>], outputs: &[Vec<f32>]) -> Fidelity {
     let mut agree = 0usize;
     let mut diff = Difference::default();
+    let mut cosine_sum = 0.0;
     for (r, o) in reference.iter().zip(outputs) {
         let before = diff.nonfinite;
         diff.add(r, o);
         if diff.nonfinite == before && top_k(r, 1) == top_k(o, 1) {
             agree += 1;
         }
+        cosine_sum += cosine_similarity(r, o);
     }
     let n = reference.len().min(outputs.len());
     Fidelity {
         agreement: agree as f64 / n.max(1) as f64,
         sqnr_db: diff.sqnr_db(),
         max_abs_err: diff.max_abs(),
+        cosine: if diff.nonfinite > 0 {
+            f64::NAN
+        } else if n == 0 {
+            1.0
+        } else {
+            cosine_sum / n as f64
+        },
         samples: n,
         nonfinite_values: diff.nonfinite,
+    }
+}
+
+/// Cosine similarity of two vectors over their finite pairs: 1 when both are zero (nothing
+/// differs), 0 when only one is.
+fn cosine_similarity(a: &[f32], b: &[f32]) -> f64 {
+    let (mut dot, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        if x.is_finite() && y.is_finite() {
+            let (x, y) = (f64::from(x), f64::from(y));
+            dot += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+    }
+    match (aa > 0.0, bb > 0.0) {
+        (false, false) => 1.0,
+        (true, true) => (dot / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0),
+        _ => 0.0,
     }
 }
 
@@ -358,6 +391,14 @@ pub fn json_floats_read<'de, D: serde::Deserializer<'de>>(
     values.into_iter().map(JsonFloat::value).collect()
 }
 
+/// Reads what [`json_float`] writes.
+pub fn json_float_read<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
+    let value: JsonFloat = serde::Deserialize::deserialize(d)?;
+    value.value()
+}
+
 /// A float as JSON holds it: a number, or the name of a non-finite value.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
@@ -396,6 +437,27 @@ pub fn json_float<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cosine_is_one_for_scaled_outputs_and_not_a_number_for_broken_ones() {
+        let reference = vec![vec![1.0, 2.0, 3.0], vec![0.0, -1.0, 0.5]];
+        let same = fidelity(&reference, &reference);
+        // Within rounding of the f64 sums.
+        assert!((same.cosine - 1.0).abs() < 1e-12, "{}", same.cosine);
+        // Twice the reference: the same direction, a large error.
+        let doubled: Vec<Vec<f32>> = reference
+            .iter()
+            .map(|s| s.iter().map(|v| v * 2.0).collect())
+            .collect();
+        let scaled = fidelity(&reference, &doubled);
+        assert!((scaled.cosine - 1.0).abs() < 1e-12, "{}", scaled.cosine);
+        assert!(scaled.sqnr_db.is_some_and(|db| db < 1.0));
+        // Opposite signs on one sample: mean of 1 and -1.
+        let flipped = vec![reference[0].clone(), vec![0.0, 1.0, -0.5]];
+        assert!(fidelity(&reference, &flipped).cosine.abs() < 1e-12);
+        let broken = vec![vec![f32::NAN, 2.0, 3.0], reference[1].clone()];
+        assert!(fidelity(&reference, &broken).cosine.is_nan());
+    }
 
     #[test]
     fn top_k_ranks_like_a_full_sort_with_ties_by_index_and_nan_last() {

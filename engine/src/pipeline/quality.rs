@@ -36,6 +36,11 @@ pub struct OutputFidelity {
     pub name: String,
     /// Whether the output holds floats (others — ids, labels — are compared but not judged).
     pub float: bool,
+    /// Whether it is a class score vector per sample (see [`CompareOutputs`]): only then
+    /// does top-1 agreement with the original mean something.
+    ///
+    /// [`CompareOutputs`]: crate::pipeline::CompareOutputs
+    pub class_scores: bool,
     pub fidelity: Fidelity,
 }
 
@@ -73,6 +78,7 @@ pub struct Quality {
 pub fn output_fidelity(
     names: &[String],
     float: &[bool],
+    class_scores: &[bool],
     original: &[Vec<Vec<f32>>],
     outputs: &[Vec<Vec<f32>>],
 ) -> Vec<OutputFidelity> {
@@ -88,6 +94,7 @@ pub fn output_fidelity(
             OutputFidelity {
                 name: name.clone(),
                 float: float.get(k).copied().unwrap_or(true),
+                class_scores: class_scores.get(k).copied().unwrap_or(false),
                 fidelity: fidelity(&pick(original), &pick(outputs)),
             }
         })
