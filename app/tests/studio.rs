@@ -343,6 +343,9 @@ fn two_evaluated_points_compare_layer_by_layer() {
     // The latency view draws the points measured in the current runtime.
     harness.get_by_label("latency (tract)").click();
     harness.run();
+    // Below the chart and the points: scrolled to, as a person would.
+    harness.get_by_label("Close").scroll_to_me();
+    harness.run();
     harness.get_by_label("Close").click();
     harness.run();
     assert!(harness.state().session.as_ref().unwrap().ab.is_none());
@@ -720,7 +723,7 @@ fn a_model_tract_cannot_run_points_to_onnxruntime_in_the_window() {
     let error = harness.state().error.clone().expect("tract has no Loop");
     assert!(error.contains("`Loop`"), "{error}");
     assert!(
-        error.contains("choose onnxruntime under Inputs and runtime"),
+        error.contains("choose onnxruntime under Data, inputs and runtime"),
         "{error}"
     );
     assert!(!error.contains("--runtime"), "{error}");

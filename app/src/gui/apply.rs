@@ -59,6 +59,19 @@ impl StudioApp {
                 Command::PickSaveSession => self.open_dialog(DialogPurpose::SaveSession, ctx),
                 Command::PickOpenSession => self.open_dialog(DialogPurpose::OpenSession, ctx),
                 Command::PickDiff => self.open_dialog(DialogPurpose::Diff, ctx),
+                Command::PickData => self.open_dialog(DialogPurpose::Data, ctx),
+                Command::ChooseData(path) => {
+                    if let Some(s) = &self.session {
+                        self.data_form.choose(path, s);
+                    }
+                }
+                Command::LoadData(source) => self.load_data(source, ctx),
+                Command::UseGeneratedData => {
+                    if let Some(s) = &mut self.session {
+                        s.set_chosen_data(None);
+                        self.auto_evaluate_at = Some(Instant::now() + AUTO_EVALUATE_AFTER);
+                    }
+                }
                 Command::Diff(path) => {
                     if let Some(s) = &self.session {
                         let job = Job::diff(s.open.clone(), path, ctx);
@@ -223,6 +236,14 @@ impl StudioApp {
         }
     }
 
+    /// Loads data chosen in the window in the background.
+    fn load_data(&mut self, source: super::data_panel::DataSource, ctx: &egui::Context) {
+        if let Some(s) = &self.session {
+            let job = Job::load_data(s.open.clone(), source, s.run.clone(), ctx);
+            self.start(job);
+        }
+    }
+
     /// Opens a file dialog beside the open model (the platform's, else the built-in one).
     fn open_dialog(&mut self, purpose: DialogPurpose, ctx: &egui::Context) {
         let folder = self.dialog_folder();
@@ -254,7 +275,7 @@ impl StudioApp {
             Ok(job_run) => job_run,
             Err(e) => {
                 self.error = Some(format!(
-                    "Cannot evaluate yet: {e}. Set the input shape under Inputs and runtime."
+                    "Cannot evaluate yet: {e}. Set the input shape under Data, inputs and runtime."
                 ));
                 return;
             }
@@ -264,6 +285,7 @@ impl StudioApp {
             OptimizeRequest {
                 open: s.open.clone(),
                 data,
+                calibration: s.calibration(),
                 run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 recipe: s.recipe.clone(),
@@ -285,7 +307,7 @@ impl StudioApp {
             SearchRequest {
                 open: s.open.clone(),
                 data,
-                calibration: s.open.calibration.clone(),
+                calibration: s.calibration(),
                 run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 base: s.recipe.clone(),
@@ -303,7 +325,7 @@ impl StudioApp {
             Ok(job_run) => job_run,
             Err(e) => {
                 self.error = Some(format!(
-                    "Cannot analyse yet: {e}. Set the input shape under Inputs and runtime."
+                    "Cannot analyse yet: {e}. Set the input shape under Data, inputs and runtime."
                 ));
                 return;
             }
@@ -344,6 +366,9 @@ impl StudioApp {
                     JobKind::Search => {
                         format!("The plan search failed: {}", for_the_window(&message))
                     }
+                    JobKind::LoadData(path) => {
+                        format!("Could not use {} as data: {message}", path.display())
+                    }
                     JobKind::Diff(path) => {
                         format!("Could not compare with {}: {message}", path.display())
                     }
@@ -379,8 +404,12 @@ impl StudioApp {
                 }
                 self.session = Some(session);
                 self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
-                // A restored session's input shape: shapes and MACs inferred at it again.
-                self.reanalyse_at_given_shape(ctx);
+                // A restored session's data is loaded again (then its shape is used); else
+                // its input shape: shapes and MACs inferred at it again.
+                match self.session.as_ref().and_then(|s| s.run.data.clone()) {
+                    Some(source) => self.load_data(source, ctx),
+                    None => self.reanalyse_at_given_shape(ctx),
+                }
                 // Measure the original once so the trade-off chart has its reference.
                 self.auto_evaluate_at = Some(Instant::now());
             }
@@ -418,6 +447,17 @@ impl StudioApp {
                         }
                     }
                     s.search = Some(std::sync::Arc::new(*report));
+                }
+            }
+            Ok(Ok(JobOutput::Data { model, loaded })) => {
+                if let Some(s) = &mut self.session
+                    && s.open.loaded.path == model
+                {
+                    s.set_chosen_data(Some(*loaded));
+                    self.error = None;
+                    self.auto_evaluate_at = Some(Instant::now());
+                    // The data may give the open dims their shape.
+                    self.reanalyse_at_given_shape(ctx);
                 }
             }
             Ok(Ok(JobOutput::Diff { model, view })) => {
@@ -578,10 +618,10 @@ fn for_the_window(message: &str) -> String {
     message
         .replace(
             "use `--runtime onnxruntime`",
-            "choose onnxruntime under Inputs and runtime",
+            "choose onnxruntime under Data, inputs and runtime",
         )
         .replace(
             "(--input-shape ",
-            "(under Inputs and runtime, or --input-shape ",
+            "(under Data, inputs and runtime, or --input-shape ",
         )
 }

@@ -18,6 +18,8 @@ pub enum DialogPurpose {
     OpenSession,
     /// Another model to compare the open one with.
     Diff,
+    /// Evaluation data: a folder (dataset or images) or an .npz/.npy file.
+    Data,
 }
 
 impl DialogPurpose {
@@ -28,7 +30,13 @@ impl DialogPurpose {
             Self::SaveSession => "Save the session",
             Self::OpenSession => "Open a session",
             Self::Diff => "Compare with a model",
+            Self::Data => "Choose evaluation data",
         }
+    }
+
+    /// Whether a folder is an answer (an image or dataset folder).
+    fn takes_folders(self) -> bool {
+        self == Self::Data
     }
 
     fn saves(self) -> bool {
@@ -40,6 +48,7 @@ impl DialogPurpose {
         match self {
             Self::OpenModel | Self::Export | Self::Diff => ("ONNX model", &["onnx"]),
             Self::SaveSession | Self::OpenSession => ("Edgefit session", &["json"]),
+            Self::Data => ("Dataset", &["npz", "npy", "json"]),
         }
     }
 
@@ -47,7 +56,7 @@ impl DialogPurpose {
         match self {
             Self::Export => "model.optimized.onnx",
             Self::SaveSession => "session.edgefit.json",
-            Self::OpenModel | Self::OpenSession | Self::Diff => "",
+            Self::OpenModel | Self::OpenSession | Self::Diff | Self::Data => "",
         }
     }
 
@@ -80,6 +89,7 @@ impl DialogPurpose {
             Self::SaveSession => super::Command::SaveSession(path),
             Self::OpenSession => super::Command::OpenSession(path),
             Self::Diff => super::Command::Diff(path),
+            Self::Data => super::Command::ChooseData(path),
         }
     }
 }
@@ -105,7 +115,9 @@ impl FileDialogs {
         if self.is_open() {
             return;
         }
-        if self.builtin_only {
+        // A folder or a file is an answer: platform dialogs (on Linux) ask for one or the
+        // other, so the built-in dialog, which takes both, is used.
+        if self.builtin_only || purpose.takes_folders() {
             self.builtin = Some(BuiltinDialog::new(purpose, folder));
             return;
         }
@@ -315,6 +327,14 @@ impl BuiltinDialog {
                     && let Some(path) = chosen
                 {
                     outcome = Outcome::Chosen(path);
+                }
+                if self.purpose.takes_folders()
+                    && ui
+                        .button("Use this folder")
+                        .on_hover_text(self.folder.display().to_string())
+                        .clicked()
+                {
+                    outcome = Outcome::Chosen(self.folder.clone());
                 }
                 if ui.button("Cancel").clicked() {
                     outcome = Outcome::Cancelled;

@@ -37,6 +37,11 @@ pub enum JobOutput {
     Sensitivity(Box<Sensitivity>),
     /// The smallest plan within an output-SQNR floor, found from a sweep.
     Search(Box<SearchReport>),
+    /// Data chosen in the window, loaded for the model at this path.
+    Data {
+        model: PathBuf,
+        loaded: Box<super::data_panel::LoadedData>,
+    },
     /// The open model (at this path) against another file.
     Diff {
         model: PathBuf,
@@ -56,12 +61,16 @@ pub enum JobKind {
     Search,
     /// The open model against this file.
     Diff(PathBuf),
+    /// Data chosen in the window.
+    LoadData(PathBuf),
 }
 
 /// What an evaluation or an export measures, and in what.
 pub struct OptimizeRequest {
     pub open: Arc<OpenModel>,
     pub data: Arc<Dataset>,
+    /// Calibration samples of the data in use (`None`: calibrate on `data`).
+    pub calibration: Option<Arc<Dataset>>,
     pub run: RunSettings,
     /// The ONNX Runtime library chosen in the studio (else the usual places).
     pub onnxruntime_library: Option<PathBuf>,
@@ -97,6 +106,7 @@ impl Job {
             JobKind::Sensitivity => "edgefit-sensitivity",
             JobKind::Search => "edgefit-search",
             JobKind::Diff(_) => "edgefit-diff",
+            JobKind::LoadData(_) => "edgefit-load-data",
         };
         let promise = Promise::spawn_thread(name, move || {
             let repaint = ctx.clone();
@@ -143,6 +153,64 @@ impl Job {
         })
     }
 
+    /// Loads `source` for `open` (at most its sample count), with its calibration split, and
+    /// checks it fits the model's input under `run`.
+    pub fn load_data(
+        open: Arc<OpenModel>,
+        source: super::data_panel::DataSource,
+        run: RunSettings,
+        ctx: &egui::Context,
+    ) -> Self {
+        Self::spawn(
+            JobKind::LoadData(source.path.clone()),
+            ctx,
+            move |sink, cancel| {
+                sink.report(Progress {
+                    stage: "reading the data".to_owned(),
+                    done: 0,
+                    total: 0,
+                });
+                let mut data = load_dataset(&source.path, source.preprocess.as_ref())
+                    .map_err(|e| e.to_string())?;
+                cancel.check().map_err(|e| e.to_string())?;
+                if let Some(n) = source.samples {
+                    data = data.first(n);
+                }
+                if data.is_empty() {
+                    return Err(format!("{} holds no samples", source.path.display()));
+                }
+                let resolved = edgefit_engine::pipeline::resolve_inputs(
+                    &open.loaded,
+                    Some(&data),
+                    &run.inputs,
+                )
+                .map_err(|e| format!("the data does not fit the model: {e}"))?;
+                // A fixed declared shape wins over the data's: the sizes must agree.
+                let per_sample: usize = resolved.shape.iter().skip(1).product();
+                if per_sample != data.sample_len() {
+                    return Err(format!(
+                        "the data does not fit the model: a sample has shape {:?} ({} values) \
+                         but the model's input {:?} takes {per_sample} per sample",
+                        data.sample_shape,
+                        data.sample_len(),
+                        resolved.shape
+                    ));
+                }
+                let calibration = load_calibration(&source.path)
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new);
+                Ok(JobOutput::Data {
+                    model: open.loaded.path.clone(),
+                    loaded: Box::new(super::data_panel::LoadedData {
+                        source,
+                        data: Arc::new(data),
+                        calibration,
+                    }),
+                })
+            },
+        )
+    }
+
     /// Compares the open model with the model at `other`: what was added, removed and
     /// changed, node by node and weight by weight.
     pub fn diff(open: Arc<OpenModel>, other: PathBuf, ctx: &egui::Context) -> Self {
@@ -177,6 +245,7 @@ impl Job {
         let OptimizeRequest {
             open,
             data,
+            calibration,
             run,
             onnxruntime_library,
             recipe,
@@ -201,7 +270,7 @@ impl Job {
                 recipe: &recipe,
                 format,
                 data: &data,
-                calibration: open.calibration.as_deref(),
+                calibration: calibration.as_deref(),
                 latency_runs: 30,
                 runtime: run.runtime,
                 input_shapes: &run.inputs,

@@ -3,6 +3,7 @@
 //! wake the UI; the window never waits for them.
 
 mod apply;
+pub mod data_panel;
 pub mod diff_panel;
 mod estimator;
 pub mod file_dialog;
@@ -22,6 +23,7 @@ mod tradeoffs;
 mod window;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +58,14 @@ pub enum Command {
     Evaluate,
     PickExportPath,
     Export(PathBuf),
+    /// Choose evaluation data (a folder or an .npz/.npy file).
+    PickData,
+    /// Show the data form for this path.
+    ChooseData(PathBuf),
+    /// Load this data for evaluation and calibration, in the background.
+    LoadData(data_panel::DataSource),
+    /// Evaluate on the dataset beside the model, else on generated inputs.
+    UseGeneratedData,
     /// Choose a model to compare the open one with.
     PickDiff,
     /// Compare the open model with this file (nodes and weights), in the background.
@@ -140,6 +150,8 @@ pub struct StudioApp {
     pending_session: Option<session::SessionFile>,
     screenshot: Option<ScreenshotTask>,
     input_form: run_panel::InputForm,
+    /// The data form (a chosen path before it is loaded) and the thumbnails.
+    pub data_form: data_panel::DataForm,
     tradeoff_view: tradeoffs::TradeoffView,
     layers_view: panels::LayersView,
     sensitivity_view: sensitivity_panel::SensitivityView,
@@ -147,6 +159,8 @@ pub struct StudioApp {
     pub background_estimates_above: usize,
     /// Steps of a scripted session (`--tour`) still to run.
     pub tour: std::collections::VecDeque<tour::TourStep>,
+    /// The diff last scrolled into view (by its address).
+    diff_shown: Option<usize>,
     /// The last file exported from this window (offered for a diff with the original).
     pub last_export: Option<PathBuf>,
     /// Open, export and session dialogs (the platform's, else a built-in one).
@@ -181,12 +195,14 @@ impl StudioApp {
             pending_session: None,
             screenshot: None,
             input_form: run_panel::InputForm::default(),
+            data_form: data_panel::DataForm::default(),
             tradeoff_view: tradeoffs::TradeoffView::default(),
             layers_view: panels::LayersView::default(),
             sensitivity_view: sensitivity_panel::SensitivityView::default(),
             tour: Default::default(),
             background_estimates_above: estimator::BACKGROUND_ABOVE_WEIGHTS,
             last_export: None,
+            diff_shown: None,
             file_dialogs: file_dialog::FileDialogs::default(),
             window_title: String::new(),
             confirm_close: false,
@@ -296,10 +312,18 @@ impl eframe::App for StudioApp {
                             ui.separator();
                             // Held open while the model cannot be evaluated for want of a shape;
                             // open at first when inputs are generated (it lists what was chosen).
-                            egui::CollapsingHeader::new("Inputs and runtime")
+                            egui::CollapsingHeader::new("Data, inputs and runtime")
                                 .default_open(session.data.as_ref().is_ok_and(|d| d.generated))
                                 .open(session.data.is_err().then_some(true))
                                 .show(ui, |ui| {
+                                    data_panel::data_ui(
+                                        ui,
+                                        session,
+                                        &mut self.data_form,
+                                        self.job.is_some(),
+                                        commands,
+                                    );
+                                    ui.separator();
                                     run_panel::run_settings_ui(
                                         ui,
                                         session,
@@ -358,6 +382,12 @@ impl eframe::App for StudioApp {
                                 ui.separator();
                                 let diff = ui.scope(|ui| diff_panel::diff_ui(ui, view, commands));
                                 rects.push(("diff", diff.response.rect));
+                                // A new diff is scrolled into view once: it is what was asked.
+                                let identity = Some(Arc::as_ptr(&view.diff) as usize);
+                                if identity != self.diff_shown {
+                                    self.diff_shown = identity;
+                                    ui.scroll_to_rect(diff.response.rect, Some(egui::Align::TOP));
+                                }
                             }
                         });
                     });

@@ -1,4 +1,4 @@
-//! "Inputs and runtime": which runtime measures configurations (tract or onnxruntime), and the
+//! "Data, inputs and runtime" (the data control is `data_panel`): which runtime measures configurations (tract or onnxruntime), and the
 //! concrete shapes / held values of the model's inputs when the model leaves them open.
 
 use std::path::PathBuf;
@@ -169,16 +169,5 @@ pub fn run_settings_ui(
     }
     if let Some(e) = &form.error {
         ui.colored_label(ui.visuals().error_fg_color, e);
-    }
-    match &session.data {
-        Ok(data) => {
-            ui.small(format!("Data: {}", data.description));
-        }
-        Err(e) => {
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                format!("No data to evaluate on yet: {e}"),
-            );
-        }
     }
 }

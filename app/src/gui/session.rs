@@ -30,6 +30,8 @@ pub struct OpenModel {
 pub struct RunSettings {
     pub runtime: RuntimeKind,
     pub inputs: Vec<InputSetting>,
+    /// Data chosen in the window (else the dataset beside the model, else generated inputs).
+    pub data: Option<super::data_panel::DataSource>,
 }
 
 pub use super::points::EvalPoint;
@@ -98,6 +100,10 @@ pub struct Session {
     pub sensitivity: Option<Arc<edgefit_engine::guide::sensitivity::Sensitivity>>,
     /// The last plan search from that sweep.
     pub search: Option<Arc<edgefit_engine::guide::search::SearchReport>>,
+    /// The original as a restored session measured it, waiting for its data to load.
+    restored_baseline: Option<EvalPoint>,
+    /// The data chosen in the window, once loaded (it wins over the dataset beside the model).
+    pub chosen_data: Option<super::data_panel::LoadedData>,
     /// The last diff of this model against another file.
     pub diff: Option<super::diff_panel::DiffView>,
     dirty: bool,
@@ -210,6 +216,9 @@ impl Session {
             .baseline
             .clone()
             .filter(|b| b.data.is_some() && b.data == self.data_key);
+        // Measured on data chosen in the window, which loads in the background: kept until
+        // that data arrives.
+        self.restored_baseline = file.baseline.clone().filter(|_| self.baseline.is_none());
         self.points = file.points.clone();
         self.sensitivity = file.sensitivity.as_ref().and_then(|sweep| {
             let data = self.data.as_ref().ok()?;
@@ -252,6 +261,25 @@ impl Session {
         Ok((data, run))
     }
 
+    /// Uses `loaded` for evaluation and calibration from now on (`None`: the dataset beside
+    /// the model, else generated inputs). The original is measured again on it.
+    pub fn set_chosen_data(&mut self, loaded: Option<super::data_panel::LoadedData>) {
+        let run = RunSettings {
+            data: loaded.as_ref().map(|d| d.source.clone()),
+            ..self.run.clone()
+        };
+        self.chosen_data = loaded;
+        self.set_run(run);
+    }
+
+    /// Calibration samples for the data in use: the chosen data's split, else the model's.
+    pub fn calibration(&self) -> Option<Arc<Dataset>> {
+        match &self.chosen_data {
+            Some(d) => d.calibration.clone(),
+            None => self.open.calibration.clone(),
+        }
+    }
+
     /// The evaluated point that measured the current plan, format, runtime and data, if any.
     pub fn measured_point(&self) -> Option<usize> {
         let key = self.data_key.as_ref()?;
@@ -267,8 +295,22 @@ impl Session {
         self.baseline = None;
         self.sensitivity = None;
         self.search = None;
-        (self.data, self.data_inputs) = session_data(&self.open, &self.run.inputs);
+        // Data chosen for another source than the one now asked for no longer applies.
+        if self.chosen_data.as_ref().map(|d| &d.source) != self.run.data.as_ref() {
+            self.chosen_data = None;
+        }
+        (self.data, self.data_inputs) = session_data(
+            &self.open,
+            self.chosen_data.as_ref().map(|d| &d.data),
+            &self.run.inputs,
+        );
         self.data_key = data_key(&self.data, &self.data_inputs);
+        if let Some(b) = self
+            .restored_baseline
+            .take_if(|b| b.data.is_some() && b.data == self.data_key)
+        {
+            self.baseline = Some(b);
+        }
     }
 
     pub fn new(open: Arc<OpenModel>) -> Self {
@@ -278,7 +320,7 @@ impl Session {
         } else {
             Some(0)
         };
-        let (data, data_inputs) = session_data(&open, &[]);
+        let (data, data_inputs) = session_data(&open, None, &[]);
         let data_key = data_key(&data, &data_inputs);
         let mut session = Self {
             open: open.clone(),
@@ -304,6 +346,8 @@ impl Session {
             estimating: false,
             sensitivity: None,
             search: None,
+            restored_baseline: None,
+            chosen_data: None,
             diff: None,
             dirty: true,
         };
@@ -562,9 +606,10 @@ fn data_key(
 
 fn session_data(
     open: &OpenModel,
+    chosen: Option<&Arc<Dataset>>,
     inputs: &[InputSetting],
 ) -> (Result<Arc<Dataset>, String>, Vec<InputSetting>) {
-    if let Some(data) = &open.data {
+    if let Some(data) = chosen.or(open.data.as_ref()) {
         return (Ok(data.clone()), inputs.to_vec());
     }
     match generated_data(&open.loaded, inputs) {

@@ -3,7 +3,7 @@
 //! and the A/B comparison of two configurations layer by layer.
 
 use egui::Color32;
-use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use egui_plot::{Line, Plot, PlotPoints, Points};
 
 use super::Command;
 use super::session::{AbComparison, EvalPoint, Session};
@@ -45,6 +45,10 @@ impl YAxis {
         }
     }
 }
+
+const ORIGINAL: Color32 = Color32::from_rgb(90, 200, 120);
+const EVALUATED: Color32 = Color32::from_rgb(230, 140, 60);
+const BROKEN: Color32 = Color32::from_rgb(220, 50, 50);
 
 /// View state of the trade-off panel.
 #[derive(Default)]
@@ -124,6 +128,14 @@ fn infinite_heights(values: &[YValue]) -> (f64, f64) {
     }
 }
 
+/// A coloured dot and its meaning: the chart's legend, kept outside the plot so it covers
+/// no point.
+fn mark_ui(ui: &mut egui::Ui, colour: Color32, text: &str) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+    ui.painter().circle_filled(rect.center(), 4.0, colour);
+    ui.label(text);
+}
+
 /// Indices of `points` on the Pareto front (smaller x and higher y are better), by x.
 pub fn pareto_front(points: &[(usize, [f64; 2])]) -> Vec<usize> {
     let mut order: Vec<&(usize, [f64; 2])> = points.iter().collect();
@@ -201,13 +213,14 @@ pub fn tradeoff_ui(
     } else {
         y_axis.unit_label().to_owned()
     };
+    let has_front = front.len() > 1;
     let (broken, fine): (Vec<_>, Vec<_>) = evaluated
         .iter()
         .map(|(_, x, y)| (*y, [*x, height(*y)]))
         .partition(|(y, _)| *y == YValue::Broken);
+    let any_broken = !broken.is_empty();
     let response = Plot::new(("tradeoffs", x_axis == XAxis::Latency, y_axis as u8))
-        // Bottom right: the best points (small, faithful) sit top left, the original top right.
-        .legend(Legend::default().position(egui_plot::Corner::RightBottom))
+        // No legend inside the chart: it covered points. The caption below names the marks.
         .height(220.0)
         .x_axis_label(x_label)
         .y_axis_label(y_label)
@@ -221,7 +234,7 @@ pub fn tradeoff_ui(
                 plot.points(
                     Points::new(name, PlotPoints::from(vec![[x, height(y)]]))
                         .radius(6.0)
-                        .color(Color32::from_rgb(90, 200, 120)),
+                        .color(ORIGINAL),
                 );
             }
             plot.points(
@@ -230,7 +243,7 @@ pub fn tradeoff_ui(
                     PlotPoints::from(fine.iter().map(|(_, p)| *p).collect::<Vec<_>>()),
                 )
                 .radius(4.0)
-                .color(Color32::from_rgb(230, 140, 60)),
+                .color(EVALUATED),
             );
             if !broken.is_empty() {
                 plot.points(
@@ -240,7 +253,7 @@ pub fn tradeoff_ui(
                     )
                     .radius(5.0)
                     .shape(egui_plot::MarkerShape::Cross)
-                    .color(Color32::from_rgb(220, 50, 50)),
+                    .color(BROKEN),
                 );
             }
             if front.len() > 1 {
@@ -268,6 +281,16 @@ pub fn tradeoff_ui(
             commands.push(Command::RestorePoint(i));
         }
     }
+    ui.horizontal_wrapped(|ui| {
+        mark_ui(ui, ORIGINAL, "original");
+        mark_ui(ui, EVALUATED, "evaluated");
+        if any_broken {
+            mark_ui(ui, BROKEN, "broken (NaN/Inf outputs)");
+        }
+        if has_front {
+            ui.label("line: Pareto front");
+        }
+    });
     if y_axis == YAxis::OutputSqnr && all_y.contains(&YValue::Identical) {
         ui.small(format!(
             "Identical outputs (infinite SQNR) are drawn at {identical_at:.0} dB."

@@ -214,6 +214,7 @@ impl StudioApp {
                     JobKind::Sensitivity => "Analysing sensitivity".to_owned(),
                     JobKind::Search => "Searching for the smallest plan".to_owned(),
                     JobKind::Diff(p) => format!("Comparing with {}", p.display()),
+                    JobKind::LoadData(p) => format!("Reading the data {}", p.display()),
                 };
                 let (stage, fraction) =
                     progress.map_or((String::new(), None), |p| (p.stage.clone(), p.fraction()));
