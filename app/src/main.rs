@@ -46,25 +46,36 @@ struct Args {
 }
 
 /// Logs of every crate (`log` records too) on stderr, at the level `-v`/`-q`/`RUST_LOG` give.
+/// By default edgefit's warnings and every crate's errors: the window toolkit's warnings
+/// about the display (XSETTINGS, clipboard backends) are noise for a user.
 fn init_logs(verbose: u8, quiet: bool) {
-    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let from_env = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| v.trim().parse::<LevelFilter>().ok());
-    let level = match (quiet, verbose) {
-        (true, _) => LevelFilter::ERROR,
-        (false, 0) => from_env.unwrap_or(LevelFilter::WARN),
-        (false, 1) => LevelFilter::INFO,
-        (false, 2) => LevelFilter::DEBUG,
-        (false, _) => LevelFilter::TRACE,
+    let everything = |level| Targets::new().with_default(level);
+    let filter = match (quiet, verbose, from_env) {
+        (true, _, _) => everything(LevelFilter::ERROR),
+        (false, 0, Some(level)) => everything(level),
+        (false, 0, None) => Targets::new()
+            .with_target("edgefit", LevelFilter::WARN)
+            .with_target("edgefit_engine", LevelFilter::WARN)
+            .with_default(LevelFilter::ERROR),
+        (false, 1, _) => everything(LevelFilter::INFO),
+        (false, 2, _) => everything(LevelFilter::DEBUG),
+        (false, _, _) => everything(LevelFilter::TRACE),
     };
-    // A second subscriber (tests that call main twice) is not an error worth stopping for.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(true)
         // Colours only for a terminal: a log file or CI log gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second subscriber (tests that call main twice) is not an error worth stopping for.
+    let _ = tracing_subscriber::registry()
+        .with(output)
+        .with(filter)
         .try_init();
 }
 

@@ -585,8 +585,14 @@ impl StudioApp {
                 None => self.error = Some(format!("tour: the model has no layer `{name}`")),
             }
         }
-        // One job at a time: a sweep step is not also evaluated.
-        if step.sensitivity {
+        // One job at a time: a sweep, data, export or diff step is not also evaluated.
+        if let Some(source) = step.data {
+            self.commands.push(Command::LoadData(source));
+        } else if let Some(path) = step.export {
+            self.commands.push(Command::Export(path));
+        } else if let Some(path) = step.diff {
+            self.commands.push(Command::Diff(path));
+        } else if step.sensitivity {
             self.commands.push(Command::AnalyseSensitivity);
         } else if step.evaluate {
             self.commands.push(Command::Evaluate);

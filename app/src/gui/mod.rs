@@ -311,9 +311,9 @@ impl eframe::App for StudioApp {
                             panels::controls_ui(ui, session, commands);
                             ui.separator();
                             // Held open while the model cannot be evaluated for want of a shape;
-                            // open at first when inputs are generated (it lists what was chosen).
+                            // open at first: the data control is the first thing a new model needs.
                             egui::CollapsingHeader::new("Data, inputs and runtime")
-                                .default_open(session.data.as_ref().is_ok_and(|d| d.generated))
+                                .default_open(true)
                                 .open(session.data.is_err().then_some(true))
                                 .show(ui, |ui| {
                                     data_panel::data_ui(

@@ -5,7 +5,10 @@
 //! The file is a JSON array of steps:
 //! `[{"format": "weights-int8", "recipe": {"version": 1, ...}, "select": "head.conv"}, ...]`.
 //! `recipe` and `select` are optional; `evaluate` (default true) says whether the step is
-//! measured; `"sensitivity": true` runs the sensitivity sweep (the heat map) instead.
+//! measured; `"sensitivity": true` runs the sensitivity sweep (the heat map) instead;
+//! `"data": {"path": "FOLDER_OR_FILE", "samples": N}` loads evaluation data as Data... does;
+//! `"export": "OUT.onnx"` exports the plan; `"diff": "OTHER.onnx"` compares the open model
+//! with that file. A step with data, an export or a diff is not also evaluated.
 
 use std::path::Path;
 
@@ -24,6 +27,12 @@ pub struct TourStep {
     pub evaluate: bool,
     /// Run the sensitivity sweep.
     pub sensitivity: bool,
+    /// Load this evaluation data.
+    pub data: Option<super::data_panel::DataSource>,
+    /// Export the plan to this file.
+    pub export: Option<std::path::PathBuf>,
+    /// Compare the open model with this file.
+    pub diff: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +48,20 @@ struct StepFile {
     evaluate: bool,
     #[serde(default)]
     sensitivity: bool,
+    #[serde(default)]
+    data: Option<DataStep>,
+    #[serde(default)]
+    export: Option<std::path::PathBuf>,
+    #[serde(default)]
+    diff: Option<std::path::PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataStep {
+    path: std::path::PathBuf,
+    #[serde(default)]
+    samples: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -71,6 +94,13 @@ pub fn parse_tour(text: &str) -> Result<Vec<TourStep>> {
                 select: s.select,
                 evaluate: s.evaluate,
                 sensitivity: s.sensitivity,
+                data: s.data.map(|d| super::data_panel::DataSource {
+                    path: d.path,
+                    preprocess: None,
+                    samples: d.samples,
+                }),
+                export: s.export,
+                diff: s.diff,
             })
         })
         .collect()
@@ -94,6 +124,23 @@ mod tests {
         assert!(steps[0].evaluate);
         assert_eq!(steps[1].select.as_deref(), Some("head.conv"));
         assert!(!steps[1].evaluate);
+        let steps = parse_tour(
+            r#"[{"data": {"path": "assets/mnist-digit-images", "samples": 20}},
+                {"export": "out.onnx"}, {"diff": "out.onnx"}]"#,
+        )
+        .unwrap();
+        let data = steps[0].data.as_ref().unwrap();
+        assert_eq!(data.path, std::path::Path::new("assets/mnist-digit-images"));
+        assert_eq!(data.samples, Some(20));
+        assert_eq!(
+            steps[1].export.as_deref(),
+            Some(std::path::Path::new("out.onnx"))
+        );
+        assert_eq!(
+            steps[2].diff.as_deref(),
+            Some(std::path::Path::new("out.onnx"))
+        );
+        assert!(parse_tour(r#"[{"data": {"path": "x", "sample": 3}}]"#).is_err());
         let e = parse_tour(r#"[{}, {"recipe": {"version": 7}}]"#).unwrap_err();
         assert!(format!("{e:#}").contains("step 2"), "{e:#}");
         assert!(parse_tour(r#"[{"fromat": "fp32"}]"#).is_err());

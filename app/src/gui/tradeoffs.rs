@@ -37,11 +37,21 @@ impl YAxis {
         }
     }
 
+    /// The axis title (short: it is drawn along a 220-pixel axis).
     fn unit_label(self) -> &'static str {
         match self {
-            YAxis::OutputSqnr => "output SQNR (dB, lowest output)",
+            YAxis::OutputSqnr => "output SQNR (dB)",
             YAxis::Accuracy => "top-1 accuracy (%)",
-            YAxis::Agreement => "top-1 agreement with the original (%)",
+            YAxis::Agreement => "top-1 agreement (%)",
+        }
+    }
+
+    /// What the axis measures, in full (under the chart).
+    fn explained(self) -> &'static str {
+        match self {
+            YAxis::OutputSqnr => "output SQNR against the original, lowest over the float outputs",
+            YAxis::Accuracy => "top-1 accuracy on the labels",
+            YAxis::Agreement => "top-1 agreement with the original's class",
         }
     }
 }
@@ -177,12 +187,17 @@ pub fn tradeoff_ui(
     });
     let x_axis = view.x_axis;
     let located = |p: &EvalPoint| Some((x_of(p, x_axis, runtime)?, y_of(p, y_axis)?));
+    // Points measured on other data (another dataset, other input settings) are not drawn
+    // beside these: their numbers are not comparable.
+    let on_other_data = |p: &EvalPoint| p.data.is_some() && p.data != session.data_key;
     let evaluated: Vec<(usize, f64, YValue)> = session
         .points
         .iter()
         .enumerate()
+        .filter(|(_, p)| !on_other_data(p))
         .filter_map(|(i, p)| located(p).map(|(x, y)| (i, x, y)))
         .collect();
+    let other_data = session.points.iter().filter(|p| on_other_data(p)).count();
     let baseline = session.baseline.as_ref().and_then(located);
     let all_y: Vec<YValue> = evaluated
         .iter()
@@ -208,11 +223,7 @@ pub fn tradeoff_ui(
         XAxis::Latency => format!("latency p50 (ms, {runtime})"),
     };
     let generated = session.data_key.as_ref().is_some_and(|k| k.generated);
-    let y_label = if generated {
-        format!("{}, generated inputs", y_axis.unit_label())
-    } else {
-        y_axis.unit_label().to_owned()
-    };
+    let y_label = y_axis.unit_label();
     let has_front = front.len() > 1;
     let (broken, fine): (Vec<_>, Vec<_>) = evaluated
         .iter()
@@ -291,19 +302,33 @@ pub fn tradeoff_ui(
             ui.label("line: Pareto front");
         }
     });
+    ui.small(format!(
+        "Vertical: {}{}.",
+        y_axis.explained(),
+        if generated {
+            ", on generated inputs (not real data)"
+        } else {
+            ""
+        }
+    ));
     if y_axis == YAxis::OutputSqnr && all_y.contains(&YValue::Identical) {
         ui.small(format!(
             "Identical outputs (infinite SQNR) are drawn at {identical_at:.0} dB."
         ));
     }
-    if placed.len() < session.points.len() {
+    if other_data > 0 {
+        ui.small(format!(
+            "{other_data} point(s) measured on other data are not drawn (listed below)."
+        ));
+    }
+    if placed.len() + other_data < session.points.len() {
         let why = match x_axis {
             XAxis::Latency => format!("a {runtime} latency or "),
             XAxis::Size => String::new(),
         };
         ui.small(format!(
             "{} point(s) without {why}{} are not drawn.",
-            session.points.len() - placed.len(),
+            session.points.len() - placed.len() - other_data,
             y_axis.label()
         ));
     }
@@ -442,9 +467,14 @@ fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) 
                             .map_or("-".to_owned(), |l| format!("{l:.3} ms {}", p.runtime)),
                     );
                     let settings = format!(
-                        "{}{}",
+                        "{}{}{}",
                         p.settings_short(),
-                        if p.verified { "" } else { " · NOT verified" }
+                        if p.verified { "" } else { " · NOT verified" },
+                        if p.data.is_some() && p.data != session.data_key {
+                            " · other data"
+                        } else {
+                            ""
+                        }
                     );
                     match &p.data {
                         Some(d) => ui.label(settings).on_hover_text(format!(
