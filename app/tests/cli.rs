@@ -307,3 +307,46 @@ fn inspect_infers_macs_at_a_given_input_shape() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`y`"));
 }
+
+#[test]
+fn bench_and_bench_apply_print_one_json_shape_each() {
+    let model = edgefit_tests::sample_model("digits-mlp");
+    let o = edgefit(&[
+        "bench",
+        model.to_str().unwrap(),
+        "--runtime",
+        "tract",
+        "--runs",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["schema"], "edgefit.bench/2");
+    // A list even for one runtime: the same shape as --runtime both.
+    let latencies = json["latency_ms"].as_array().unwrap();
+    assert_eq!(latencies.len(), 1);
+    assert_eq!(latencies[0]["runtime"], "tract");
+    assert!(json["tract_over_onnxruntime"].is_null());
+
+    let o = edgefit(&[
+        "bench-apply",
+        "--parameters",
+        "20000",
+        "--nodes",
+        "30",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["schema"], "edgefit.bench-apply/1");
+    assert_eq!(json["layers"], 10);
+    for key in ["whole_model_change_ms", "one_layer_change_ms"] {
+        assert!(
+            json[key].as_f64().is_some_and(|ms| ms >= 0.0),
+            "{key}: {json}"
+        );
+    }
+}

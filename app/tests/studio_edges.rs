@@ -314,3 +314,43 @@ fn export_leads_to_a_built_in_dialog_when_no_platform_dialog_answers() {
         out
     );
 }
+
+#[test]
+fn the_summary_shows_the_size_of_the_file_the_format_writes_and_what_it_does_not_realise() {
+    use edgefit_engine::compress::plan::Precision;
+    use edgefit_engine::export::build::ExportFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = studio(&sample("mnist-cnn"));
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.precision = Precision::Int { bits: 4 };
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    for (format, note) in [
+        (ExportFormat::Fp32, "does not shrink"),
+        (ExportFormat::WeightsInt8, "int8 containers"),
+    ] {
+        harness.state_mut().send(Command::SetFormat(format));
+        harness.step();
+        harness.step();
+        let planned = {
+            let s = harness.state().session.as_ref().unwrap();
+            let (_, f, planned) = s.planned_file.as_ref().expect("a planned file");
+            assert_eq!(*f, format);
+            let planned = planned.as_ref().unwrap();
+            assert!(planned.exact);
+            planned.size_bytes
+        };
+        assert!(
+            harness.query_by_label_contains(note).is_some(),
+            "{}: the Summary says `{note}`",
+            format.name()
+        );
+        let out = dir.path().join(format!("{}.onnx", format.name()));
+        harness.state_mut().send(Command::Export(out.clone()));
+        wait_idle(&mut harness);
+        let written = std::fs::metadata(&out).unwrap().len();
+        assert_eq!(planned, written, "{}", format.name());
+    }
+}

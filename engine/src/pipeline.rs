@@ -62,10 +62,17 @@ pub struct OptimizeReport {
     /// `edgefit.optimize/N`: what this JSON is and its version (raised when a field changes
     /// meaning or goes away).
     pub schema: &'static str,
+    /// The edgefit version that wrote it.
+    pub edgefit_version: &'static str,
     pub model: String,
     pub output: String,
     pub format: ExportFormat,
     pub data: String,
+    /// `Dataset::fingerprint` of the samples (and labels) measured, in hex: two reports with
+    /// the same fingerprint measured the same data.
+    pub data_fingerprint: String,
+    /// The onnxruntime library used, when one was loaded (its file name carries its version).
+    pub onnxruntime_library: Option<String>,
     /// The runtime of the preview, the latencies and the verification.
     pub runtime: RuntimeKind,
     /// The input shape the models were run at (batch included).

@@ -368,25 +368,16 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<()> {
     let model_name = model.path.display().to_string();
     let library = edgefit_engine::measure::runtime::onnxruntime::loaded_library();
     if args.json {
-        let json = if runtimes.len() == 1 {
-            serde_json::json!({
-                "model": model_name,
-                "input_shape": shape,
-                "latency_ms": results.first(),
-                "size_bytes": model.file_size_bytes,
-                "onnxruntime_library": library,
-            })
-        } else {
-            serde_json::json!({
-                "model": model_name,
-                "input_shape": shape,
-                "latency_ms": results,
-                "tract_over_onnxruntime": ratio,
-                "size_bytes": model.file_size_bytes,
-                "onnxruntime_library": library,
-            })
-        };
-        super::print_json("bench", &json)?;
+        // One shape whatever --runtime says: a list with one entry per runtime measured.
+        let json = serde_json::json!({
+            "model": model_name,
+            "input_shape": shape,
+            "latency_ms": results,
+            "tract_over_onnxruntime": ratio,
+            "size_bytes": model.file_size_bytes,
+            "onnxruntime_library": library,
+        });
+        super::print_json_version("bench", 2, &json)?;
     } else {
         println!(
             "{model_name} ({}, input {shape:?})",

@@ -152,11 +152,20 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 /// Prints `value` as pretty JSON with `"schema": "edgefit.COMMAND/VERSION"` as its first
 /// field, so scripts can check what they parse.
 pub fn print_json(command: &str, value: &impl serde::Serialize) -> Result<()> {
+    print_json_version(command, JSON_SCHEMA_VERSION, value)
+}
+
+/// [`print_json`] for a command whose JSON changed shape: `edgefit.COMMAND/VERSION`.
+pub fn print_json_version(
+    command: &str,
+    version: u32,
+    value: &impl serde::Serialize,
+) -> Result<()> {
     let body = serde_json::to_value(value).context("encoding JSON")?;
     let mut object = serde_json::Map::new();
     object.insert(
         "schema".to_owned(),
-        serde_json::Value::String(format!("edgefit.{command}/{JSON_SCHEMA_VERSION}")),
+        serde_json::Value::String(format!("edgefit.{command}/{version}")),
     );
     match body {
         serde_json::Value::Object(fields) => object.extend(fields),
@@ -392,6 +401,9 @@ pub struct BenchApplyArgs {
     /// Timed repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Print the figures as JSON (`edgefit.bench-apply/1`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Times applying recipes to a synthetic model: a whole-model change (every layer recomputed)
@@ -453,6 +465,23 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
             one.recomputed
         );
     }
+    let (whole, one) = (median(whole_ms), median(one_ms));
+    if args.json {
+        return print_json(
+            "bench-apply",
+            &serde_json::json!({
+                "parameters": analysis.parameters,
+                "layers": compressor.layers.len(),
+                "threads": rayon::current_num_threads(),
+                "runs": args.runs.max(1),
+                "whole_model_change_ms": whole,
+                "whole_model_change_target_ms": 200.0,
+                "one_layer_change_ms": one,
+                "one_layer_change_target_ms": 16.0,
+                "one_layer_parameters": width as u64 * width as u64,
+            }),
+        );
+    }
     println!(
         "synthetic model: {} parameters in {} compressible layers ({} threads)",
         thousands(analysis.parameters),
@@ -460,13 +489,11 @@ pub fn bench_apply(args: &BenchApplyArgs) -> Result<()> {
         rayon::current_num_threads()
     );
     println!(
-        "whole-model change (prune 50% + int8 per-channel, every layer): {:.1} ms median (target < 200 ms)",
-        median(whole_ms)
+        "whole-model change (prune 50% + int8 per-channel, every layer): {whole:.1} ms median (target < 200 ms)",
     );
     println!(
-        "one-layer change ({} parameters recomputed, rest cached): {:.2} ms median (target < 16 ms)",
+        "one-layer change ({} parameters recomputed, rest cached): {one:.2} ms median (target < 16 ms)",
         thousands(width as u64 * width as u64),
-        median(one_ms)
     );
     Ok(())
 }

@@ -259,6 +259,7 @@ impl eframe::App for StudioApp {
         if let Some(s) = &mut self.session {
             s.poll_estimates();
             s.poll_comparison();
+            s.update_planned_file();
         }
         if let Some(at) = self.auto_evaluate_at
             && self.auto_evaluate
@@ -335,11 +336,7 @@ impl eframe::App for StudioApp {
                             egui::CollapsingHeader::new("Summary")
                                 .default_open(true)
                                 .show(ui, |ui| {
-                                    panels::summary_ui(
-                                        ui,
-                                        &session.open.analysis,
-                                        session.compression.as_ref(),
-                                    );
+                                    panels::summary_ui(ui, session);
                                 });
                         });
                     });

@@ -238,11 +238,9 @@ pub fn controls_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comm
 /// Model summary: inputs/outputs, totals, op counts.
 /// The model's figures, original and under the current plan (estimated from the per-layer
 /// results; the evaluated points hold the measured ones), then op counts and inputs/outputs.
-pub fn summary_ui(
-    ui: &mut egui::Ui,
-    a: &ModelAnalysis,
-    plan: Option<&edgefit_engine::compress::compressor::Compression>,
-) {
+pub fn summary_ui(ui: &mut egui::Ui, session: &Session) {
+    let a: &ModelAnalysis = &session.open.analysis;
+    let plan = session.compression.as_ref();
     // What the plan changes: weight bytes, zeroed parameters, MACs of structurally pruned layers.
     let (mut bytes_saved, mut zeros, mut macs_saved) = (0i64, 0u64, 0u64);
     if let Some(c) = plan {
@@ -267,10 +265,27 @@ pub fn summary_ui(
                 ui.end_row();
             };
             row("", "original".to_owned(), "plan (est.)".to_owned());
+            // The file the chosen format writes: measured when this plan was evaluated,
+            // else built without writing (exact unless a later stage changes it).
+            let planned = session
+                .planned_file
+                .as_ref()
+                .filter(|(r, f, _)| *r == session.recipe && *f == session.format)
+                .and_then(|(_, _, p)| p.as_ref().ok());
+            let measured = session
+                .measured_point()
+                .and_then(|i| session.points.get(i))
+                .map(|p| p.size_bytes);
+            let file = match (measured, planned) {
+                (Some(m), _) => format!("{} (measured)", bytes(m)),
+                (None, Some(p)) if p.exact => bytes(p.size_bytes),
+                (None, Some(p)) => format!("~{}", bytes(p.size_bytes)),
+                (None, None) => format!("~{} (weights)", shrink(a.file_size_bytes)),
+            };
             row(
-                "Size on disk",
+                &format!("Size on disk ({})", session.format.name()),
                 bytes(a.file_size_bytes),
-                format!("~{}", shrink(a.file_size_bytes)),
+                file,
             );
             row(
                 "Parameters",
@@ -297,6 +312,26 @@ pub fn summary_ui(
             row("Nodes", thousands(a.nodes as u64), String::new());
             row("Layers", a.layers.len().to_string(), String::new());
         });
+    // What the format does not realise of the plan, and which format would.
+    if let Some((_, _, planned)) = session
+        .planned_file
+        .as_ref()
+        .filter(|(r, f, _)| *r == session.recipe && *f == session.format)
+    {
+        match planned {
+            Ok(p) => {
+                for note in &p.notes {
+                    ui.colored_label(ui.visuals().warn_fg_color, note);
+                }
+            }
+            Err(e) => {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("The plan's file could not be built: {e}"),
+                );
+            }
+        }
+    }
     ui.label(format!(
         "Ops: {}",
         a.ops

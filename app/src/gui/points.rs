@@ -136,6 +136,9 @@ pub struct EvalPoint {
     /// What it was measured on; `None` for points of version-1 session files.
     #[serde(default)]
     pub data: Option<DataKey>,
+    /// The edgefit version that measured it (`None`: a version-1 session file).
+    #[serde(default)]
+    pub edgefit_version: Option<String>,
 }
 
 impl EvalPoint {
@@ -151,6 +154,7 @@ impl EvalPoint {
             verified: report.verification.passed,
             runtime: report.runtime,
             data: Some(data),
+            edgefit_version: Some(report.edgefit_version.to_owned()),
         }
     }
 
@@ -176,6 +180,7 @@ impl EvalPoint {
             verified: true,
             runtime: report.runtime,
             data: Some(data),
+            edgefit_version: Some(report.edgefit_version.to_owned()),
         }
     }
 
@@ -251,6 +256,7 @@ mod tests {
         let point: EvalPoint = serde_json::from_value(v1).unwrap();
         assert_eq!(point.accuracy, Some(0.981));
         assert!(point.fidelity.is_none() && point.data.is_none());
+        assert!(point.edgefit_version.is_none());
     }
 
     #[test]
@@ -271,6 +277,7 @@ mod tests {
             verified: true,
             runtime: RuntimeKind::Tract,
             data: None,
+            edgefit_version: None,
         };
         let back: EvalPoint =
             serde_json::from_str(&serde_json::to_string(&point).unwrap()).unwrap();

@@ -104,6 +104,13 @@ pub struct Session {
     restored_baseline: Option<EvalPoint>,
     /// The data chosen in the window, once loaded (it wins over the dataset beside the model).
     pub chosen_data: Option<super::data_panel::LoadedData>,
+    /// The file the plan writes in `format`, for the plan and format it was computed for
+    /// (small models: built on the UI thread when either changes).
+    pub planned_file: Option<(
+        Recipe,
+        ExportFormat,
+        Result<edgefit_engine::export::build::PlannedFile, String>,
+    )>,
     /// The last diff of this model against another file.
     pub diff: Option<super::diff_panel::DiffView>,
     dirty: bool,
@@ -347,6 +354,7 @@ impl Session {
             sensitivity: None,
             search: None,
             restored_baseline: None,
+            planned_file: None,
             chosen_data: None,
             diff: None,
             dirty: true,
@@ -449,6 +457,35 @@ impl Session {
             Err(e) => self.compression_error = Some(e.to_string()),
         }
         self.update_weights_view();
+    }
+
+    /// Builds the plan's file in the chosen format (without writing it) when the plan or the
+    /// format changed, so the Summary shows the size of the file the export writes. Large
+    /// models (estimated off the UI thread) keep the per-layer estimate.
+    pub fn update_planned_file(&mut self) {
+        let Some(c) = self
+            .compression
+            .as_ref()
+            .filter(|c| c.recipe == self.recipe)
+        else {
+            return;
+        };
+        if self.estimator.is_some()
+            || self
+                .planned_file
+                .as_ref()
+                .is_some_and(|(r, f, _)| *r == self.recipe && *f == self.format)
+        {
+            return;
+        }
+        let planned = edgefit_engine::export::build::planned_file(
+            &self.open.loaded,
+            &self.compressor,
+            c,
+            self.format,
+        )
+        .map_err(|e| e.to_string());
+        self.planned_file = Some((self.recipe.clone(), self.format, planned));
     }
 
     /// Selects layer `i` (an index into `compressor.layers`).

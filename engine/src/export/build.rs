@@ -1,7 +1,10 @@
 //! Building the exported ONNX model from a compression: the exact protobuf that is evaluated
 //! for the preview and written to disk, so what is previewed is what ships.
 
+mod planned;
 mod weights;
+
+pub use planned::{PlannedFile, planned_file};
 
 use std::collections::{HashMap, HashSet};
 

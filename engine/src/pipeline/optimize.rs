@@ -377,6 +377,10 @@ pub fn optimize(
     }
     let report_ = OptimizeReport {
         schema: REPORT_SCHEMA,
+        edgefit_version: env!("CARGO_PKG_VERSION"),
+        data_fingerprint: format!("{:016x}", options.data.fingerprint()),
+        onnxruntime_library: crate::measure::runtime::onnxruntime::loaded_library()
+            .map(|p| p.display().to_string()),
         model: model.path.display().to_string(),
         output: output.display().to_string(),
         format: options.format,

@@ -36,7 +36,21 @@ pub fn markdown(report: &OptimizeReport) -> String {
         report.output,
         report.format.name()
     );
-    let _ = writeln!(out, "- data: {}", report.data);
+    let _ = writeln!(
+        out,
+        "- data: {} (fingerprint `{}`)",
+        report.data, report.data_fingerprint
+    );
+    let _ = writeln!(
+        out,
+        "- measured by edgefit {} in {}{}",
+        report.edgefit_version,
+        report.runtime,
+        report
+            .onnxruntime_library
+            .as_ref()
+            .map_or(String::new(), |l| format!(" (onnxruntime library `{l}`)"))
+    );
     if let Some(k) = &report.integer_kernels {
         let _ = writeln!(
             out,

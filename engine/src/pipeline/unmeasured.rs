@@ -110,6 +110,10 @@ pub(super) fn write(
     }
     let report = OptimizeReport {
         schema: super::REPORT_SCHEMA,
+        edgefit_version: env!("CARGO_PKG_VERSION"),
+        data_fingerprint: format!("{:016x}", options.data.fingerprint()),
+        onnxruntime_library: crate::measure::runtime::onnxruntime::loaded_library()
+            .map(|p| p.display().to_string()),
         model: job.original.path.display().to_string(),
         output: job.output.display().to_string(),
         format: options.format,
