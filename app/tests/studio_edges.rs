@@ -354,3 +354,44 @@ fn the_summary_shows_the_size_of_the_file_the_format_writes_and_what_it_does_not
         assert_eq!(planned, written, "{}", format.name());
     }
 }
+
+#[test]
+fn nothing_of_the_previous_model_carries_over_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = studio(&sample("digits-mlp"));
+    harness
+        .get_by_role_and_label(Role::TextInput, "Search")
+        .focus();
+    harness.step();
+    harness
+        .get_by_role_and_label(Role::TextInput, "Search")
+        .type_text("gemm");
+    harness.step();
+    harness
+        .state_mut()
+        .send(Command::Export(dir.path().join("digits.onnx")));
+    wait_idle(&mut harness);
+    assert!(harness.state().status.is_some());
+    assert!(harness.state().last_export.is_some());
+    harness.state_mut().send(Command::Open(sample("mnist-cnn")));
+    wait_idle(&mut harness);
+    let app = harness.state();
+    assert!(
+        app.session
+            .as_ref()
+            .unwrap()
+            .open
+            .loaded
+            .path
+            .ends_with("mnist-cnn/model.onnx")
+    );
+    assert_eq!(app.status, None, "the export status was the other model's");
+    assert_eq!(app.last_export, None);
+    assert_eq!(
+        harness
+            .get_by_role_and_label(Role::TextInput, "Search")
+            .value()
+            .unwrap_or_default(),
+        ""
+    );
+}

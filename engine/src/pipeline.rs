@@ -340,13 +340,13 @@ pub fn preview(
         let outputs =
             crate::measure::eval::run_dataset_outputs(&runnable, options.data, progress, cancel)?;
         let latency = if options.latency_runs > 0 && !options.data.is_empty() {
-            crate::job::report(progress, "measuring latency", 0, 1);
             Some(crate::measure::eval::latency_within(
                 &runnable,
                 options.data.sample(0),
                 options.latency_runs,
                 options.latency_runs.div_ceil(5),
                 LATENCY_BUDGET,
+                progress,
                 cancel,
             )?)
         } else {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::file_dialog::DialogPurpose;
-use super::jobs::{Job, JobKind, JobOutput, OptimizeRequest, SearchRequest, SensitivityRequest};
-use super::session::{self, EvalPoint, Session};
+use super::jobs::{Job, OptimizeRequest, SearchRequest, SensitivityRequest};
+use super::session;
 use super::{AUTO_EVALUATE_AFTER, Command, MAX_RECENT, MAX_REMEMBERED_SESSIONS, StudioApp};
 
 impl StudioApp {
@@ -200,7 +200,7 @@ impl StudioApp {
 
     /// Symbolic or -1 dims hid shapes and MACs: infers them again at the shape the run
     /// settings now give (set in the window, or restored with a session).
-    fn reanalyse_at_given_shape(&mut self, ctx: &egui::Context) {
+    pub(super) fn reanalyse_at_given_shape(&mut self, ctx: &egui::Context) {
         let Some(s) = &self.session else { return };
         let open_dims = s.open.loaded.graph.inputs.first().is_some_and(|i| {
             i.shape
@@ -237,7 +237,7 @@ impl StudioApp {
     }
 
     /// Loads data chosen in the window in the background.
-    fn load_data(&mut self, source: super::data_panel::DataSource, ctx: &egui::Context) {
+    pub(super) fn load_data(&mut self, source: super::data_panel::DataSource, ctx: &egui::Context) {
         if let Some(s) = &self.session {
             let job = Job::load_data(s.open.clone(), source, s.run.clone(), ctx);
             self.start(job);
@@ -261,7 +261,7 @@ impl StudioApp {
         })
     }
 
-    fn start(&mut self, job: Job) {
+    pub(super) fn start(&mut self, job: Job) {
         if let Some(old) = self.job.take() {
             old.cancel.cancel();
         }
@@ -343,218 +343,6 @@ impl StudioApp {
         self.start(job);
     }
 
-    pub(super) fn poll_job(&mut self, ctx: &egui::Context) {
-        let Some(job) = self.job.take() else { return };
-        let kind = job.kind.clone();
-        match job.promise.try_take() {
-            Err(promise) => self.job = Some(Job { promise, ..job }),
-            Ok(Err(message)) => {
-                self.error = Some(match kind {
-                    JobKind::Load(path) => format!("Could not open {}: {message}", path.display()),
-                    JobKind::Evaluate => format!("Evaluation failed: {}", for_the_window(&message)),
-                    JobKind::Reanalyse => {
-                        format!("Could not analyse the model at that input shape: {message}")
-                    }
-                    JobKind::Export(path) => format!(
-                        "Export to {} failed: {}",
-                        path.display(),
-                        for_the_window(&message)
-                    ),
-                    JobKind::Sensitivity => {
-                        format!("Sensitivity analysis failed: {}", for_the_window(&message))
-                    }
-                    JobKind::Search => {
-                        format!("The plan search failed: {}", for_the_window(&message))
-                    }
-                    JobKind::LoadData(path) => {
-                        format!("Could not use {} as data: {message}", path.display())
-                    }
-                    JobKind::Diff(path) => {
-                        format!("Could not compare with {}: {message}", path.display())
-                    }
-                });
-            }
-            Ok(Ok(JobOutput::Loaded(open))) => {
-                if let JobKind::Load(path) = &kind {
-                    self.remember_recent(path);
-                }
-                let mut session = Session::new(open);
-                if session.is_large(self.background_estimates_above) {
-                    let repaint = ctx.clone();
-                    session.estimate_in_background(move || repaint.request_repaint());
-                }
-                // An explicit session file wins, then the autosaved one of this model.
-                let path = session.open.loaded.path.clone();
-                let saved = self.pending_session.take().or_else(|| {
-                    self.persisted
-                        .sessions
-                        .iter()
-                        .find(|f| f.model == path)
-                        .cloned()
-                });
-                if let Some(file) = saved {
-                    session.restore(&file);
-                }
-                if let Some(recipe) = self.initial_recipe.take() {
-                    session.set_recipe(recipe, false);
-                    session.refresh();
-                    if let Some(e) = &session.compression_error {
-                        self.error = Some(format!("The recipe does not fit this model: {e}"));
-                    }
-                }
-                self.session = Some(session);
-                self.error = self.error.take().filter(|e| e.starts_with("The recipe"));
-                // A restored session's data is loaded again (then its shape is used); else
-                // its input shape: shapes and MACs inferred at it again.
-                match self.session.as_ref().and_then(|s| s.run.data.clone()) {
-                    Some(source) => self.load_data(source, ctx),
-                    None => self.reanalyse_at_given_shape(ctx),
-                }
-                // Measure the original once so the trade-off chart has its reference.
-                self.auto_evaluate_at = Some(Instant::now());
-            }
-            Ok(Ok(JobOutput::Sensitivity(result))) => {
-                if let Some(s) = &mut self.session
-                    && s.open.loaded.path.display().to_string() == result.model
-                {
-                    s.sensitivity = Some(std::sync::Arc::new(*result));
-                    s.search = None;
-                }
-            }
-            Ok(Ok(JobOutput::Search(report))) => {
-                if let Some(s) = &mut self.session {
-                    let floor = match report.constraint {
-                        edgefit_engine::guide::search::Constraint::MinSqnrDb(db) => db,
-                        edgefit_engine::guide::search::Constraint::MaxDropPp(_) => f64::NAN,
-                    };
-                    match report.chosen {
-                        Some(_) => {
-                            self.verdict = None;
-                            self.commands.push(Command::SetFormat(
-                                edgefit_engine::guide::search::format_of(&report.recipe),
-                            ));
-                            self.commands.push(Command::SetRecipe {
-                                recipe: report.recipe.clone(),
-                                record: true,
-                            });
-                        }
-                        None => {
-                            self.verdict = Some(format!(
-                                "No plan on the front kept the output SQNR at {floor} dB or more \
-                                 ({} measured); the plan is unchanged",
-                                report.evaluations.len()
-                            ));
-                        }
-                    }
-                    s.search = Some(std::sync::Arc::new(*report));
-                }
-            }
-            Ok(Ok(JobOutput::Data { model, loaded })) => {
-                if let Some(s) = &mut self.session
-                    && s.open.loaded.path == model
-                {
-                    s.set_chosen_data(Some(*loaded));
-                    self.error = None;
-                    self.auto_evaluate_at = Some(Instant::now());
-                    // The data may give the open dims their shape.
-                    self.reanalyse_at_given_shape(ctx);
-                }
-            }
-            Ok(Ok(JobOutput::Diff { model, view })) => {
-                if let Some(s) = &mut self.session
-                    && s.open.loaded.path == model
-                {
-                    s.diff = Some(*view);
-                    // What changed is what the person asked to see.
-                    self.graph.set_overlay(super::graph_paint::Overlay::Diff);
-                }
-            }
-            Ok(Ok(JobOutput::Reanalysed(open))) => {
-                if let Some(s) = &mut self.session
-                    && s.open.loaded.path == open.loaded.path
-                {
-                    let repaint = ctx.clone();
-                    s.replace_analysis(open, move || repaint.request_repaint());
-                }
-            }
-            Ok(Ok(JobOutput::Optimized {
-                report,
-                export,
-                data,
-            })) => {
-                self.error = None;
-                self.verdict = None;
-                if let Some(reason) = &report.not_measured {
-                    // Nothing to plot: the model could not be run here.
-                    self.error = Some(format!(
-                        "{} - outputs not measured: {reason}",
-                        if export {
-                            format!(
-                                "Exported {} (checked against the ONNX schemas)",
-                                report.output
-                            )
-                        } else {
-                            "Evaluated without running".to_owned()
-                        }
-                    ));
-                } else if let Some(s) = &mut self.session {
-                    if s.baseline.is_none() {
-                        s.baseline = Some(EvalPoint::original(&report, data.clone()));
-                    }
-                    // One point per measured configuration: measuring it again (an export,
-                    // an explicit Evaluate) refreshes that point instead of adding a copy.
-                    let point = EvalPoint::compressed(&report, data);
-                    let key = point.data.clone();
-                    match key.and_then(|key| {
-                        s.points.iter().position(|p| {
-                            p.measures(&point.recipe, point.format, point.runtime, &key)
-                        })
-                    }) {
-                        Some(i) => s.points[i] = point,
-                        None => s.points.push(point),
-                    }
-                }
-                if export {
-                    self.last_export = Some(std::path::PathBuf::from(&report.output));
-                }
-                if export && report.not_measured.is_none() {
-                    self.status = Some(format!(
-                        "Exported {} - verification {}: {}",
-                        report.output,
-                        if report.verification.passed {
-                            "passed"
-                        } else {
-                            "FAILED"
-                        },
-                        report.verification.message
-                    ));
-                }
-                // Shown in red: a plan below the quality floor, or a file that did not verify.
-                if let Some(q) = report.quality.as_ref().filter(|q| !q.passed) {
-                    let layers: Vec<&str> =
-                        q.layers.iter().take(3).map(|l| l.layer.as_str()).collect();
-                    self.verdict = Some(format!(
-                        "Quality below the floor: {}{}",
-                        q.message,
-                        if layers.is_empty() {
-                            String::new()
-                        } else {
-                            format!(
-                                ". The layers adding the most error: {} (exclude them or give them more bits)",
-                                layers.join(", ")
-                            )
-                        }
-                    ));
-                } else if !report.verification.passed {
-                    self.verdict = Some(format!(
-                        "The written file did not verify: {}",
-                        report.verification.message
-                    ));
-                }
-            }
-        }
-    }
-
     /// Starts the next tour step once the window is idle (the original measured, no job).
     pub(super) fn run_tour_step(&mut self) {
         let Some(s) = &self.session else { return };
@@ -609,25 +397,11 @@ impl StudioApp {
         sessions.truncate(MAX_REMEMBERED_SESSIONS);
     }
 
-    fn remember_recent(&mut self, path: &std::path::Path) {
+    pub(super) fn remember_recent(&mut self, path: &std::path::Path) {
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let recent = &mut self.persisted.recent_files;
         recent.retain(|p| p != &path);
         recent.insert(0, path);
         recent.truncate(MAX_RECENT);
     }
-}
-
-/// An engine message as the window says it: command-line advice becomes the control that
-/// does the same here.
-fn for_the_window(message: &str) -> String {
-    message
-        .replace(
-            "use `--runtime onnxruntime`",
-            "choose onnxruntime under Data, inputs and runtime",
-        )
-        .replace(
-            "(--input-shape ",
-            "(under Data, inputs and runtime, or --input-shape ",
-        )
 }

@@ -11,6 +11,7 @@ pub mod graph;
 mod graph_details;
 mod graph_paint;
 mod jobs;
+mod outcomes;
 mod panels;
 pub mod points;
 mod run_panel;

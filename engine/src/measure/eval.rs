@@ -297,6 +297,7 @@ pub fn latency<M: Runnable + ?Sized>(
         runs,
         warmup,
         std::time::Duration::MAX,
+        &crate::job::NoProgress,
         cancel,
     )
 }
@@ -313,12 +314,16 @@ pub fn latency_within<M: Runnable + ?Sized>(
     runs: usize,
     warmup: usize,
     budget: std::time::Duration,
+    progress: &dyn crate::job::ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Latency> {
     let started = Instant::now();
     let mut warmed = 0;
+    // Progress per run (warm-up included): a large model's runs take seconds each.
+    let total = (warmup + runs.max(1)) as u64;
     while warmed < warmup && started.elapsed() < budget / 2 {
         cancel.check()?;
+        crate::job::report(progress, "measuring latency", warmed as u64, total);
         model.run(sample)?;
         warmed += 1;
     }
@@ -330,6 +335,12 @@ pub fn latency_within<M: Runnable + ?Sized>(
             break;
         }
         cancel.check()?;
+        crate::job::report(
+            progress,
+            "measuring latency",
+            (warmed + i) as u64,
+            (warmed + runs.max(1)) as u64,
+        );
         let start = Instant::now();
         model.run(sample)?;
         times_ms.push(start.elapsed().as_secs_f64() * 1e3);
@@ -437,6 +448,48 @@ pub fn json_float<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A model whose every run is counted.
+    struct Counted(std::sync::atomic::AtomicUsize);
+
+    impl Runnable for Counted {
+        fn run(&self, _sample: &[f32]) -> Result<Vec<Vec<f32>>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![vec![0.0]])
+        }
+        fn input_shape(&self) -> &[usize] {
+            &[1]
+        }
+        fn runtime(&self) -> crate::measure::runtime::RuntimeKind {
+            crate::measure::runtime::RuntimeKind::Tract
+        }
+        fn threads(&self) -> usize {
+            1
+        }
+    }
+
+    #[test]
+    fn latency_reports_progress_run_by_run() {
+        let model = Counted(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let sink = |p: crate::job::Progress| seen.lock().unwrap().push((p.done, p.total));
+        let l = latency_within(
+            &model,
+            &[0.0],
+            10,
+            2,
+            std::time::Duration::MAX,
+            &sink,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(l.runs, 10);
+        let seen = seen.into_inner().unwrap();
+        // One report before every run (2 warm-up + 10 timed), moving forward to the end.
+        assert_eq!(seen.len(), 12, "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[1].0 > w[0].0), "{seen:?}");
+        assert_eq!(seen.last(), Some(&(11, 12)));
+    }
 
     #[test]
     fn cosine_is_one_for_scaled_outputs_and_not_a_number_for_broken_ones() {
