@@ -326,8 +326,14 @@ pub fn preview(
         mut class_scores,
         extra,
     } = CompareOutputs::of(model, options.output);
-    // The labels index the evaluated output: it is class scores whatever its declared shape.
+    // The labels index the evaluated output: class scores, unless its declared shape says
+    // otherwise (a detector's `[1, 1, H, W]` map given a labelled image folder).
+    let declared_rank = names.first().and_then(|n| {
+        let o = model.graph.outputs.iter().find(|o| &o.name == n)?;
+        Some(o.shape.as_ref()?.len())
+    });
     if options.data.labels.is_some()
+        && declared_rank.is_none_or(|rank| rank == 2)
         && let Some(first) = class_scores.first_mut()
     {
         *first = true;

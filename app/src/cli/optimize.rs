@@ -385,10 +385,17 @@ pub(crate) fn print_optimize(r: &OptimizeReport) {
                 Some(first) if r.outputs.len() > 1 => format!(" of `{}`", first.name),
                 _ => String::new(),
             };
+            // Top-1 agreement only for class scores: elsewhere it means nothing.
+            let agreement = match r.outputs.first() {
+                Some(first) if first.class_scores => {
+                    format!("top-1 agreement {:.2}%, ", f.agreement * 100.0)
+                }
+                _ => String::new(),
+            };
             println!(
-                "fidelity{which}: top-1 agreement {:.2}%, output SQNR {}, max abs error {:.3e}",
-                f.agreement * 100.0,
+                "fidelity{which}: {agreement}output SQNR {}, cosine {:.4}, max abs error {:.3e}",
                 f.sqnr_text(),
+                f.cosine,
                 f.max_abs_err
             );
             let worst = r.outputs.iter().filter(|o| o.float).min_by(|a, b| {

@@ -216,7 +216,18 @@ pub fn optimize(
         Err(e) => return Err(e),
     };
     report(progress, "measuring", 0, 3);
-    let labels = options.data.labels.as_deref();
+    // Top-1 (accuracy, agreement) means something only for class scores: the labels index
+    // the evaluated output, and its shape does not say otherwise.
+    let class_scores = preview
+        .output_fidelity
+        .first()
+        .filter(|o| o.class_scores && options.data.labels.is_some())
+        .map(|o| o.name.as_str());
+    let labels = options
+        .data
+        .labels
+        .as_deref()
+        .filter(|_| class_scores.is_some());
     let original_proto = model.runnable_proto()?;
     let original = Measured {
         accuracy: labels.map(|l| accuracy(&preview.original_outputs, l)),
@@ -287,12 +298,6 @@ pub fn optimize(
         cancel,
     );
 
-    let class_scores = options
-        .data
-        .labels
-        .is_some()
-        .then(|| preview.output_fidelity.first().map(|o| o.name.as_str()))
-        .flatten();
     let mut quality = quality::judge(&preview.output_fidelity, recipe.quality, class_scores);
     // A runtime that computes the integer layers its own way has its own quality: the floor
     // holds for it too.
