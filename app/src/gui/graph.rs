@@ -1,142 +1,27 @@
 //! The Graph panel: the model's layer graph laid out top to bottom (on a background thread),
-//! with pan, zoom, search, selection and overlays of the current plan.
+//! with pan, zoom, search, selection, overlays of the current plan, groups by node name and
+//! expandable subgraph bodies.
 //!
 //! The panel reads the session and pushes [`Command`]s; only view state (pan, zoom, search
-//! text, the highlighted node) lives in [`GraphPanel`].
+//! text, the highlighted node, which groups are open) lives in [`GraphPanel`].
 
-use std::collections::HashMap;
+mod canvas;
+mod prepared;
+
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use edgefit_engine::analyse::layout::{
-    BoxKind, GraphLayout, LayoutOptions, box_label, layout_graph,
-};
-use edgefit_engine::model::graph::GraphView;
-use edgefit_engine::{CancelToken, NoProgress};
+use edgefit_engine::CancelToken;
+use edgefit_engine::analyse::layout::{BoxKind, GroupKind, GroupTree, Grouping};
 use egui::{Pos2, Sense};
 use poll_promise::Promise;
 
 use super::Command;
-use super::graph_details::{self, details_ui};
+use super::graph_details::{GroupAction, details_ui};
 pub use super::graph_paint::DrawStats;
-use super::graph_paint::{
-    EdgeIndex, Family, Overlay, Scene, View, legend, paint, visible_in_layer,
-};
+use super::graph_paint::{Overlay, View, legend};
 use super::session::{OpenModel, Session};
-
-/// A laid-out graph with what the panel looks up every frame.
-pub struct PreparedGraph {
-    pub layout: GraphLayout,
-    /// How long the layout (and the index) took on the background thread.
-    pub elapsed: Duration,
-    index: EdgeIndex,
-    labels: Vec<String>,
-    families: Vec<Family>,
-    /// Lower-case `name op` of every box, for search.
-    keys: Vec<String>,
-    /// Index into `compressor.layers` of each box that is a compressible layer.
-    layer_of_box: Vec<Option<usize>>,
-    /// Box of each compressible layer.
-    box_of_layer: Vec<Option<usize>>,
-}
-
-impl PreparedGraph {
-    /// Lays out `view`; `layer_nodes[i]` is the graph node of compressible layer `i`.
-    pub fn build(
-        view: &GraphView,
-        layer_nodes: &[usize],
-        cancel: &CancelToken,
-    ) -> Result<Self, String> {
-        let start = Instant::now();
-        let layout = layout_graph(view, &LayoutOptions::default(), &NoProgress, cancel)
-            .map_err(|e| e.to_string())?;
-        let index = EdgeIndex::new(&layout);
-        let node_box: HashMap<usize, usize> = layout
-            .boxes
-            .iter()
-            .enumerate()
-            .filter_map(|(b, bx)| match bx.kind {
-                BoxKind::Node(n) => Some((n, b)),
-                _ => None,
-            })
-            .collect();
-        let mut layer_of_box = vec![None; layout.boxes.len()];
-        let box_of_layer: Vec<Option<usize>> = layer_nodes
-            .iter()
-            .enumerate()
-            .map(|(l, n)| {
-                let b = node_box.get(n).copied();
-                if let Some(b) = b {
-                    layer_of_box[b] = Some(l);
-                }
-                b
-            })
-            .collect();
-        let mut labels = Vec::with_capacity(layout.boxes.len());
-        let mut families = Vec::with_capacity(layout.boxes.len());
-        let mut keys = Vec::with_capacity(layout.boxes.len());
-        for bx in &layout.boxes {
-            labels.push(box_label(view, bx.kind).to_owned());
-            let (family, key) = match bx.kind {
-                BoxKind::Node(n) => {
-                    let node = view.nodes.get(n);
-                    let op = node.map_or("", |n| n.op_type.as_str());
-                    let name = node.map_or("", |n| n.name.as_str());
-                    (Family::of_op(op), format!("{name} {op}").to_lowercase())
-                }
-                BoxKind::Input(_) => (Family::Input, box_label(view, bx.kind).to_lowercase()),
-                BoxKind::Output(_) => (Family::Output, box_label(view, bx.kind).to_lowercase()),
-            };
-            families.push(family);
-            keys.push(key);
-        }
-        Ok(Self {
-            elapsed: start.elapsed(),
-            layout,
-            index,
-            labels,
-            families,
-            keys,
-            layer_of_box,
-            box_of_layer,
-        })
-    }
-
-    /// The box under layout point `p`.
-    pub fn hit(&self, p: Pos2) -> Option<usize> {
-        let pitch = self.layout.layer_pitch;
-        if p.y < 0.0 || pitch <= 0.0 {
-            return None;
-        }
-        let l = (p.y / pitch).floor() as usize;
-        visible_in_layer(&self.layout, l, p.x, p.x)
-            .iter()
-            .copied()
-            .find(|&b| {
-                let bx = &self.layout.boxes[b];
-                p.x >= bx.x && p.x <= bx.x + bx.w && p.y >= bx.y && p.y <= bx.y + bx.h
-            })
-    }
-
-    /// The box of compressible layer `l` (an index into `compressor.layers`).
-    pub fn box_of_layer(&self, l: usize) -> Option<usize> {
-        self.box_of_layer.get(l).copied().flatten()
-    }
-
-    /// The compressible layer a box stands for.
-    pub fn layer_of_box(&self, b: usize) -> Option<usize> {
-        self.layer_of_box.get(b).copied().flatten()
-    }
-
-    /// Name shown for a box: the node name, or the input/output name.
-    pub fn name<'a>(&'a self, view: &'a GraphView, b: usize) -> &'a str {
-        match self.layout.boxes.get(b).map(|bx| bx.kind) {
-            Some(BoxKind::Node(n)) => view.nodes.get(n).map_or("?", |n| n.name.as_str()),
-            Some(kind) => box_label(view, kind),
-            None => "?",
-        }
-    }
-}
+pub use prepared::PreparedGraph;
 
 /// A view the panel keeps until the user pans or zooms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,9 +38,19 @@ const HOME_ZOOM: f32 = 0.8;
 
 type LayoutJob = (
     Arc<OpenModel>,
+    Grouping,
     Promise<Result<PreparedGraph, String>>,
     CancelToken,
 );
+
+/// Search text, what it matches (inputs, nodes of every graph, outputs, in that order) and
+/// the boxes those are drawn in (sorted).
+#[derive(Default)]
+struct Matches {
+    query: String,
+    found: Vec<BoxKind>,
+    boxes: Vec<usize>,
+}
 
 /// View state of the Graph panel, owned by the app.
 pub struct GraphPanel {
@@ -169,16 +64,20 @@ pub struct GraphPanel {
     /// A view kept every frame until the user pans or zooms (panels settle their sizes
     /// over the first frames).
     auto_view: AutoView,
-    /// Box to bring to the middle on the next frame.
-    centre_on: Option<usize>,
+    /// What to bring to the middle once the layout showing it is ready (a node hidden in a
+    /// group centres its group).
+    centre_on: Option<BoxKind>,
     search: String,
-    /// Search text and its matches (sorted box indices).
-    matches: (String, Vec<usize>),
+    matches: Matches,
     overlay: Overlay,
-    /// The highlighted box.
-    selected: Option<usize>,
+    /// The highlighted node, input, output or group.
+    selected: Option<BoxKind>,
     /// The layer selection last seen, to follow changes made elsewhere (the Layers table).
     seen_layer: Option<usize>,
+    /// Collapse every name group into one box ("Group by name").
+    group_by_name: bool,
+    /// Open groups and subgraph bodies (ids of the open model's `GroupTree`).
+    expanded: HashSet<usize>,
     /// What the last frame drew.
     pub stats: DrawStats,
     /// Where the canvas was last drawn.
@@ -196,10 +95,12 @@ impl Default for GraphPanel {
             auto_view: AutoView::Home,
             centre_on: None,
             search: String::new(),
-            matches: (String::new(), Vec::new()),
+            matches: Matches::default(),
             overlay: Overlay::OpFamily,
             selected: None,
             seen_layer: None,
+            group_by_name: false,
+            expanded: HashSet::new(),
             stats: DrawStats::default(),
             canvas: None,
         }
@@ -210,20 +111,47 @@ impl Default for GraphPanel {
 const LISTED_MATCHES: usize = 12;
 const MAX_ZOOM: f32 = 4.0;
 
+/// Order of search matches (and of "next match"): inputs, nodes, outputs.
+fn match_order(kind: BoxKind, tree: &GroupTree) -> (u8, usize) {
+    match kind {
+        BoxKind::Input(i) => (0, i),
+        BoxKind::Node(n) => (1, n),
+        BoxKind::Group(g) => (
+            1,
+            tree.groups
+                .get(g)
+                .and_then(|g| g.members.first().copied())
+                .unwrap_or(0),
+        ),
+        BoxKind::Output(i) => (2, i),
+    }
+}
+
 impl GraphPanel {
-    /// The laid-out graph, once the background layout is done.
+    /// The laid-out graph, once the background layout is done (while a new grouping is laid
+    /// out, the previous layout of the same model).
     pub fn prepared(&self) -> Option<&PreparedGraph> {
         self.ready.as_ref().map(|(_, p)| p)
     }
 
+    /// A layout runs on the background thread.
+    pub fn is_laying_out(&self) -> bool {
+        self.job.is_some()
+    }
+
     /// The highlighted box (an index into the layout's boxes).
     pub fn selected(&self) -> Option<usize> {
-        self.selected
+        self.prepared()?.box_of(self.selected?)
     }
 
     /// Current zoom (1 = 100%).
     pub fn zoom(&self) -> f32 {
         self.zoom
+    }
+
+    /// Open groups and subgraph bodies (ids into the layout's `GroupTree`).
+    pub fn expanded(&self) -> &HashSet<usize> {
+        &self.expanded
     }
 
     /// Where box `b`'s centre was on screen in the last frame (if the canvas was drawn).
@@ -243,49 +171,109 @@ impl GraphPanel {
         self.auto_view = AutoView::Fit;
     }
 
-    /// Starts the layout of a newly opened model; collects a finished one.
+    /// The grouping the panel wants drawn.
+    fn grouping(&self) -> Grouping {
+        Grouping {
+            by_name: self.group_by_name,
+            expanded: self.expanded.clone(),
+        }
+    }
+
+    fn wants(&self, grouping: &Grouping) -> bool {
+        grouping.by_name == self.group_by_name && grouping.expanded == self.expanded
+    }
+
+    /// Starts the layout of a newly opened model or of a new grouping; collects a finished one.
     fn sync(&mut self, session: &Session, ctx: &egui::Context) {
         let open = &session.open;
         let current = |m: &Arc<OpenModel>| Arc::ptr_eq(m, open);
-        if let Some((model, promise, cancel)) = self.job.take() {
-            if !current(&model) {
+        if let Some((model, grouping, promise, cancel)) = self.job.take() {
+            if !current(&model) || !self.wants(&grouping) {
                 cancel.cancel();
             } else {
                 match promise.try_take() {
                     Ok(Ok(prepared)) => {
-                        // Start on the whole graph, with the selected layer highlighted.
-                        self.selected = session.selected.and_then(|l| prepared.box_of_layer(l));
-                        self.seen_layer = session.selected;
+                        let first = !self.ready.as_ref().is_some_and(|(m, _)| current(m));
+                        if first {
+                            // Start on the whole graph, with the selected layer highlighted.
+                            self.selected = session
+                                .selected
+                                .and_then(|l| prepared.box_of_layer(l))
+                                .map(|b| prepared.layout.boxes[b].kind);
+                            self.seen_layer = session.selected;
+                            self.auto_view = AutoView::Home;
+                        }
                         self.ready = Some((model, prepared));
                         self.error = None;
-                        self.auto_view = AutoView::Home;
-                        // Matches are box indices of the previous graph.
-                        self.matches = (String::new(), Vec::new());
+                        // Match boxes are those of the previous layout.
+                        self.matches = Matches::default();
                     }
                     Ok(Err(e)) => self.error = Some((model, format!("Graph layout failed: {e}"))),
-                    Err(promise) => self.job = Some((model, promise, cancel)),
+                    Err(promise) => self.job = Some((model, grouping, promise, cancel)),
                 }
             }
         }
-        let have = self.ready.as_ref().is_some_and(|(m, _)| current(m));
-        let running = self.job.as_ref().is_some_and(|(m, _, _)| current(m));
+        let same_model = self.ready.as_ref().is_some_and(|(m, _)| current(m));
+        let have = self
+            .ready
+            .as_ref()
+            .is_some_and(|(m, p)| current(m) && self.wants(&p.grouping));
+        let running = self.job.is_some();
         let failed = self.error.as_ref().is_some_and(|(m, _)| current(m));
         if !have && !running && !failed {
-            self.error = None;
-            self.ready = None;
+            let mut tree = None;
+            if same_model {
+                tree = self.prepared().map(|p| p.layout.groups.clone());
+            } else {
+                // Group ids belong to one model.
+                self.error = None;
+                self.ready = None;
+                self.expanded.clear();
+                self.selected = None;
+                self.centre_on = None;
+            }
             let model = open.clone();
             let layer_nodes: Vec<usize> =
                 session.compressor.layers.iter().map(|l| l.node).collect();
             let cancel = CancelToken::new();
-            let (job_model, job_cancel, ctx) = (model.clone(), cancel.clone(), ctx.clone());
+            let grouping = self.grouping();
+            let (job_model, job_cancel, job_grouping, ctx) =
+                (model.clone(), cancel.clone(), grouping.clone(), ctx.clone());
             let promise = Promise::spawn_thread("edgefit-graph-layout", move || {
-                let result =
-                    PreparedGraph::build(&job_model.loaded.graph, &layer_nodes, &job_cancel);
+                let result = PreparedGraph::build(
+                    &job_model.loaded.graph,
+                    &layer_nodes,
+                    tree,
+                    job_grouping,
+                    &job_cancel,
+                );
                 ctx.request_repaint();
                 result
             });
-            self.job = Some((model, promise, cancel));
+            self.job = Some((model, grouping, promise, cancel));
         }
+    }
+
+    /// Opens every group that hides node `node` (name groups only while grouping by name).
+    fn reveal(&mut self, node: usize) {
+        let Some(prepared) = self.prepared() else {
+            return;
+        };
+        let tree = prepared.groups();
+        let by_name = self.group_by_name;
+        let open: Vec<usize> = tree
+            .ancestors(node)
+            .into_iter()
+            .filter(|&g| by_name || tree.groups[g].kind != GroupKind::Name)
+            .collect();
+        self.expanded.extend(open);
+    }
+
+    /// Selects node `node`, opening the groups that hide it, and centres it.
+    fn show_node(&mut self, node: usize, commands: &mut Vec<Command>) {
+        self.reveal(node);
+        self.select(Some(BoxKind::Node(node)), commands);
+        self.centre_on = Some(BoxKind::Node(node));
     }
 
     /// Follows the layer selected elsewhere (the Layers table): selects and centres its node.
@@ -294,16 +282,16 @@ impl GraphPanel {
             return;
         }
         self.seen_layer = session.selected;
-        let Some(prepared) = self.prepared() else {
+        let Some(node) = session
+            .selected
+            .and_then(|l| self.prepared()?.layer_nodes.get(l).copied())
+        else {
             return;
         };
-        if let Some(b) = session
-            .selected
-            .and_then(|l| prepared.box_of_layer.get(l).copied().flatten())
-            && self.selected != Some(b)
-        {
-            self.selected = Some(b);
-            self.centre_on = Some(b);
+        if self.selected != Some(BoxKind::Node(node)) {
+            self.reveal(node);
+            self.selected = Some(BoxKind::Node(node));
+            self.centre_on = Some(BoxKind::Node(node));
         }
     }
 
@@ -317,47 +305,86 @@ impl GraphPanel {
         self.overlay = overlay;
     }
 
-    /// Selects and centres the box of node `node` (an index into the open model's
-    /// `GraphView::nodes`); a compressible layer is selected in the plan too.
+    /// Selects and centres node `node` (an index into the open model's `GraphView::nodes`),
+    /// opening the groups that hide it; a compressible layer is selected in the plan too.
     pub fn focus_node(&mut self, node: usize, commands: &mut Vec<Command>) {
-        let Some(b) = self.prepared().and_then(|p| {
-            p.layout
-                .boxes
-                .iter()
-                .position(|bx| bx.kind == BoxKind::Node(node))
-        }) else {
-            return;
-        };
-        self.select(Some(b), commands);
-        self.centre_on = Some(b);
+        if self.prepared().is_some() {
+            self.show_node(node, commands);
+        }
     }
 
-    /// Selects box `b`; a compressible layer is selected in the plan too.
-    fn select(&mut self, b: Option<usize>, commands: &mut Vec<Command>) {
-        self.selected = b;
-        let layer = b.and_then(|b| self.prepared()?.layer_of_box.get(b).copied().flatten());
+    /// Selects `kind`; a compressible layer is selected in the plan too.
+    fn select(&mut self, kind: Option<BoxKind>, commands: &mut Vec<Command>) {
+        self.selected = kind;
+        let layer = match kind {
+            Some(BoxKind::Node(n)) => self
+                .prepared()
+                .and_then(|p| p.layer_nodes.iter().position(|&m| m == n)),
+            _ => None,
+        };
         if let Some(l) = layer {
             self.seen_layer = Some(l);
             commands.push(Command::SelectLayer(l));
         }
     }
 
+    /// Opens or closes a group.
+    fn apply(&mut self, action: GroupAction) {
+        match action {
+            GroupAction::Expand(g) => {
+                self.expanded.insert(g);
+                let first = self
+                    .prepared()
+                    .and_then(|p| p.groups().groups.get(g)?.members.first().copied());
+                if let Some(n) = first
+                    && self.selected.is_none_or(|s| s == BoxKind::Group(g))
+                {
+                    self.centre_on = Some(BoxKind::Node(n));
+                }
+            }
+            GroupAction::Collapse(g) => {
+                self.expanded.remove(&g);
+                if let Some(BoxKind::Node(n)) = self.selected
+                    && self
+                        .prepared()
+                        .is_some_and(|p| p.groups().ancestors(n).contains(&g))
+                {
+                    self.centre_on = Some(BoxKind::Node(n));
+                }
+            }
+        }
+    }
+
     fn update_matches(&mut self) {
         let query = self.search.trim().to_lowercase();
-        if self.matches.0 == query {
+        if self.matches.query == query {
             return;
         }
-        let found = match self.prepared() {
-            Some(p) if !query.is_empty() => (0..p.keys.len())
-                .filter(|&b| p.keys[b].contains(&query))
+        let found: Vec<BoxKind> = match self.prepared() {
+            Some(p) if !query.is_empty() => p
+                .keys
+                .iter()
+                .filter(|(_, key)| key.contains(&query))
+                .map(|&(kind, _)| kind)
                 .collect(),
             _ => Vec::new(),
         };
-        self.matches = (query, found);
+        let mut boxes: Vec<usize> = match self.prepared() {
+            Some(p) => found.iter().filter_map(|&k| p.box_showing(k)).collect(),
+            None => Vec::new(),
+        };
+        boxes.sort_unstable();
+        boxes.dedup();
+        self.matches = Matches {
+            query,
+            found,
+            boxes,
+        };
     }
 }
 
-/// The Graph panel: toolbar (search, overlay, fit), legend, canvas and the selected node.
+/// The Graph panel: toolbar (search, overlay, grouping, fit), legend, canvas and the
+/// selected node.
 pub fn graph_ui(
     ui: &mut egui::Ui,
     session: &Session,
@@ -378,6 +405,7 @@ pub fn graph_ui(
     }
     panel.follow_selection(session);
     toolbar_ui(ui, panel, session, commands);
+    let mut action = None;
     egui::Panel::right("graph_details")
         .resizable(true)
         .default_size(250.0)
@@ -386,11 +414,17 @@ pub fn graph_ui(
                 .id_salt("graph_details_scroll")
                 .show(ui, |ui| {
                     if let Some((_, prepared)) = &panel.ready {
-                        details_ui(ui, panel.selected, prepared, session);
+                        let selected = panel.selected.and_then(|k| prepared.box_of(k));
+                        action = details_ui(ui, selected, prepared, session);
                     }
                 });
         });
-    canvas_ui(ui, panel, session, commands);
+    if let Some(action) = action {
+        panel.apply(action);
+    }
+    canvas::canvas_ui(ui, panel, session, commands);
+    // A group opened or closed this frame is laid out from now.
+    panel.sync(session, ui.ctx());
 }
 
 fn toolbar_ui(
@@ -410,13 +444,18 @@ fn toolbar_ui(
             )
             .labelled_by(label.id);
         panel.update_matches();
-        if edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+        if edit.lost_focus()
+            && ui.input(|i| i.key_pressed(egui::Key::Enter))
+            && let Some((_, prepared)) = &panel.ready
+        {
             // Enter goes to the next match after the selected node (wrapping), and the
             // search box keeps the focus for the next Enter.
-            let found = &panel.matches.1;
+            let tree = prepared.groups();
+            let found = &panel.matches.found;
             jump = panel
                 .selected
-                .and_then(|s| found.iter().find(|&&b| b > s))
+                .map(|s| match_order(s, tree))
+                .and_then(|s| found.iter().find(|&&k| match_order(k, tree) > s))
                 .or(found.first())
                 .copied();
             if jump.is_some() {
@@ -439,20 +478,28 @@ fn toolbar_ui(
             })
             .response
             .labelled_by(colour_by.id);
+        ui.checkbox(&mut panel.group_by_name, "Group by name")
+            .on_hover_text(
+                "One box per group of node names (/model.2/..., block1...); click a group to \
+                 open it",
+            );
         if ui.button("Fit").clicked() {
             panel.auto_view = AutoView::Fit;
         }
         ui.label(format!("{:.0}%", panel.zoom * 100.0));
+        if panel.job.is_some() {
+            ui.spinner();
+        }
     });
-    if !panel.matches.0.is_empty() {
-        let (_, found) = &panel.matches;
+    if !panel.matches.query.is_empty() {
+        let found = &panel.matches.found;
         ui.horizontal_wrapped(|ui| {
             ui.label(format!("{} matches", found.len()));
             if let Some((_, prepared)) = &panel.ready {
                 let view = &session.open.loaded.graph;
-                for &b in found.iter().take(LISTED_MATCHES) {
-                    if ui.button(prepared.name(view, b)).clicked() {
-                        jump = Some(b);
+                for &k in found.iter().take(LISTED_MATCHES) {
+                    if ui.button(prepared.name_of(view, k)).clicked() {
+                        jump = Some(k);
                     }
                 }
             }
@@ -461,9 +508,13 @@ fn toolbar_ui(
             }
         });
     }
-    if let Some(b) = jump {
-        panel.select(Some(b), commands);
-        panel.centre_on = Some(b);
+    match jump {
+        Some(BoxKind::Node(n)) => panel.show_node(n, commands),
+        Some(kind) => {
+            panel.select(Some(kind), commands);
+            panel.centre_on = Some(kind);
+        }
+        None => {}
     }
     ui.horizontal_wrapped(|ui| {
         for (text, colour) in legend(panel.overlay) {
@@ -472,149 +523,4 @@ fn toolbar_ui(
             ui.label(text);
         }
     });
-}
-
-fn canvas_ui(
-    ui: &mut egui::Ui,
-    panel: &mut GraphPanel,
-    session: &Session,
-    commands: &mut Vec<Command>,
-) {
-    let (response, painter) = ui.allocate_painter(ui.available_size(), Sense::click_and_drag());
-    let rect = response.rect;
-    let Some((_, prepared)) = &panel.ready else {
-        return;
-    };
-    let layout = &prepared.layout;
-    let fit_zoom = if layout.width > 0.0 && layout.height > 0.0 {
-        ((rect.width() - 20.0) / layout.width)
-            .min((rect.height() - 20.0) / layout.height)
-            .clamp(1e-4, 1.0)
-    } else {
-        1.0
-    };
-    let min_zoom = (fit_zoom * 0.5).min(0.1);
-    if rect.width() > 1.0 {
-        match panel.auto_view {
-            AutoView::Fit => {
-                panel.zoom = fit_zoom;
-                panel.centre = Pos2::new(layout.width / 2.0, layout.height / 2.0);
-            }
-            AutoView::Home => {
-                // The top of the graph at a readable size (all of it when it fits so).
-                panel.zoom = fit_zoom.max(HOME_ZOOM.min(1.0));
-                let x = if layout.width * panel.zoom <= rect.width() {
-                    layout.width / 2.0
-                } else {
-                    let first = layout.layers.first().map_or(&[][..], Vec::as_slice);
-                    let (lo, hi) = first.iter().fold((f32::MAX, f32::MIN), |(lo, hi), &b| {
-                        let bx = &layout.boxes[b];
-                        (lo.min(bx.x), hi.max(bx.x + bx.w))
-                    });
-                    if lo <= hi { (lo + hi) / 2.0 } else { 0.0 }
-                };
-                let y = if layout.height * panel.zoom <= rect.height() {
-                    layout.height / 2.0
-                } else {
-                    (rect.height() / 2.0 - 10.0) / panel.zoom
-                };
-                panel.centre = Pos2::new(x, y);
-            }
-            AutoView::None => {}
-        }
-    }
-    if let Some(b) = panel.centre_on.take()
-        && let Some(bx) = layout.boxes.get(b)
-    {
-        panel.auto_view = AutoView::None;
-        if panel.zoom < 0.6 {
-            panel.zoom = 1.0;
-        }
-        let c = bx.centre();
-        panel.centre = Pos2::new(c[0], c[1]);
-    }
-    if response.dragged() && response.drag_delta() != egui::Vec2::ZERO {
-        panel.auto_view = AutoView::None;
-        panel.centre -= response.drag_delta() / panel.zoom;
-    }
-    if let Some(pointer) = response.hover_pos() {
-        let (scroll, pinch) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
-        let factor = (scroll * 0.002).exp() * pinch;
-        if factor.is_finite() && factor > 0.0 && (factor - 1.0).abs() > 1e-4 {
-            panel.auto_view = AutoView::None;
-            let view = View {
-                rect,
-                centre: panel.centre,
-                zoom: panel.zoom,
-            };
-            let anchor = view.to_layout(pointer);
-            panel.zoom = (panel.zoom * factor).clamp(min_zoom, MAX_ZOOM);
-            panel.centre = anchor - (pointer - rect.center()) / panel.zoom;
-        }
-    }
-    let view = View {
-        rect,
-        centre: panel.centre,
-        zoom: panel.zoom,
-    };
-    let hovered = response
-        .hover_pos()
-        .and_then(|p| prepared.hit(view.to_layout(p)));
-    let clicked = response
-        .clicked()
-        .then(|| response.interact_pointer_pos())
-        .flatten()
-        .map(|p| prepared.hit(view.to_layout(p)));
-    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
-    let scene = Scene {
-        layout,
-        index: &prepared.index,
-        labels: &prepared.labels,
-        families: &prepared.families,
-        layer_of_box: &prepared.layer_of_box,
-        compression: session.compression.as_ref(),
-        // Its layers are the compressor's, in order (the same model): else it is not shown.
-        sensitivity: session
-            .sensitivity
-            .as_deref()
-            .filter(|s| s.layers.len() == session.compressor.layers.len()),
-        diff: session.diff.as_ref().map(|d| d.marks.as_slice()),
-        overlay: panel.overlay,
-        selected: panel.selected,
-        matches: &panel.matches.1,
-    };
-    panel.stats = paint(&painter, &view, &scene);
-    panel.canvas = Some(view);
-    if let Some(b) = hovered {
-        let graph = &session.open.loaded.graph;
-        let text = graph_details::hover_text(prepared, session, graph, b);
-        response.clone().on_hover_ui_at_pointer(|ui| {
-            ui.label(text);
-        });
-    }
-    if let Some(hit) = clicked {
-        panel.select(hit, commands);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    #[test]
-    fn hit_test_finds_the_box_under_a_point_and_nothing_between_boxes() {
-        let model = edgefit_engine::model::synthetic::branchy_cnn(100);
-        let view = GraphView::new(&model);
-        let prepared = PreparedGraph::build(&view, &[], &CancelToken::new()).unwrap();
-        for (b, bx) in prepared.layout.boxes.iter().enumerate() {
-            let c = bx.centre();
-            assert_eq!(prepared.hit(Pos2::new(c[0], c[1])), Some(b));
-        }
-        let first = &prepared.layout.boxes[0];
-        let gap = Pos2::new(first.x + 1.0, first.y + first.h + 5.0);
-        assert_eq!(prepared.hit(gap), None);
-        assert_eq!(prepared.hit(Pos2::new(-10.0, -10.0)), None);
-    }
 }

@@ -3,16 +3,21 @@
 //! barycenter ordering sweeps against crossings, then coordinate assignment.
 //!
 //! Boxes are the main graph's nodes plus one box per graph input and output; initializers
-//! (weights) are not boxes. Everything is deterministic: the same graph gives the same layout.
+//! (weights) are not boxes. [`layout_graph_grouped`] draws collapsed groups (name prefixes,
+//! subgraph bodies: see [`groups`]) as one box each and the nodes of open subgraph bodies.
+//! Everything is deterministic: the same graph gives the same layout.
 
+pub mod groups;
 mod proper;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::error::Result;
 use crate::job::{CancelToken, ProgressSink, report};
 use crate::model::graph::GraphView;
 
+pub use groups::{Group, GroupKind, GroupTree, Grouping};
 use proper::ProperGraph;
 
 /// What a box of the layout stands for.
@@ -24,6 +29,8 @@ pub enum BoxKind {
     Input(usize),
     /// A graph output: an index into [`GraphView::outputs`].
     Output(usize),
+    /// A collapsed group: an index into [`GroupTree::groups`] of [`GraphLayout::groups`].
+    Group(usize),
 }
 
 /// One box, placed: `x`/`y` is its top-left corner.
@@ -112,26 +119,56 @@ pub struct GraphLayout {
     /// Crossings between routed edge pieces of consecutive layers (the ordering keeps the
     /// sweep with the fewest).
     pub crossings: u64,
+    /// The text of each box: op type (with a `+ then_branch (12 nodes)` marker per collapsed
+    /// subgraph), input or output name, or a group's path and node count.
+    pub labels: Vec<String>,
+    /// The box each node of the view is drawn in (its own, a collapsed group's, or the owner
+    /// of a collapsed subgraph), by index into [`GraphView::nodes`].
+    pub node_box: Vec<Option<usize>>,
+    /// The groups of the graph, which [`BoxKind::Group`] indexes.
+    pub groups: Arc<GroupTree>,
 }
 
-/// The text a box shows: the op type of a node, the name of a graph input or output.
+/// The op type of a node, the name of a graph input or output (`group` for a group: its
+/// text is in [`GraphLayout::labels`]).
 pub fn box_label(view: &GraphView, kind: BoxKind) -> &str {
     match kind {
         BoxKind::Node(i) => view.nodes.get(i).map_or("?", |n| n.op_type.as_str()),
         BoxKind::Input(i) => view.inputs.get(i).map_or("?", |v| v.name.as_str()),
         BoxKind::Output(i) => view.outputs.get(i).map_or("?", |v| v.name.as_str()),
+        BoxKind::Group(_) => "group",
     }
 }
 
-/// Lays out the main graph of `view`. Returns `Err(Cancelled)` once `cancel` is set.
+/// Lays out the main graph of `view`, subgraphs collapsed into their owners, no name groups.
+/// Returns `Err(Cancelled)` once `cancel` is set.
 pub fn layout_graph(
     view: &GraphView,
     options: &LayoutOptions,
     progress: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<GraphLayout> {
+    let tree = Arc::new(GroupTree::new(view));
+    layout_graph_grouped(view, tree, &Grouping::default(), options, progress, cancel)
+}
+
+/// Lays out `view` with the groups of `tree` (built from this view) collapsed but for those
+/// `grouping` opens. Returns `Err(Cancelled)` once `cancel` is set.
+pub fn layout_graph_grouped(
+    view: &GraphView,
+    tree: Arc<GroupTree>,
+    grouping: &Grouping,
+    options: &LayoutOptions,
+    progress: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<GraphLayout> {
     report(progress, "graph layout: layering", 0, 4);
-    let (kinds, edges) = boxes_and_edges(view);
+    let groups::Visible {
+        kinds,
+        edges,
+        labels,
+        node_box,
+    } = groups::visible(view, &tree, grouping);
     let n = kinds.len();
     let mut preds: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut succs: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -163,10 +200,10 @@ pub fn layout_graph(
     cancel.check()?;
 
     report(progress, "graph layout: ordering", 2, 4);
-    let mut widths: Vec<f32> = kinds
+    let mut widths: Vec<f32> = labels
         .iter()
-        .map(|&k| {
-            let chars = box_label(view, k).chars().count() as f32;
+        .map(|label| {
+            let chars = label.chars().count() as f32;
             (chars * options.char_width + 2.0 * options.padding).max(options.min_width)
         })
         .collect();
@@ -241,51 +278,10 @@ pub fn layout_graph(
         layer_pitch: pitch,
         unrouted_edges: unrouted,
         crossings,
+        labels,
+        node_box,
+        groups: tree,
     })
-}
-
-/// Boxes (graph inputs, main nodes, graph outputs) and the deduplicated edges between them.
-fn boxes_and_edges(view: &GraphView) -> (Vec<BoxKind>, Vec<(u32, u32)>) {
-    let mut kinds: Vec<BoxKind> = (0..view.inputs.len()).map(BoxKind::Input).collect();
-    let mut node_box: HashMap<usize, u32> = HashMap::new();
-    for node in view.main_nodes() {
-        node_box.insert(node.index, kinds.len() as u32);
-        kinds.push(BoxKind::Node(node.index));
-    }
-    let input_box: HashMap<&str, u32> = view
-        .inputs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.name.as_str(), i as u32))
-        .collect();
-    let source = |name: &str| -> Option<u32> {
-        view.producer
-            .get(name)
-            .and_then(|p| node_box.get(p).copied())
-            .or_else(|| input_box.get(name).copied())
-    };
-    let mut edges = Vec::new();
-    for node in view.main_nodes() {
-        let Some(&to) = node_box.get(&node.index) else {
-            continue;
-        };
-        for input in node.inputs.iter().filter(|i| !i.is_empty()) {
-            if let Some(from) = source(input) {
-                edges.push((from, to));
-            }
-        }
-    }
-    for (i, output) in view.outputs.iter().enumerate() {
-        let to = kinds.len() as u32;
-        kinds.push(BoxKind::Output(i));
-        if let Some(from) = source(&output.name) {
-            edges.push((from, to));
-        }
-    }
-    edges.retain(|(u, v)| u != v);
-    edges.sort_unstable();
-    edges.dedup();
-    (kinds, edges)
 }
 
 /// Longest-path layering in topological order; vertices on a cycle are forced in index
