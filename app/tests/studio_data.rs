@@ -4,39 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{studio_sized, wait_idle};
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use edgefit::gui::{Command, Persisted, StudioApp};
 use edgefit_tests::sample_model as sample;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-
-fn studio(model: &Path, auto_evaluate: bool) -> Harness<'static, StudioApp> {
-    let model = model.to_path_buf();
-    let mut harness = Harness::builder()
-        .with_size([1400.0, 1800.0])
-        .build_eframe(move |_cc| {
-            let mut app = StudioApp::new(Persisted::default(), Some(model));
-            app.auto_evaluate = auto_evaluate;
-            app
-        });
-    wait_idle(&mut harness);
-    harness
-}
-
-fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    harness.step();
-    while harness.state().is_busy() {
-        assert!(Instant::now() < deadline, "background job did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-        harness.step();
-    }
-    harness.step();
-    harness.step();
-}
 
 /// The MNIST CNN alone in a folder (no dataset beside it: inputs are generated), and an
 /// image folder with two classes of 28x28 gray digits-like images.
@@ -76,7 +55,7 @@ fn type_into(harness: &mut Harness<'static, StudioApp>, label: &str, text: &str)
 #[test]
 fn an_image_folder_chosen_in_the_window_is_evaluated_on_and_remembered() {
     let (dir, model, images) = model_and_images();
-    let mut harness = studio(&model, false);
+    let mut harness = studio_sized(&model, false, [1400.0, 1800.0]);
     assert!(
         harness
             .state()
@@ -178,7 +157,7 @@ fn data_that_does_not_fit_the_model_is_refused_and_generated_inputs_stay() {
         &wrong,
     )
     .unwrap();
-    let mut harness = studio(&model, false);
+    let mut harness = studio_sized(&model, false, [1400.0, 1800.0]);
     harness.state_mut().send(Command::ChooseData(wrong.clone()));
     harness.step();
     harness.step();

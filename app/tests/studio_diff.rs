@@ -4,48 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
+mod common;
+
+use common::{studio_sized, wait_idle};
+
 use std::time::{Duration, Instant};
 
+use edgefit::gui::Command;
 use edgefit::gui::diff_panel::DiffMark;
-use edgefit::gui::{Command, Persisted, StudioApp};
 use edgefit_engine::compress::plan::Precision;
 use edgefit_engine::export::build::ExportFormat;
 use edgefit_tests::sample_model as sample;
-use egui_kittest::Harness;
+
 use egui_kittest::kittest::Queryable;
-
-fn studio(model: &Path) -> Harness<'static, StudioApp> {
-    let model = model.to_path_buf();
-    let mut harness = Harness::builder()
-        // Tall enough for the right panel's sections down to the diff.
-        .with_size([1400.0, 1600.0])
-        .build_eframe(move |_cc| {
-            let mut app = StudioApp::new(Persisted::default(), Some(model));
-            app.auto_evaluate = false;
-            app
-        });
-    wait_idle(&mut harness);
-    harness
-}
-
-fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    harness.step();
-    while harness.state().is_busy() {
-        assert!(Instant::now() < deadline, "background job did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-        harness.step();
-    }
-    harness.step();
-    harness.step();
-}
 
 #[test]
 fn an_export_is_compared_with_the_original_node_by_node_and_weight_by_weight() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("mnist.qdq.onnx");
-    let mut harness = studio(&sample("mnist-cnn"));
+    // Tall enough for the right panel's sections down to the diff.
+    let mut harness = studio_sized(&sample("mnist-cnn"), false, [1400.0, 1600.0]);
     harness
         .state_mut()
         .send(Command::SetFormat(ExportFormat::QdqInt8));

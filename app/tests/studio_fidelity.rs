@@ -4,45 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{studio, wait_idle};
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgefit::gui::{Command, Persisted, StudioApp};
 use edgefit_engine::compress::plan::Precision;
 use edgefit_tests::sample_model as sample;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-
-fn studio(model: &Path, auto_evaluate: bool) -> Harness<'static, StudioApp> {
-    let model = model.to_path_buf();
-    let mut harness = Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(move |_cc| {
-            let mut app = StudioApp::new(Persisted::default(), Some(model));
-            app.auto_evaluate = auto_evaluate;
-            app
-        });
-    wait_idle(&mut harness);
-    harness
-}
-
-fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    harness.step();
-    while harness.state().is_busy()
-        || harness
-            .state()
-            .session
-            .as_ref()
-            .is_some_and(|s| s.estimating)
-    {
-        assert!(Instant::now() < deadline, "background job did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-        harness.step();
-    }
-    harness.step();
-    harness.step();
-}
 
 /// `model` copied alone into a fresh folder: no dataset beside it, so inputs are generated.
 fn without_data(model: &Path) -> (tempfile::TempDir, PathBuf) {
@@ -78,7 +51,7 @@ fn evaluate(harness: &mut Harness<'static, StudioApp>) {
 fn a_recurrent_model_without_labels_is_judged_by_output_sqnr_and_int2_looks_broken() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/lstm.onnx");
     let (_dir, model) = without_data(&fixture);
-    let mut harness = studio(&model, false);
+    let mut harness = studio(&model);
     set_bits(&mut harness, 2);
     evaluate(&mut harness);
     let s = harness.state().session.as_ref().unwrap();
@@ -105,7 +78,7 @@ fn a_recurrent_model_without_labels_is_judged_by_output_sqnr_and_int2_looks_brok
 #[test]
 fn a_classifier_without_labels_offers_top1_agreement_beside_output_sqnr() {
     let (_dir, model) = without_data(&sample("digits-mlp"));
-    let mut harness = studio(&model, false);
+    let mut harness = studio(&model);
     set_bits(&mut harness, 4);
     evaluate(&mut harness);
     let s = harness.state().session.as_ref().unwrap();
@@ -128,7 +101,7 @@ fn a_classifier_without_labels_offers_top1_agreement_beside_output_sqnr() {
 fn a_plan_already_measured_is_not_measured_again_and_a_reopened_session_shows_its_points() {
     let dir = tempfile::tempdir().unwrap();
     let session_file = dir.path().join("digits.edgefit.json");
-    let mut harness = studio(&sample("digits-mlp"), false);
+    let mut harness = studio(&sample("digits-mlp"));
     set_bits(&mut harness, 8);
     evaluate(&mut harness);
     evaluate(&mut harness);
@@ -184,7 +157,7 @@ fn a_plan_already_measured_is_not_measured_again_and_a_reopened_session_shows_it
 
 #[test]
 fn one_point_cannot_be_compared_with_itself_and_a_comparison_keeps_the_panel_width() {
-    let mut harness = studio(&sample("digits-mlp"), false);
+    let mut harness = studio(&sample("digits-mlp"));
     set_bits(&mut harness, 8);
     evaluate(&mut harness);
     assert!(

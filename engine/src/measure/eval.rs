@@ -469,6 +469,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::unwrap_used)]
     fn latency_reports_progress_run_by_run() {
         let model = Counted(std::sync::atomic::AtomicUsize::new(0));
         let seen = std::sync::Mutex::new(Vec::new());
