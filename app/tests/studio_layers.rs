@@ -5,45 +5,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use edgefit::gui::{Command, Persisted, StudioApp};
+use edgefit::gui::{Command, StudioApp};
 use edgefit_engine::compress::plan::Precision;
 use edgefit_tests::sample_model as sample;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-fn studio(model: &Path) -> Harness<'static, StudioApp> {
-    let model = model.to_path_buf();
-    let mut harness = Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(move |_cc| {
-            let mut app = StudioApp::new(Persisted::default(), Some(model));
-            app.auto_evaluate = false;
-            app
-        });
-    wait_idle(&mut harness);
-    harness
-}
+mod common;
 
-fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    harness.step();
-    while harness.state().is_busy()
-        || harness
-            .state()
-            .session
-            .as_ref()
-            .is_some_and(|s| s.estimating)
-    {
-        assert!(Instant::now() < deadline, "background job did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-        harness.step();
-    }
-    harness.step();
-    harness.step();
-}
+use common::{studio, wait_idle};
 
 fn layer_names(harness: &Harness<'static, StudioApp>) -> Vec<String> {
     let s = harness.state().session.as_ref().unwrap();
