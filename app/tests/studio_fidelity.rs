@@ -203,3 +203,50 @@ fn one_point_cannot_be_compared_with_itself_and_a_comparison_keeps_the_panel_wid
     let width_closed = harness.state().panel_rect("tradeoffs").unwrap().width();
     assert!(width_closed <= width_before + 1.0, "{width_closed}");
 }
+
+#[test]
+fn a_session_file_of_version_one_still_opens_and_its_points_are_listed() {
+    // What the previous version (session format 1) wrote: points with a bare `accuracy`
+    // (accuracy or agreement), no fidelity, no data key; run settings without data.
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = serde_json::to_value(edgefit_engine::compress::plan::Recipe::default()).unwrap();
+    let mut int8 = recipe.clone();
+    int8["defaults"]["precision"] = serde_json::json!({"type": "int", "bits": 8});
+    let point = |recipe: &serde_json::Value, format: &str, accuracy: f64, size: u64| {
+        serde_json::json!({
+            "recipe": recipe, "format": format, "accuracy": accuracy, "size_bytes": size,
+            "latency_ms": 0.2, "verified": true, "runtime": "tract"
+        })
+    };
+    let v1 = serde_json::json!({
+        "version": 1,
+        "model": sample("digits-mlp"),
+        "recipe": int8,
+        "format": "weights-int8",
+        "baseline": point(&recipe, "fp32", 0.97, 27_050),
+        "points": [point(&int8, "weights-int8", 0.965, 8_659)],
+        "run": {"runtime": "tract", "inputs": []},
+    });
+    let file = dir.path().join("v1.edgefit.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&v1).unwrap()).unwrap();
+    let mut harness = studio(&sample("mnist-cnn"));
+    harness
+        .state_mut()
+        .send(edgefit::gui::Command::OpenSession(file));
+    wait_idle(&mut harness);
+    let app = harness.state();
+    assert!(app.error.is_none(), "{:?}", app.error);
+    let s = app.session.as_ref().unwrap();
+    assert!(s.open.loaded.path.ends_with("digits-mlp/model.onnx"));
+    assert_eq!(
+        s.format,
+        edgefit_engine::export::build::ExportFormat::WeightsInt8
+    );
+    assert_eq!(s.points.len(), 1);
+    let old = &s.points[0];
+    assert_eq!((old.accuracy, old.size_bytes), (Some(0.965), 8_659));
+    assert!(old.fidelity.is_none() && old.data.is_none());
+    // Measured by a version that recorded no data: the original is measured again.
+    assert!(s.baseline.is_none());
+    assert!(harness.query_by_label("Restore point 1").is_some());
+}
