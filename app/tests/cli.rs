@@ -122,6 +122,31 @@ fn bench_analysis_prints_its_figures() {
 }
 
 #[test]
+fn bench_analysis_scaling_prints_each_size_and_the_per_node_ratio() {
+    let out = edgefit(&[
+        "bench-analysis",
+        "--scaling",
+        "60,120",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sizes = v["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[1]["nodes"].as_u64().unwrap() > sizes[0]["nodes"].as_u64().unwrap());
+    assert!(sizes[0]["total_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["per_node_ratio"].as_f64().unwrap() > 0.0);
+    let bad = edgefit(&["bench-analysis", "--scaling", "10,x"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
 fn profile_reports_per_layer_times() {
     let out = edgefit(&[
         "profile",

@@ -1,6 +1,7 @@
 //! Headless subcommands: thin wrappers over the same engine calls the studio makes.
 
 pub mod args;
+pub mod bench_scaling;
 pub mod diff;
 pub mod guide;
 pub mod measure;
@@ -321,9 +322,17 @@ pub struct BenchAnalysisArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Instead: time load + analysis of the synthetic residual CNN at each of these node
+    /// counts (e.g. `2500,5000,10000,20000`) and print the time per node (linear = flat).
+    #[arg(long, value_name = "NODES,NODES,…")]
+    pub scaling: Option<String>,
 }
 
 pub fn bench_analysis(args: &BenchAnalysisArgs) -> Result<()> {
+    if let Some(sizes) = &args.scaling {
+        let sizes = bench_scaling::parse_sizes(sizes)?;
+        return bench_scaling::bench_scaling(&sizes, args.runs, args.json);
+    }
     let blocks = (args.nodes / 3).max(1);
     let width = ((args.parameters as f64 / blocks as f64).sqrt().round() as usize).max(1);
     let model = edgefit_engine::model::synthetic::mlp_chain(width, blocks);

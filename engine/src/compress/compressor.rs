@@ -4,6 +4,7 @@
 mod compressible;
 mod quantize;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -168,8 +169,9 @@ impl Compressor {
         let mut layers = Vec::new();
         let mut skipped = Vec::new();
         let mut originals = Vec::new();
+        let nodes = compressible::main_nodes_by_name(model);
         for report in &analysis.layers {
-            match compressible(model, report) {
+            match compressible(model, report, &nodes) {
                 Ok(layer) => {
                     let values = model.weights[layer.weight_index]
                         .values

@@ -9,6 +9,7 @@
 //!   user's terminal ([`quietly`]).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -193,7 +194,7 @@ const MAX_SPATIAL: i64 = 1 << 20;
 pub fn hazards(model: &ModelProto, budget_bytes: u64) -> Vec<Hazard> {
     let mut out = Vec::new();
     if let Some(g) = model.graph.as_ref() {
-        graph_hazards(g, &[], budget_bytes / 4, &mut out);
+        graph_hazards(g, None, budget_bytes / 4, &mut out);
     }
     out
 }
@@ -256,44 +257,67 @@ fn small_ints(t: &TensorProto) -> Option<Vec<i64>> {
     }
 }
 
+/// The constants a graph's nodes can read by name: its own (initializers, then `Constant`
+/// values by their tensor's name; the later of two equal names wins), then its enclosing
+/// graphs', then its own `Constant` nodes by output name (the first wins). Maps rather than
+/// scans: a lookup per Reshape/Expand/Pad of a 50,000-node graph made the scan quadratic.
+struct Scope<'a, 'p> {
+    by_name: HashMap<&'a str, &'a TensorProto>,
+    by_output: HashMap<&'a str, &'a TensorProto>,
+    outer: Option<&'p Scope<'a, 'p>>,
+}
+
+impl<'a> Scope<'a, '_> {
+    fn named(&self, name: &str) -> Option<&'a TensorProto> {
+        self.by_name
+            .get(name)
+            .copied()
+            .or_else(|| self.outer.and_then(|o| o.named_by_tensor(name)))
+            .or_else(|| self.by_output.get(name).copied())
+    }
+
+    /// Lookup in this scope and the enclosing ones by tensor name only.
+    fn named_by_tensor(&self, name: &str) -> Option<&'a TensorProto> {
+        self.by_name
+            .get(name)
+            .copied()
+            .or_else(|| self.outer.and_then(|o| o.named_by_tensor(name)))
+    }
+}
+
 fn graph_hazards<'a>(
     graph: &'a GraphProto,
-    outer: &[&'a TensorProto],
+    outer: Option<&Scope<'a, '_>>,
     max_elements: u64,
     out: &mut Vec<Hazard>,
 ) {
-    let mut constants: Vec<&TensorProto> = outer.to_vec();
-    constants.extend(graph.initializer.iter());
+    let mut own: Vec<&TensorProto> = graph.initializer.iter().collect();
+    let mut by_output: HashMap<&str, &TensorProto> = HashMap::new();
     for node in &graph.node {
         if node.op_type() == "Constant"
             && let Some(t) = node.attribute.iter().find_map(|a| a.t.as_ref())
         {
             // Read under the node's output name.
-            constants.push(t);
+            own.push(t);
+            if let Some(output) = node.output.first() {
+                by_output.entry(output.as_str()).or_insert(t);
+            }
         }
     }
-    let constant_named = |name: &str| -> Option<&TensorProto> {
-        constants
-            .iter()
-            .rev()
-            .copied()
-            .find(|t| t.name() == name)
-            .or_else(|| {
-                graph.node.iter().find_map(|n| {
-                    (n.op_type() == "Constant"
-                        && n.output.first().map(String::as_str) == Some(name))
-                    .then(|| n.attribute.iter().find_map(|a| a.t.as_ref()))
-                    .flatten()
-                })
-            })
+    let scope = Scope {
+        by_name: own.iter().map(|t| (t.name(), *t)).collect(),
+        by_output,
+        outer,
     };
+    let constant_named = |name: &str| -> Option<&TensorProto> { scope.named(name) };
+    // The declared inputs and value_info by name (the first wins), for the last dim below.
+    let mut declared: HashMap<&str, &crate::model::proto::ValueInfoProto> = HashMap::new();
+    for info in graph.input.iter().chain(&graph.value_info) {
+        declared.entry(info.name()).or_insert(info);
+    }
     // The last dim of a value as the graph declares it (inputs, value_info), when known.
     let declared_last_dim = |name: &str| -> Option<i64> {
-        let info = graph
-            .input
-            .iter()
-            .chain(&graph.value_info)
-            .find(|v| v.name() == name)?;
+        let info = declared.get(name)?;
         match info.type_.as_ref()?.value.as_ref()? {
             crate::model::proto::type_proto::Value::TensorType(t) => {
                 let last = t.shape.as_ref()?.dim.last()?;
@@ -311,7 +335,7 @@ fn graph_hazards<'a>(
     };
     // An empty constant with huge dims (`[2^32, 0]`) holds nothing, yet ops over it loop over
     // its outer dims: tract's Softmax spun for hours on one (fuzz seed 501).
-    for t in constants.iter().skip(outer.len()) {
+    for t in &own {
         let extent = t
             .dims
             .iter()
@@ -349,7 +373,7 @@ fn graph_hazards<'a>(
         );
         for attr in &node.attribute {
             for g in attr.g.as_ref().into_iter().chain(&attr.graphs) {
-                graph_hazards(g, &constants, max_elements, out);
+                graph_hazards(g, Some(&scope), max_elements, out);
             }
         }
     }

@@ -145,7 +145,7 @@ pub fn check_model(model: &ModelProto) -> SchemaReport {
         unchecked: HashSet::new(),
     };
     if let Some(graph) = model.graph.as_ref() {
-        checker.graph(graph, &HashMap::new());
+        checker.graph(graph, None);
     } else {
         checker.problem("", "", "the model has no graph".to_owned());
     }
@@ -163,8 +163,30 @@ struct Checker<'a> {
     unchecked: HashSet<String>,
 }
 
-/// Element type of a value, when known (`None` inside the map: a non-tensor value).
-type Types = HashMap<String, Option<i32>>;
+/// Element types of the values a graph's nodes can read (`Some(None)`: a value of unknown or
+/// non-tensor type): the graph's own, then its enclosing graphs'. Layered rather than copied
+/// into each subgraph: a copy per `If`/`Loop` body was quadratic in a graph with many.
+struct Types<'p> {
+    local: HashMap<String, Option<i32>>,
+    outer: Option<&'p Types<'p>>,
+}
+
+impl Types<'_> {
+    fn get(&self, name: &str) -> Option<Option<i32>> {
+        match self.local.get(name) {
+            Some(t) => Some(*t),
+            None => self.outer.and_then(|o| o.get(name)),
+        }
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn insert(&mut self, name: String, t: Option<i32>) {
+        self.local.insert(name, t);
+    }
+}
 
 fn declared_type(t: Option<&crate::model::proto::TypeProto>) -> Option<i32> {
     match t.and_then(|t| t.value.as_ref()) {
@@ -183,8 +205,11 @@ impl Checker<'_> {
     }
 
     /// Checks `graph`, whose nodes may read the values of `outer` (enclosing graphs).
-    fn graph(&mut self, graph: &GraphProto, outer: &Types) {
-        let mut types: Types = outer.clone();
+    fn graph(&mut self, graph: &GraphProto, outer: Option<&Types<'_>>) {
+        let mut types = Types {
+            local: HashMap::new(),
+            outer,
+        };
         for input in &graph.input {
             types.insert(input.name().to_owned(), declared_type(input.type_.as_ref()));
         }
@@ -203,6 +228,8 @@ impl Checker<'_> {
             .map(|v| (v.name(), declared_type(v.type_.as_ref())))
             .collect();
         let mut produced: HashSet<String> = HashSet::new();
+        // A set, not a scan per output: models of IR < 4 list every weight as an input.
+        let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
         for (i, node) in graph.node.iter().enumerate() {
             let name = if node.name().is_empty() {
                 format!("{}#{i}", node.op_type())
@@ -222,16 +249,14 @@ impl Checker<'_> {
             for attr in &node.attribute {
                 let subgraphs = attr.g.as_ref().into_iter().chain(&attr.graphs);
                 for sub in subgraphs {
-                    self.graph(sub, &types);
+                    self.graph(sub, Some(&types));
                 }
             }
             for (slot, output) in node.output.iter().enumerate() {
                 if output.is_empty() {
                     continue;
                 }
-                if !produced.insert(output.clone())
-                    || graph.input.iter().any(|i| i.name() == output)
-                {
+                if !produced.insert(output.clone()) || inputs.contains(output.as_str()) {
                     self.problem(
                         &name,
                         node.op_type(),
@@ -255,7 +280,7 @@ impl Checker<'_> {
     }
 
     /// Checks one node against its schema; returns the inferred element type of each output.
-    fn node(&mut self, node: &NodeProto, name: &str, types: &Types) -> Vec<Option<i32>> {
+    fn node(&mut self, node: &NodeProto, name: &str, types: &Types<'_>) -> Vec<Option<i32>> {
         let op = node.op_type();
         let domain = canonical_domain(node.domain());
         if !self.known_domains.contains(domain) {
@@ -374,7 +399,7 @@ impl Checker<'_> {
             else {
                 continue;
             };
-            let Some(Some(t)) = types.get(input).copied() else {
+            let Some(Some(t)) = types.get(input) else {
                 continue;
             };
             let allowed: &[i32] = match &formal.2 {
