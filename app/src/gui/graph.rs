@@ -434,7 +434,8 @@ fn toolbar_ui(
     commands: &mut Vec<Command>,
 ) {
     let mut jump = None;
-    ui.horizontal(|ui| {
+    // Wrapped: a narrow panel must not push Fit and the zoom off-screen.
+    ui.horizontal_wrapped(|ui| {
         let label = ui.label("Search");
         let edit = ui
             .add(
