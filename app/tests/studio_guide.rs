@@ -11,36 +11,9 @@ use edgefit_tests::sample_model as sample;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 
-fn studio(model: &Path) -> Harness<'static, StudioApp> {
-    let model = model.to_path_buf();
-    let mut harness = Harness::builder()
-        .with_size([1400.0, 900.0])
-        .build_eframe(move |_cc| {
-            let mut app = StudioApp::new(Persisted::default(), Some(model));
-            app.auto_evaluate = false;
-            app
-        });
-    wait_idle(&mut harness);
-    harness
-}
+mod common;
 
-fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    harness.step();
-    while harness.state().is_busy()
-        || harness
-            .state()
-            .session
-            .as_ref()
-            .is_some_and(|s| s.estimating)
-    {
-        assert!(Instant::now() < deadline, "background job did not finish");
-        std::thread::sleep(Duration::from_millis(20));
-        harness.step();
-    }
-    harness.step();
-    harness.step();
-}
+use common::{studio, wait_idle};
 
 #[test]
 fn analysing_sensitivity_shows_a_heat_map_whose_cells_set_the_plan() {
