@@ -250,3 +250,26 @@ fn a_session_file_of_version_one_still_opens_and_its_points_are_listed() {
     assert!(s.baseline.is_none());
     assert!(harness.query_by_label("Restore point 1").is_some());
 }
+
+#[test]
+fn labelled_data_on_a_map_output_offers_no_accuracy_axis_and_draws_its_points() {
+    // A Conv whose output is [batch, 4, height, width], with a labelled dataset beside it:
+    // the labels cannot index that output, so there is no accuracy to plot.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(edgefit_tests::fixture("symbolic_dims.onnx"), &model).unwrap();
+    edgefit_tests::write_labelled_dataset(dir.path(), 6, &[3, 8, 8]).unwrap();
+    let mut harness = studio(&model);
+    set_bits(&mut harness, 4);
+    evaluate(&mut harness);
+    let s = harness.state().session.as_ref().unwrap();
+    assert!(s.data.as_ref().unwrap().labels.is_some());
+    let point = &s.points[0];
+    assert_eq!(point.accuracy, None);
+    assert!(point.fidelity.as_ref().unwrap().output_sqnr_db.is_some());
+    assert!(
+        harness.query_by_label("accuracy").is_none(),
+        "no accuracy axis or column: nothing could be drawn on it"
+    );
+    assert!(harness.query_by_label_contains("not drawn").is_none());
+}

@@ -81,3 +81,46 @@ pub fn run_python(python: &str, script: &str, args: &[&Path]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Writes a `.npy` file of `shape` holding `bytes` (already in `descr`'s layout, e.g. `<f4`
+/// little-endian float32 or `<i8` int64), as numpy's format 1.0 lays it out.
+pub fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) -> std::io::Result<()> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(bytes);
+    std::fs::write(path, out)
+}
+
+/// A labelled dataset folder (`dataset.json`, `x.npy`, `y.npy`) of `count` float samples of
+/// `sample_shape`, values in [-0.5, 0.5), labels alternating 0 and 1, in `dir`.
+pub fn write_labelled_dataset(
+    dir: &Path,
+    count: usize,
+    sample_shape: &[usize],
+) -> std::io::Result<()> {
+    let per_sample: usize = sample_shape.iter().product();
+    let values: Vec<u8> = (0..count * per_sample)
+        .flat_map(|i| ((i % 17) as f32 / 17.0 - 0.5).to_le_bytes())
+        .collect();
+    let mut shape = vec![count];
+    shape.extend_from_slice(sample_shape);
+    write_npy(&dir.join("x.npy"), "<f4", &shape, &values)?;
+    let labels: Vec<u8> = (0..count as i64)
+        .flat_map(|i| (i % 2).to_le_bytes())
+        .collect();
+    write_npy(&dir.join("y.npy"), "<i8", &[count], &labels)?;
+    std::fs::write(
+        dir.join("dataset.json"),
+        r#"{"format": "edgefit-dataset/1", "inputs": "x.npy", "labels": "y.npy"}"#,
+    )
+}

@@ -12,25 +12,7 @@ use edgefit_engine::measure::dataset::load_dataset;
 use edgefit_engine::measure::runtime::RuntimeKind;
 use edgefit_engine::pipeline::{InputSetting, OptimizeOptions, OptimizeReport, optimize};
 use edgefit_engine::{CancelToken, NoProgress, load_model};
-use edgefit_tests::{root, sample_model};
-
-/// A float32 `.npy` (or int64 labels) of `shape`.
-fn write_npy(path: &Path, descr: &str, shape: &[usize], bytes: &[u8]) {
-    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(bytes);
-    std::fs::write(path, out).unwrap();
-}
+use edgefit_tests::{root, sample_model, write_labelled_dataset};
 
 fn int8_export(model: &Path, data_dir: &Path, shape: Option<Vec<usize>>) -> OptimizeReport {
     let cancel = CancelToken::new();
@@ -74,18 +56,7 @@ fn int8_export(model: &Path, data_dir: &Path, shape: Option<Vec<usize>>) -> Opti
 fn a_map_output_with_labels_is_judged_by_sqnr_and_a_classifier_keeps_top1() {
     // A Conv whose output is [batch, 4, height, width], with labelled 3x8x8 samples.
     let dir = tempfile::tempdir().unwrap();
-    let n = 6;
-    let values: Vec<u8> = (0..n * 3 * 8 * 8)
-        .flat_map(|i| ((i % 17) as f32 / 17.0 - 0.5).to_le_bytes())
-        .collect();
-    write_npy(&dir.path().join("x.npy"), "<f4", &[n, 3, 8, 8], &values);
-    let labels: Vec<u8> = (0..n as i64).flat_map(|i| (i % 2).to_le_bytes()).collect();
-    write_npy(&dir.path().join("y.npy"), "<i8", &[n], &labels);
-    std::fs::write(
-        dir.path().join("dataset.json"),
-        r#"{"format": "edgefit-dataset/1", "inputs": "x.npy", "labels": "y.npy"}"#,
-    )
-    .unwrap();
+    write_labelled_dataset(dir.path(), 6, &[3, 8, 8]).unwrap();
     let map = int8_export(
         &root().join("tests/fixtures/symbolic_dims.onnx"),
         dir.path(),

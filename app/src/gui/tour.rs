@@ -6,7 +6,8 @@
 //! `[{"format": "weights-int8", "recipe": {"version": 1, ...}, "select": "head.conv"}, ...]`.
 //! `recipe` and `select` are optional; `evaluate` (default true) says whether the step is
 //! measured; `"sensitivity": true` runs the sensitivity sweep (the heat map) instead;
-//! `"data": {"path": "FOLDER_OR_FILE", "samples": N}` loads evaluation data as Data... does;
+//! `"data": {"path": "FOLDER_OR_FILE", "samples": N, "preprocess": {...}}` loads evaluation
+//! data as Data... does;
 //! `"export": "OUT.onnx"` exports the plan; `"diff": "OTHER.onnx"` compares the open model
 //! with that file. A step with data, an export or a diff is not also evaluated.
 
@@ -62,6 +63,9 @@ struct DataStep {
     path: std::path::PathBuf,
     #[serde(default)]
     samples: Option<usize>,
+    /// For an image folder, as the Data form sets it (else its `preprocess.json`).
+    #[serde(default)]
+    preprocess: Option<edgefit_engine::measure::dataset::Preprocess>,
 }
 
 fn yes() -> bool {
@@ -96,7 +100,7 @@ pub fn parse_tour(text: &str) -> Result<Vec<TourStep>> {
                 sensitivity: s.sensitivity,
                 data: s.data.map(|d| super::data_panel::DataSource {
                     path: d.path,
-                    preprocess: None,
+                    preprocess: d.preprocess,
                     samples: d.samples,
                 }),
                 export: s.export,
@@ -125,13 +129,15 @@ mod tests {
         assert_eq!(steps[1].select.as_deref(), Some("head.conv"));
         assert!(!steps[1].evaluate);
         let steps = parse_tour(
-            r#"[{"data": {"path": "assets/mnist-digit-images", "samples": 20}},
+            r#"[{"data": {"path": "assets/mnist-digit-images", "samples": 20,
+                          "preprocess": {"resize": [64, 64], "channels": "rgb"}}},
                 {"export": "out.onnx"}, {"diff": "out.onnx"}]"#,
         )
         .unwrap();
         let data = steps[0].data.as_ref().unwrap();
         assert_eq!(data.path, std::path::Path::new("assets/mnist-digit-images"));
         assert_eq!(data.samples, Some(20));
+        assert_eq!(data.preprocess.as_ref().unwrap().resize, Some([64, 64]));
         assert_eq!(
             steps[1].export.as_deref(),
             Some(std::path::Path::new("out.onnx"))

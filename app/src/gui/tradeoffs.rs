@@ -74,10 +74,11 @@ pub struct TradeoffView {
 
 /// The vertical axes the session's points support, the default first.
 pub fn y_axes(session: &Session) -> Vec<YAxis> {
-    let labelled = session.data_key.as_ref().is_some_and(|k| k.labelled);
     let has = |f: fn(&EvalPoint) -> bool| session.points.iter().chain(&session.baseline).any(f);
     let mut axes = Vec::new();
-    if labelled || has(|p| p.accuracy.is_some() && p.fidelity.is_none()) {
+    // Accuracy only once a point has one: labelled data fed to a detector gives none (its
+    // output is not class scores), and an axis nothing can be drawn on hides the points.
+    if has(|p| p.accuracy.is_some()) {
         axes.push(YAxis::Accuracy);
     }
     axes.push(YAxis::OutputSqnr);
