@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use edgefit::gui::{Persisted, StudioApp};
 use edgefit_engine::compress::plan::Precision;
