@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{studio_sized, wait_idle};
+use common::{studio_sized, type_into, wait_idle};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,18 +38,6 @@ fn model_and_images() -> (tempfile::TempDir, PathBuf, PathBuf) {
         }
     }
     (dir, model, images)
-}
-
-fn type_into(harness: &mut Harness<'static, StudioApp>, label: &str, text: &str) {
-    harness
-        .get_by_role_and_label(Role::TextInput, label)
-        .focus();
-    harness.step();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness
-        .get_by_role_and_label(Role::TextInput, label)
-        .type_text(text);
-    harness.step();
 }
 
 #[test]

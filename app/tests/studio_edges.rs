@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{studio, wait_idle};
+use common::{studio, type_into, wait_idle};
 
 use std::time::{Duration, Instant};
 
@@ -229,27 +229,11 @@ fn export_leads_to_a_built_in_dialog_when_no_platform_dialog_answers() {
     harness.step();
     wait_for_label(&mut harness, "Export the plan");
     // It starts beside the model; go to the temporary folder and save there.
-    harness
-        .get_by_role_and_label(Role::TextInput, "Folder")
-        .focus();
-    harness.step();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness
-        .get_by_role_and_label(Role::TextInput, "Folder")
-        .type_text(&dir.path().display().to_string());
-    harness.step();
+    type_into(&mut harness, "Folder", &dir.path().display().to_string());
     harness.get_by_label("Go").click();
     harness.step();
-    harness
-        .get_by_role_and_label(Role::TextInput, "File name")
-        .focus();
-    harness.step();
     // The default name is offered; a name without the extension gets it.
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness
-        .get_by_role_and_label(Role::TextInput, "File name")
-        .type_text("digits-int8");
-    harness.step();
+    type_into(&mut harness, "File name", "digits-int8");
     harness.get_by_label("Save").click();
     harness.step();
     wait_idle(&mut harness);
@@ -264,15 +248,7 @@ fn export_leads_to_a_built_in_dialog_when_no_platform_dialog_answers() {
     harness.get_by_label_contains("Open...").click();
     harness.step();
     wait_for_label(&mut harness, "Open a model");
-    harness
-        .get_by_role_and_label(Role::TextInput, "Folder")
-        .focus();
-    harness.step();
-    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    harness
-        .get_by_role_and_label(Role::TextInput, "Folder")
-        .type_text(&dir.path().display().to_string());
-    harness.step();
+    type_into(&mut harness, "Folder", &dir.path().display().to_string());
     harness.get_by_label("Go").click();
     harness.step();
     harness.step();

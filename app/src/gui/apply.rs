@@ -280,12 +280,18 @@ impl StudioApp {
                 return;
             }
         };
+        // Hashed by the session when its data changed (present whenever the data is).
+        let data_key = s
+            .data_key
+            .clone()
+            .unwrap_or_else(|| super::points::DataKey::of(&data, &run.inputs));
         self.evaluations_started += 1;
         let job = Job::optimize(
             OptimizeRequest {
                 open: s.open.clone(),
                 data,
                 calibration: s.calibration(),
+                data_key,
                 run,
                 onnxruntime_library: self.persisted.onnxruntime_library.clone(),
                 recipe: s.recipe.clone(),

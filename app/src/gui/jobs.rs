@@ -30,7 +30,7 @@ pub enum JobOutput {
     Optimized {
         report: Box<OptimizeReport>,
         export: bool,
-        /// What it was measured on (hashed here, off the UI thread).
+        /// What it was measured on.
         data: super::points::DataKey,
     },
     /// Each layer alone at each candidate setting, for the model at this path.
@@ -71,6 +71,8 @@ pub struct OptimizeRequest {
     pub data: Arc<Dataset>,
     /// Calibration samples of the data in use (`None`: calibrate on `data`).
     pub calibration: Option<Arc<Dataset>>,
+    /// `data` and the input settings as points record them (hashed once by the session).
+    pub data_key: super::points::DataKey,
     pub run: RunSettings,
     /// The ONNX Runtime library chosen in the studio (else the usual places).
     pub onnxruntime_library: Option<PathBuf>,
@@ -246,6 +248,7 @@ impl Job {
             open,
             data,
             calibration,
+            data_key,
             run,
             onnxruntime_library,
             recipe,
@@ -288,7 +291,7 @@ impl Job {
             Ok(JobOutput::Optimized {
                 report: Box::new(report),
                 export: is_export,
-                data: super::points::DataKey::of(&data, &run.inputs),
+                data: data_key,
             })
         })
     }

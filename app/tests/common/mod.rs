@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgefit::gui::{Persisted, StudioApp};
+use egui::accesskit::Role;
 use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
 
 /// The studio on `model` in a `width` × `height` window, once it has opened it; automatic
 /// evaluation as asked (off in tests that step frames by hand).
@@ -47,5 +49,19 @@ pub fn wait_idle(harness: &mut Harness<'static, StudioApp>) {
         harness.step();
     }
     harness.step();
+    harness.step();
+}
+
+/// Replaces the text of the text field labelled `label` with `text`, as a person would
+/// (focus, select all, type).
+pub fn type_into(harness: &mut Harness<'static, StudioApp>, label: &str, text: &str) {
+    harness
+        .get_by_role_and_label(Role::TextInput, label)
+        .focus();
+    harness.step();
+    harness.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    harness
+        .get_by_role_and_label(Role::TextInput, label)
+        .type_text(text);
     harness.step();
 }
