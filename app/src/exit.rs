@@ -7,6 +7,7 @@
 //! | 2 | usage: a flag or value is wrong (from the argument parser), or flags that cannot go together |
 //! | 3 | verification failed: the written file does not reproduce the preview, or the export would not be valid ONNX (then nothing is written) |
 //! | 4 | quality below the floor: the file is written and its report marked failed |
+//! | 5 | does not fit: `fit --require-fit` found a device whose RAM, flash or latency verdict is red |
 //! | 130 | cancelled (Ctrl-C) |
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ pub enum Failure {
     Usage(String),
     Verification(String),
     Quality(String),
+    DoesNotFit(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Failure {
             Failure::Usage(m) => write!(f, "{m}"),
             Failure::Verification(m) => write!(f, "verification failed: {m}"),
             Failure::Quality(m) => write!(f, "quality below the floor: {m}"),
+            Failure::DoesNotFit(m) => write!(f, "does not fit: {m}"),
         }
     }
 }
@@ -42,6 +45,8 @@ pub const USAGE: u8 = 2;
 pub const VERIFICATION: u8 = 3;
 /// The compressed model's outputs are below the quality floor.
 pub const QUALITY: u8 = 4;
+/// Some device's verdict is red (`fit --require-fit`).
+pub const DOES_NOT_FIT: u8 = 5;
 /// The job was cancelled.
 pub const CANCELLED: u8 = 130;
 
@@ -53,6 +58,7 @@ pub fn status_of(error: &anyhow::Error) -> ExitCode {
                 Failure::Usage(_) => USAGE,
                 Failure::Verification(_) => VERIFICATION,
                 Failure::Quality(_) => QUALITY,
+                Failure::DoesNotFit(_) => DOES_NOT_FIT,
             });
         }
         if let Some(e) = cause.downcast_ref::<edgefit_engine::Error>() {

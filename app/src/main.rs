@@ -119,6 +119,14 @@ enum Command {
     /// The smallest plan within --min-sqnr / --max-drop (or the most faithful within
     /// --budget-kib), from the sensitivity sweep: measured, written and verified.
     Search(Box<cli::guide::SearchArgs>),
+    /// Will the model (and a plan) fit each device: peak activation memory, weights against
+    /// RAM and flash, estimated latency and energy, what the accelerator refuses.
+    Fit(Box<cli::deploy::FitArgs>),
+    /// The device profiles there are (built-in and your own).
+    Devices(cli::deploy::DevicesArgs),
+    /// The edge–cloud split: every cut with the tensors that cross it (--list), or the device
+    /// and server halves at a cut, written and verified (head → tail against the model).
+    Split(Box<cli::split::SplitArgs>),
     /// Time applying recipes to a synthetic ~25M-parameter model (whole model and one layer).
     BenchApply(cli::BenchApplyArgs),
     /// Per-layer time profile of one inference (tract, one thread).
@@ -148,6 +156,9 @@ fn main() -> ExitCode {
         Some(Command::Diff(a)) => cli::diff::diff_cmd(&a),
         Some(Command::Sensitivity(a)) => cli::guide::sensitivity_cmd(&a),
         Some(Command::Search(a)) => cli::guide::search_cmd(&a),
+        Some(Command::Split(a)) => cli::split::split_cmd(&a),
+        Some(Command::Fit(a)) => cli::deploy::fit_cmd(&a),
+        Some(Command::Devices(a)) => cli::deploy::devices_cmd(&a),
         None => gui::run(gui::StartOptions {
             model: args.model,
             screenshot: args.screenshot,

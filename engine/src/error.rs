@@ -55,6 +55,9 @@ pub enum Error {
     /// The job was cancelled by the user.
     #[error("cancelled")]
     Cancelled,
+    /// A device profile could not be read, or a device or cut asked for does not exist.
+    #[error("{what}: {reason}")]
+    Device { what: String, reason: String },
     /// A value given to the engine is out of range.
     #[error("invalid {what}: {reason}")]
     InvalidArgument { what: &'static str, reason: String },

@@ -10,7 +10,8 @@
 //! - [`export`]: the written model in each format, and its verification;
 //! - [`recover`]: data-aware passes — calibration, batch-norm re-estimation, reconstruction;
 //! - [`pipeline`]: the jobs the CLI and the studio run (preview, optimize) and their reports;
-//! - [`guide`]: per-layer sensitivity and the search for the best plan within a budget.
+//! - [`guide`]: per-layer sensitivity and the search for the best plan within a budget;
+//! - [`deploy`]: device profiles; memory, latency, accelerator partitions and splits there.
 //!
 //! The engine never depends on a GUI crate. Long jobs are synchronous functions that take a
 //! [`ProgressSink`] and a [`CancelToken`]; the caller (the studio or the CLI) decides which
@@ -34,6 +35,8 @@ pub mod recover;
 pub mod pipeline;
 
 pub mod guide;
+
+pub mod deploy;
 
 pub use analyse::analysis::{AnalysisOptions, LayerReport, ModelAnalysis, TensorReport, analyse};
 pub use error::{Error, Result};

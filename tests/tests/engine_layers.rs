@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. `error` and `job` are the shared basics every stage may use.
 const STAGES: &[&str] = &[
     "error", "job", "model", "analyse", "measure", "compress", "export", "recover", "pipeline",
-    "guide",
+    "guide", "deploy",
 ];
 
 fn rank(name: &str) -> Option<usize> {

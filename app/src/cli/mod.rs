@@ -2,10 +2,12 @@
 
 pub mod args;
 pub mod bench_scaling;
+pub mod deploy;
 pub mod diff;
 pub mod guide;
 pub mod measure;
 pub mod optimize;
+pub mod split;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -143,6 +143,11 @@ impl StudioApp {
                 }
                 Command::AnalyseSensitivity => self.start_sensitivity(ctx),
                 Command::SearchPlan { min_sqnr_db } => self.start_search(min_sqnr_db, ctx),
+                Command::SetDeployChoices(choices) => {
+                    if let Some(s) = &mut self.session {
+                        s.deploy.choices = choices;
+                    }
+                }
                 Command::ApplyCandidate { layer, candidate } => {
                     if let Some(s) = &self.session {
                         let mut recipe = s.recipe.clone();

@@ -473,6 +473,7 @@ fn toolbar_ui(
                     Overlay::Sqnr,
                     Overlay::Sensitivity,
                     Overlay::Diff,
+                    Overlay::Device,
                 ] {
                     ui.selectable_value(&mut panel.overlay, o, o.label());
                 }

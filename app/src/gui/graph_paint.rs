@@ -107,6 +107,9 @@ pub struct Scene<'a> {
     /// The last diff's mark of each node of the model (by `GraphView` index), for
     /// [`Overlay::Diff`].
     pub diff: Option<&'a [DiffMark]>,
+    /// The chosen device's placement of each node (by `GraphView` index), for
+    /// [`Overlay::Device`].
+    pub device: &'a [Option<(edgefit_engine::deploy::partition::Placement, bool)>],
     pub overlay: Overlay,
     pub selected: Option<usize>,
     pub matches: &'a [usize],
@@ -137,6 +140,16 @@ pub fn paint(painter: &egui::Painter, view: &View, scene: &Scene<'_>) -> DrawSta
     let node_px = layout.boxes.first().map_or(28.0, |b| b.h) * view.zoom;
     let mut shapes: Vec<Shape> = Vec::new();
     let fill_of = |b: usize| {
+        if scene.overlay == Overlay::Device {
+            return match layout.boxes[b].kind {
+                BoxKind::Node(n) => colours::device_fill(scene.device.get(n).copied().flatten()),
+                BoxKind::Group(g) => colours::device_group_fill(
+                    scene.device,
+                    layout.groups.groups.get(g).map_or(&[][..], |g| &g.members),
+                ),
+                _ => scene.families[b].colour(),
+            };
+        }
         let mark = match layout.boxes[b].kind {
             BoxKind::Node(n) => scene.diff.and_then(|marks| marks.get(n).copied()),
             BoxKind::Group(g) => {

@@ -4,6 +4,8 @@
 
 mod apply;
 pub mod data_panel;
+pub mod deploy;
+mod deploy_panel;
 pub mod diff_panel;
 mod estimator;
 pub mod file_dialog;
@@ -105,6 +107,9 @@ pub enum Command {
         layer: String,
         candidate: edgefit_engine::guide::sensitivity::Candidate,
     },
+    /// The Devices panel's choices: the target device, the latency target, the split's
+    /// server and link.
+    SetDeployChoices(deploy::DeployChoices),
 }
 
 /// State persisted between sessions (eframe storage).
@@ -261,6 +266,7 @@ impl eframe::App for StudioApp {
             s.poll_estimates();
             s.poll_comparison();
             s.update_planned_file();
+            s.update_deploy();
         }
         if let Some(at) = self.auto_evaluate_at
             && self.auto_evaluate
@@ -376,6 +382,10 @@ impl eframe::App for StudioApp {
                                 );
                             });
                             rects.push(("sensitivity", sensitivity.response.rect));
+                            ui.separator();
+                            let devices =
+                                ui.scope(|ui| deploy_panel::devices_ui(ui, session, commands));
+                            rects.push(("devices", devices.response.rect));
                             if let Some(view) = &session.diff {
                                 ui.separator();
                                 let diff = ui.scope(|ui| diff_panel::diff_ui(ui, view, commands));

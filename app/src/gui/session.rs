@@ -113,6 +113,8 @@ pub struct Session {
     )>,
     /// The last diff of this model against another file.
     pub diff: Option<super::diff_panel::DiffView>,
+    /// The Devices panel: verdicts per device, placement and split of the chosen one.
+    pub deploy: super::deploy::DeployState,
     dirty: bool,
 }
 
@@ -293,6 +295,7 @@ impl Session {
             planned_file: None,
             chosen_data: None,
             diff: None,
+            deploy: super::deploy::DeployState::default(),
             dirty: true,
         };
         session.refresh();
@@ -422,6 +425,17 @@ impl Session {
         )
         .map_err(|e| e.to_string());
         self.planned_file = Some((self.recipe.clone(), self.format, planned));
+    }
+
+    /// Refreshes the Devices panel's figures when the plan, the format or a choice changed.
+    pub fn update_deploy(&mut self) {
+        self.deploy.update(
+            &self.open.loaded,
+            &self.compressor,
+            self.compression.as_ref(),
+            &self.recipe,
+            self.format,
+        );
     }
 
     /// Selects layer `i` (an index into `compressor.layers`).

@@ -123,6 +123,7 @@ pub(super) fn canvas_ui(
             .as_deref()
             .filter(|s| s.layers.len() == session.compressor.layers.len()),
         diff: session.diff.as_ref().map(|d| d.marks.as_slice()),
+        device: &session.deploy.placement,
         overlay: panel.overlay,
         selected: panel.selected.and_then(|k| prepared.box_of(k)),
         matches: &panel.matches.boxes,

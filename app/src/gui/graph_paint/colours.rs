@@ -125,6 +125,9 @@ pub enum Overlay {
     /// What the last diff found for each node of this model: changed, removed, or only its
     /// weights changed.
     Diff,
+    /// Where the chosen device runs each node under the plan: its accelerator, or the CPU
+    /// (refused by the accelerator, or a device without one).
+    Device,
 }
 
 impl Overlay {
@@ -136,6 +139,7 @@ impl Overlay {
             Overlay::Sqnr => "Weight SQNR (plan)",
             Overlay::Sensitivity => "Sensitivity (output SQNR, layer alone at int8)",
             Overlay::Diff => "Diff (against the file compared)",
+            Overlay::Device => "Device placement (accelerator / CPU)",
         }
     }
 }
@@ -195,6 +199,41 @@ impl DiffMark {
     }
 }
 
+const DEVICE_LEGEND: [(&str, Color32); 4] = [
+    ("accelerator", Color32::from_rgb(40, 150, 80)),
+    ("CPU", Color32::from_rgb(70, 100, 150)),
+    ("CPU (accelerator refuses it)", Color32::from_rgb(200, 60, 50)),
+    ("no device chosen", NO_WEIGHT),
+];
+
+/// Fill colour of a node under [`Overlay::Device`]: (placement, refused by the accelerator).
+pub fn device_fill(mark: Option<(edgefit_engine::deploy::partition::Placement, bool)>) -> Color32 {
+    DEVICE_LEGEND[device_rank(mark)].1
+}
+
+/// Fill colour of a group under [`Overlay::Device`]: its worst member (refused first).
+pub fn device_group_fill(
+    marks: &[Option<(edgefit_engine::deploy::partition::Placement, bool)>],
+    members: &[usize],
+) -> Color32 {
+    let worst = members
+        .iter()
+        .filter_map(|&n| marks.get(n).copied().flatten())
+        .map(|m| device_rank(Some(m)))
+        .max_by_key(|&r| if r == 3 { 0 } else { r + 1 });
+    DEVICE_LEGEND[worst.unwrap_or(3)].1
+}
+
+fn device_rank(mark: Option<(edgefit_engine::deploy::partition::Placement, bool)>) -> usize {
+    use edgefit_engine::deploy::partition::Placement;
+    match mark {
+        Some((Placement::Accelerator, _)) => 0,
+        Some((Placement::Cpu, false)) => 1,
+        Some((Placement::Cpu, true)) => 2,
+        None => 3,
+    }
+}
+
 /// Legend entries of an overlay.
 pub fn legend(overlay: Overlay) -> Vec<(&'static str, Color32)> {
     match overlay {
@@ -205,6 +244,7 @@ pub fn legend(overlay: Overlay) -> Vec<(&'static str, Color32)> {
         Overlay::Bits => BITS_LEGEND.to_vec(),
         Overlay::Sqnr | Overlay::Sensitivity => SQNR_LEGEND.to_vec(),
         Overlay::Diff => DIFF_LEGEND.to_vec(),
+        Overlay::Device => DEVICE_LEGEND.to_vec(),
     }
 }
 

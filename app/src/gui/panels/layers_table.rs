@@ -24,6 +24,8 @@ enum LayerColumn {
     Sparsity,
     Sqnr,
     Size,
+    /// Activation bytes alive while the layer runs, under the plan.
+    Memory,
 }
 
 impl LayerColumn {
@@ -39,6 +41,7 @@ impl LayerColumn {
             Self::Sparsity => "Sparsity",
             Self::Sqnr => "SQNR (dB)",
             Self::Size => "Size",
+            Self::Memory => "Live memory",
         }
     }
 
@@ -50,6 +53,7 @@ impl LayerColumn {
             Self::Precision => "fewest bits first",
             Self::Sqnr => "lowest (most damaged) first",
             Self::Size => "smallest after the plan first",
+            Self::Memory => "least activation memory first",
         }
     }
 }
@@ -98,6 +102,12 @@ fn layer_order(
                 // No SQNR: the weight is unchanged ("inf"), the largest value.
                 LayerColumn::Sqnr => SortKey::Number(r.sqnr_db.unwrap_or(f64::INFINITY)),
                 LayerColumn::Size => SortKey::Number(r.bytes_after as f64),
+                LayerColumn::Memory => session
+                    .compressor
+                    .layers
+                    .get(i)
+                    .and_then(|l| session.deploy.live_bytes.get(l.node).copied().flatten())
+                    .map_or(SortKey::Unknown, |b| SortKey::Number(b as f64)),
             }
         })
         .collect();
@@ -246,6 +256,7 @@ pub fn layers_ui(
                 .column(Column::initial(65.0).at_least(40.0).clip(true))
                 .column(Column::initial(80.0).at_least(40.0).clip(true))
                 .column(Column::initial(130.0).at_least(40.0).clip(true))
+                .column(Column::initial(80.0).at_least(40.0).clip(true))
                 .column(Column::remainder().at_least(50.0));
             if scroll_to_top {
                 table = table.vertical_scroll_offset(0.0);
@@ -263,6 +274,7 @@ pub fn layers_ui(
                 LayerColumn::Sparsity,
                 LayerColumn::Sqnr,
                 LayerColumn::Size,
+                LayerColumn::Memory,
             ];
             table
                 .header(row_height, |mut header| {
@@ -431,6 +443,13 @@ fn layer_row_ui(
             bytes(r.bytes_before),
             bytes(r.bytes_after)
         ));
+    });
+    row.col(|ui| {
+        let live = session.deploy.live_bytes.get(layer.node).copied().flatten();
+        ui.label(live.map_or("?".to_owned(), bytes)).on_hover_text(
+            "Activation memory alive while this layer runs (its inputs, its output and every \
+             tensor kept for later layers), under the plan",
+        );
     });
     row.col(|ui| {
         let mut exclude = r.settings.exclude;
