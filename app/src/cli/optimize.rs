@@ -79,8 +79,15 @@ pub struct OptimizeArgs {
     /// The CPU a qdq-int8 file is meant for: `portable` (default; exact on every CPU),
     /// `x86-64` (no VNNI), `x86-64-vnni`, `arm64`, or `host` (this machine's kind). It decides
     /// the weight range of the integer layers.
-    #[arg(long, value_parser = ["portable", "x86-64", "x86-64-vnni", "arm64", "host"])]
+    #[arg(long, value_parser = ["portable", "x86-64", "x86-64-vnni", "arm64", "host"], conflicts_with = "device")]
     pub target: Option<String>,
+    /// The device the file is for (see `edgefit devices`): its profile's CPU decides the
+    /// target of the integer layers (the same setting as --target).
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// A device profile file of your own, for --device (repeatable).
+    #[arg(long = "device-file", value_name = "PATH")]
+    pub device_files: Vec<std::path::PathBuf>,
     /// Weight codes of qdq-int8 integer layers: `auto` (default: the widest range the target
     /// computes exactly), `reduced` (7-bit, exact everywhere) or `full` (8-bit; only for
     /// x86-64-vnni and arm64, where onnxruntime's u8×s8 kernels do not saturate).
@@ -222,6 +229,10 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     }
     if let Some(target) = args.target.as_deref().and_then(Target::parse) {
         recipe.target = target;
+    }
+    if let Some(id) = &args.device {
+        let catalog = super::deploy::catalog(&args.device_files)?;
+        recipe.target = catalog.require(id)?.cpu.integer_target;
     }
     if let Some(range) = args.weight_range.as_deref().and_then(WeightRange::parse) {
         recipe.activations.weight_range = range;

@@ -228,7 +228,8 @@ pub struct CutRow {
     pub device_outputs: Vec<String>,
 }
 
-/// The rows of `--list` for `cuts` of `model`.
+/// The rows of `--list` for `cuts` of `model` (the model is for columns that need more than
+/// the cut: device and server estimates).
 pub fn cut_rows(model: &LoadedModel, cuts: &[Cut]) -> Vec<CutRow> {
     let _ = model;
     cuts.iter()
@@ -280,12 +281,12 @@ pub fn list_text(model: &LoadedModel, rows: &[CutRow]) -> String {
     );
     let label = |r: &CutRow| match (&r.after_node, r.index) {
         (None, _) => "(cloud only)".to_owned(),
-        (Some(n), i) if i == nodes => format!("{} (device only)", terminal_safe(n)),
-        (Some(n), _) => terminal_safe(n),
+        (Some(n), i) if i == nodes => format!("{n} (device only)"),
+        (Some(n), _) => n.clone(),
     };
     let width = rows
         .iter()
-        .map(|r| crate::format::display_width(&label(r)))
+        .map(|r| crate::format::display_width(&terminal_safe(&label(r))))
         .max()
         .unwrap_or(10)
         .clamp(14, 40);

@@ -441,7 +441,6 @@ fn build(
             fused: false,
         });
     }
-    fuse(&mut nodes, &mut tensors);
     for (position, node) in nodes.iter().enumerate() {
         for &t in &node.reads {
             tensors[t].last_use = tensors[t].last_use.max(position);
@@ -485,6 +484,8 @@ fn build(
             unknown_tensors += 1;
         }
     }
+    // After sizing: a fused Conv's own output takes no bytes.
+    fuse(&mut nodes, &mut tensors);
     // Every weight of every graph, with the plan's layers at their new size.
     let (before, after) = changes.values().fold((0u64, 0u64), |(b, a), c| {
         (

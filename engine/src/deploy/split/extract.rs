@@ -221,7 +221,13 @@ pub fn split_model(model: &LoadedModel, cut: &[String]) -> Result<SplitModels> {
         .iter()
         .filter(|t| !main.is_sendable_input(t))
         .map(|t| declare(t))
-        .chain(device_outputs.iter().cloned().map(Ok))
+        .chain(
+            device_outputs
+                .iter()
+                .filter(|o| !cut_set.contains(o.name()))
+                .cloned()
+                .map(Ok),
+        )
         .collect::<Result<_>>()?;
     let tail_inputs: Vec<ValueInfoProto> =
         sent.iter().map(|t| declare(t)).collect::<Result<_>>()?;
