@@ -277,3 +277,43 @@ fn a_devices_profile_decides_the_int8_weight_range_of_an_export() {
     let o = edgefit(&["optimize", MNIST, "--out", "x.onnx", "--device", "pdp-11"]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn split_list_with_a_device_costs_every_cut_and_names_the_best() {
+    let costs = |mbps: &str, rtt: &str| {
+        let v = json(&edgefit(&[
+            "split",
+            MNIST,
+            "--device",
+            "cortex-m4f",
+            "--bandwidth-mbps",
+            mbps,
+            "--rtt-ms",
+            rtt,
+            "--json",
+        ]));
+        assert_eq!(v["link"]["device"], "cortex-m4f");
+        assert_eq!(v["link"]["server"], "x86-server-no-vnni");
+        let cuts = v["cuts"].as_array().unwrap().clone();
+        assert_eq!(cuts.len(), 36, "35 nodes: 36 cuts, both ends included");
+        for c in &cuts {
+            let e = &c["estimate"];
+            let sum = e["device_ms"].as_f64().unwrap()
+                + e["transfer_ms"].as_f64().unwrap()
+                + e["server_ms"].as_f64().unwrap();
+            assert!((sum - e["total_ms"].as_f64().unwrap()).abs() < 1e-9, "{e}");
+        }
+        // Device time grows along the cuts; the device-only end sends nothing.
+        let device_ms: Vec<f64> = cuts
+            .iter()
+            .map(|c| c["estimate"]["device_ms"].as_f64().unwrap())
+            .collect();
+        assert!(device_ms.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(cuts[35]["estimate"]["sent_bytes"], 0);
+        assert_eq!(cuts[0]["estimate"]["sent_bytes"], 784 * 4);
+        v["best_cut"].as_u64().unwrap()
+    };
+    // A microcontroller next to a fast link: send the input. Over a slow one: keep it all.
+    assert_eq!(costs("1000", "0"), 0);
+    assert_eq!(costs("0.1", "300"), 35);
+}

@@ -120,3 +120,57 @@ fn choosing_a_device_shows_its_verdicts_placement_memory_and_split() {
     assert_eq!(best(&harness), nodes, "device-only over a crawling link");
     harness.get_by_label_contains("Best: device-only");
 }
+
+#[test]
+fn the_two_halves_of_a_cut_are_exported_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = studio_sized(&sample("mnist-cnn"), false, [1400.0, 1600.0]);
+    harness.state_mut().file_dialogs.builtin_only = true;
+    let mut choices = deploy(&harness).choices.clone();
+    choices.device = Some("cortex-m7".to_owned());
+    // Inside the first residual block: two tensors cross.
+    choices.cut = Some(13);
+    harness.state_mut().send(Command::SetDeployChoices(choices));
+    harness.run();
+    let cut = deploy(&harness).cuts[13].clone();
+    assert_eq!(cut.tensors.len(), 2, "{cut:?}");
+    let button = harness.get_by_label("Export the two halves...");
+    button.scroll_to_me();
+    harness.run();
+    harness.get_by_label("Export the two halves...").click();
+    harness.run();
+    for _ in 0..100 {
+        if harness
+            .query_by_label_contains("Export the device half")
+            .is_some()
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        harness.step();
+    }
+    common::type_into(&mut harness, "Folder", &dir.path().display().to_string());
+    harness.get_by_label("Go").click();
+    harness.step();
+    common::type_into(&mut harness, "File name", "mnist.head");
+    harness.get_by_label("Save").click();
+    harness.step();
+    wait_idle(&mut harness);
+    let head = dir.path().join("mnist.head.onnx");
+    let tail = dir.path().join("mnist.tail.onnx");
+    assert!(head.is_file() && tail.is_file(), "{:?}", harness.state().error);
+    let status = harness.state().status.clone().unwrap_or_default();
+    assert!(status.contains("tract: reproduces the model"), "{status}");
+    for name in &cut.tensors {
+        assert!(status.contains(name.as_str()), "{status}");
+    }
+    // The halves load, and together they hold every node of the model.
+    let nodes = |p: &std::path::Path| {
+        edgefit_engine::load_model(p, &edgefit_engine::NoProgress, &edgefit_engine::CancelToken::new())
+            .unwrap()
+            .graph
+            .main_nodes()
+            .count()
+    };
+    assert_eq!(nodes(&head) + nodes(&tail), nodes(&sample("mnist-cnn")));
+}

@@ -33,7 +33,8 @@ pub struct SplitArgs {
     pub list: bool,
     /// The tensors sent from the device to the server (see --list), comma-separated.
     #[arg(long, value_name = "TENSOR[,TENSOR..]", value_delimiter = ',',
-          required_unless_present = "list", requires_all = ["head", "tail"])]
+          required_unless_present_any = ["list", "device"], requires_all = ["head", "tail"],
+          conflicts_with = "device")]
     pub at: Vec<String>,
     /// Where to write the device half (everything the sent tensors depend on).
     #[arg(long, value_name = "HEAD.onnx")]
@@ -60,6 +61,23 @@ pub struct SplitArgs {
     /// Hold a model input at this value for every sample: NAME=0 (repeatable).
     #[arg(long = "input-value", value_name = "NAME=V")]
     pub input_value: Vec<String>,
+    /// List the cuts with their cost on this device (see `edgefit devices`): device time up
+    /// to the cut, transfer and server time after it, total latency and device energy (all
+    /// estimates), and the best cut.
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// The server of the split (a device profile id).
+    #[arg(long, value_name = "ID", default_value = "x86-server-no-vnni", requires = "device")]
+    pub server: String,
+    /// Uplink bandwidth from the device to the server, Mbit/s.
+    #[arg(long, value_name = "MBPS", default_value_t = 20.0, requires = "device")]
+    pub bandwidth_mbps: f64,
+    /// Round-trip time between them, ms.
+    #[arg(long, value_name = "MS", default_value_t = 30.0, requires = "device")]
+    pub rtt_ms: f64,
+    /// A device profile file of your own (repeatable).
+    #[arg(long = "device-file", value_name = "PATH")]
+    pub device_files: Vec<PathBuf>,
     /// The ONNX Runtime shared library to load (a file, or a folder holding
     /// libonnxruntime.so*). Default: $EDGEFIT_ONNXRUNTIME_LIB, $ORT_DYLIB_PATH, a
     /// pip-installed onnxruntime wheel, system library folders.
@@ -92,7 +110,8 @@ pub fn split_cmd(args: &SplitArgs) -> Result<()> {
         settings.push(parse_input_value(text)?);
     }
     let settings = merge_input_settings(settings)?;
-    if !args.list {
+    let list = args.list || args.device.is_some();
+    if !list {
         let (Some(head), Some(tail)) = (&args.head, &args.tail) else {
             return Err(Failure::Usage("--at needs --head and --tail".to_owned()).into());
         };
@@ -109,20 +128,27 @@ pub fn split_cmd(args: &SplitArgs) -> Result<()> {
     let cancel = interruptible();
     let mut model = edgefit_engine::load_model(&args.model, &sink(&bar), &cancel)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    if args.list {
+    if list {
         if !settings.is_empty() {
             let resolved = resolve_inputs(&model, None, &settings)?;
             model = model.with_input_shape(&resolved.shape);
         }
         bar.finish_and_clear();
         let cuts = prefix_cuts(&model);
-        let rows = cut_rows(&model, &cuts);
+        let mut rows = cut_rows(&model, &cuts);
+        let link = args
+            .device
+            .as_deref()
+            .map(|device| estimate_cuts(args, &model, &cuts, device, transfer, &mut rows))
+            .transpose()?;
         if args.json {
             return print_json(
                 "split-list",
                 &ListJson {
                     model: model.path.display().to_string(),
                     nodes: cuts.len().saturating_sub(1),
+                    link,
+                    best_cut: best_index(&rows),
                     cuts: &rows,
                 },
             );
@@ -226,6 +252,76 @@ pub struct CutRow {
     pub bytes_int8: Option<u64>,
     /// Graph outputs computed on the device.
     pub device_outputs: Vec<String>,
+    /// With --device: the cut's device, transfer and server times (estimates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<edgefit_engine::deploy::split_cost::CutCost>,
+}
+
+/// The link of `--list --device`, as the JSON gives it.
+#[derive(Serialize)]
+struct LinkJson {
+    device: String,
+    server: String,
+    uplink_mbps: f64,
+    rtt_ms: f64,
+    transfer: Transfer,
+    estimates_note: &'static str,
+}
+
+/// Adds the cost of every cut between `device` and `--server` to `rows`.
+fn estimate_cuts(
+    args: &SplitArgs,
+    model: &LoadedModel,
+    cuts: &[Cut],
+    device: &str,
+    transfer: Transfer,
+    rows: &mut [CutRow],
+) -> Result<LinkJson> {
+    use edgefit_engine::deploy::estimate::estimate;
+    use edgefit_engine::deploy::graph::DeviceGraph;
+    use edgefit_engine::deploy::partition::partition;
+    use edgefit_engine::deploy::split_cost::{Link, cut_costs};
+    if !(args.bandwidth_mbps.is_finite() && args.bandwidth_mbps > 0.0)
+        || !(args.rtt_ms.is_finite() && args.rtt_ms >= 0.0)
+    {
+        return Err(Failure::Usage(
+            "--bandwidth-mbps must be positive and --rtt-ms at least 0".to_owned(),
+        )
+        .into());
+    }
+    let catalog = super::deploy::catalog(&args.device_files)?;
+    let on = catalog.require(device)?;
+    let server = catalog.require(&args.server)?;
+    let graph = DeviceGraph::original(model);
+    let on_device = estimate(&graph, on, &partition(&graph, on));
+    let on_server = estimate(&graph, server, &partition(&graph, server));
+    let link = Link {
+        uplink_mbps: args.bandwidth_mbps,
+        rtt_ms: args.rtt_ms,
+        transfer,
+    };
+    for (row, cost) in rows
+        .iter_mut()
+        .zip(cut_costs(cuts, on, &on_device, &on_server, link))
+    {
+        row.estimate = Some(cost);
+    }
+    Ok(LinkJson {
+        device: on.id.clone(),
+        server: server.id.clone(),
+        uplink_mbps: args.bandwidth_mbps,
+        rtt_ms: args.rtt_ms,
+        transfer,
+        estimates_note: "device_ms, transfer_ms, server_ms, total_ms and device_energy_mj are estimates (roofline of each profile), not measurements",
+    })
+}
+
+/// The cut with the lowest estimated total, when estimated.
+fn best_index(rows: &[CutRow]) -> Option<usize> {
+    rows.iter()
+        .filter_map(|r| r.estimate.as_ref().map(|e| (r.index, e.total_ms)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
 }
 
 /// The rows of `--list` for `cuts` of `model` (the model is for columns that need more than
@@ -254,6 +350,7 @@ pub fn cut_rows(model: &LoadedModel, cuts: &[Cut]) -> Vec<CutRow> {
             bytes_fp16: cut.bytes(Transfer::Fp16),
             bytes_int8: cut.bytes(Transfer::Int8),
             device_outputs: cut.device_outputs.iter().map(|t| t.name.clone()).collect(),
+            estimate: None,
         })
         .collect()
 }
@@ -262,6 +359,10 @@ pub fn cut_rows(model: &LoadedModel, cuts: &[Cut]) -> Vec<CutRow> {
 struct ListJson<'a> {
     model: String,
     nodes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<LinkJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_cut: Option<usize>,
     cuts: &'a [CutRow],
 }
 
@@ -290,10 +391,25 @@ pub fn list_text(model: &LoadedModel, rows: &[CutRow]) -> String {
         .max()
         .unwrap_or(10)
         .clamp(14, 40);
+    let estimated = rows.iter().any(|r| r.estimate.is_some());
+    let best = best_index(rows);
     let _ = writeln!(
         out,
-        "{:>5}  {:<width$}  {:<18} {:>5} {:>12} {:>11}  tensors (--at)",
-        "cut", "after node", "op", "sent", "elements", "fp32"
+        "{:>5}  {:<width$}  {:<18} {:>5} {:>12} {:>11}  {}tensors (--at)",
+        "cut",
+        "after node",
+        "op",
+        "sent",
+        "elements",
+        "fp32",
+        if estimated {
+            format!(
+                "{:>10} {:>10} {:>10} {:>10} {:>10}  ",
+                "device ms", "send ms", "server ms", "total ms", "device mJ"
+            )
+        } else {
+            String::new()
+        }
     );
     for r in rows {
         let tensors: Vec<String> = r.tensors.iter().map(|t| terminal_safe(&t.name)).collect();
@@ -305,15 +421,34 @@ pub fn list_text(model: &LoadedModel, rows: &[CutRow]) -> String {
         } else {
             tensors.join(",")
         };
+        let costs = r.estimate.as_ref().map_or(String::new(), |e| {
+            format!(
+                "{:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}{} ",
+                e.device_ms,
+                e.transfer_ms,
+                e.server_ms,
+                e.total_ms,
+                e.device_energy_mj,
+                if best == Some(r.index) { "*" } else { " " }
+            )
+        });
         let _ = writeln!(
             out,
-            "{:>5}  {}  {} {:>5} {:>12} {:>11}  {tensors}",
+            "{:>5}  {}  {} {:>5} {:>12} {:>11}  {costs}{tensors}",
             r.index,
             fit(&label(r), width),
             fit(r.after_op.as_deref().unwrap_or(""), 18),
             r.tensors.len(),
             r.elements.map_or("?".to_owned(), thousands),
             opt_bytes(r.bytes_fp32),
+        );
+    }
+    if let Some(b) = best.and_then(|b| rows.get(b)) {
+        let _ = writeln!(
+            out,
+            "\nbest (*): cut {} ({}); times and energy are estimates from the device profiles, not measurements",
+            b.index,
+            label(b)
         );
     }
     if !model.shapes.complete {

@@ -143,6 +143,11 @@ impl StudioApp {
                 }
                 Command::AnalyseSensitivity => self.start_sensitivity(ctx),
                 Command::SearchPlan { min_sqnr_db } => self.start_search(min_sqnr_db, ctx),
+                Command::PickSplitExport(tensors) => {
+                    self.pending_split = Some(tensors);
+                    self.open_dialog(DialogPurpose::SplitHead, ctx);
+                }
+                Command::ExportSplit(head) => self.start_split(head, ctx),
                 Command::SetDeployChoices(choices) => {
                     if let Some(s) = &mut self.session {
                         s.deploy.choices = choices;
@@ -271,6 +276,36 @@ impl StudioApp {
             old.cancel.cancel();
         }
         self.job = Some(job);
+    }
+
+    /// Splits the open model at the tensors chosen in the Devices panel, writing the device
+    /// half to `head` and the server half beside it.
+    fn start_split(&mut self, head: PathBuf, ctx: &egui::Context) {
+        let (Some(s), Some(tensors)) = (&self.session, self.pending_split.take()) else {
+            return;
+        };
+        let (data, run) = match s.job_run() {
+            Ok(job_run) => job_run,
+            Err(e) => {
+                self.error = Some(format!(
+                    "Cannot verify the split yet: {e}. Set the input shape under Data, inputs and runtime."
+                ));
+                return;
+            }
+        };
+        let job = Job::split(
+            super::jobs::SplitRequest {
+                open: s.open.clone(),
+                data,
+                run,
+                onnxruntime_library: self.persisted.onnxruntime_library.clone(),
+                tensors,
+                transfer: s.deploy.choices.link.transfer,
+                head,
+            },
+            ctx,
+        );
+        self.start(job);
     }
 
     fn start_optimize(&mut self, export: Option<PathBuf>, ctx: &egui::Context) {

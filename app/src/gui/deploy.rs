@@ -14,7 +14,8 @@ use edgefit_engine::deploy::fit::{DeviceFit, FitTargets, fit_devices};
 use edgefit_engine::deploy::graph::DeviceGraph;
 use edgefit_engine::deploy::memory::{MemoryPlan, plan_memory};
 use edgefit_engine::deploy::partition::{Placement, partition};
-use edgefit_engine::deploy::split_cost::{CutCost, Link, Transfer, crossing_tensors, cut_costs};
+use edgefit_engine::deploy::split::{Cut, prefix_cuts};
+use edgefit_engine::deploy::split_cost::{CutCost, Link, Transfer, cut_costs};
 use edgefit_engine::export::build::ExportFormat;
 use edgefit_engine::model::load::LoadedModel;
 
@@ -27,6 +28,8 @@ pub struct DeployChoices {
     /// The split's server, uplink and transfer precision.
     pub server: String,
     pub link: Link,
+    /// The cut to export (the device runs this many nodes); `None`: the best one.
+    pub cut: Option<usize>,
 }
 
 impl Default for DeployChoices {
@@ -40,6 +43,7 @@ impl Default for DeployChoices {
                 rtt_ms: 30.0,
                 transfer: Transfer::Fp32,
             },
+            cut: None,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct DeployState {
     /// The plan, format and choices the figures below are for.
     key: Option<(Recipe, ExportFormat, DeployChoices)>,
     original: Option<(Arc<DeviceGraph>, MemoryPlan)>,
+    /// Every prefix cut of the model with the tensors that cross it (made once).
+    prefix_cuts: Option<Arc<Vec<Cut>>>,
     pub rows: Vec<DeviceRow>,
     /// Per `GraphView` node: where the chosen device runs it under the plan, and whether its
     /// accelerator refused it (`None`: no device chosen, or a subgraph node).
@@ -77,6 +83,7 @@ impl Default for DeployState {
             choices: DeployChoices::default(),
             key: None,
             original: None,
+            prefix_cuts: None,
             rows: Vec::new(),
             placement: Vec::new(),
             live_bytes: Vec::new(),
@@ -177,15 +184,11 @@ impl DeployState {
         // The split is of the original model, in float32 on both sides.
         let on_device = estimate(&original, device, &partition(&original, device));
         let on_server = estimate(&original, server, &partition(&original, server));
-        let crossing = crossing_tensors(&original);
-        self.cuts = cut_costs(
-            &original,
-            &crossing,
-            device,
-            &on_device,
-            &on_server,
-            self.choices.link,
-        );
+        let cuts = self
+            .prefix_cuts
+            .get_or_insert_with(|| Arc::new(prefix_cuts(model)))
+            .clone();
+        self.cuts = cut_costs(&cuts, device, &on_device, &on_server, self.choices.link);
     }
 }
 

@@ -17,7 +17,7 @@ const GREEN: Color32 = Color32::from_rgb(60, 170, 90);
 const RED: Color32 = Color32::from_rgb(220, 70, 60);
 
 /// The heading, the device table, the chosen device's accelerator view and the split.
-pub fn devices_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Command>) {
+pub fn devices_ui(ui: &mut egui::Ui, session: &Session, busy: bool, commands: &mut Vec<Command>) {
     let state = &session.deploy;
     ui.heading("Devices");
     let mut choices = state.choices.clone();
@@ -71,7 +71,7 @@ pub fn devices_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec<Comma
         ui.separator();
         accelerator_ui(ui, row.plan.as_ref().unwrap_or(&row.original));
         ui.separator();
-        split_ui(ui, state, &mut choices);
+        split_ui(ui, state, &mut choices, busy, commands);
     }
     for problem in &state.catalog.problems {
         ui.colored_label(RED, problem);
@@ -165,7 +165,13 @@ fn accelerator_ui(ui: &mut egui::Ui, f: &DeviceFit) {
     );
 }
 
-fn split_ui(ui: &mut egui::Ui, state: &DeployState, choices: &mut DeployChoices) {
+fn split_ui(
+    ui: &mut egui::Ui,
+    state: &DeployState,
+    choices: &mut DeployChoices,
+    busy: bool,
+    commands: &mut Vec<Command>,
+) {
     ui.strong("Edge-cloud split");
     ui.horizontal(|ui| {
         let label = ui.label("Server");
@@ -255,4 +261,42 @@ fn split_ui(ui: &mut egui::Ui, state: &DeployState, choices: &mut DeployChoices)
         cloud_only.total_ms,
         cloud_only.device_energy_mj
     ));
+    // The halves of a cut inside the model: the best one unless another is chosen.
+    let last = device_only.after_nodes;
+    if last < 2 {
+        return;
+    }
+    let mut at = choices
+        .cut
+        .unwrap_or(best.after_nodes)
+        .clamp(1, last - 1);
+    ui.horizontal(|ui| {
+        let label = ui.label("Export the cut after node");
+        ui.add(egui::DragValue::new(&mut at).range(1..=last - 1))
+            .labelled_by(label.id);
+        if ui.small_button("best").clicked() {
+            at = best.after_nodes.clamp(1, last - 1);
+        }
+    });
+    if Some(at) != choices.cut && (choices.cut.is_some() || at != best.after_nodes) {
+        choices.cut = Some(at);
+    }
+    if let Some(cut) = cuts.get(at) {
+        ui.label(format!(
+            "after `{}`: sends {} ({}), {:.2} ms total",
+            cut.last_device_node.as_deref().unwrap_or("?"),
+            cut.tensors.join(", "),
+            bytes(cut.sent_bytes),
+            cut.total_ms
+        ));
+        let export = ui
+            .add_enabled(!busy, egui::Button::new("Export the two halves..."))
+            .on_hover_text(
+                "Writes the device half and the server half as ONNX files and checks that \
+                 running one then the other reproduces the model (tract and onnxruntime)",
+            );
+        if export.clicked() {
+            commands.push(Command::PickSplitExport(cut.tensors.clone()));
+        }
+    }
 }

@@ -20,6 +20,8 @@ pub enum DialogPurpose {
     Diff,
     /// Evaluation data: a folder (dataset or images) or an .npz/.npy file.
     Data,
+    /// The device half of a split (the server half is written beside it).
+    SplitHead,
 }
 
 impl DialogPurpose {
@@ -31,6 +33,7 @@ impl DialogPurpose {
             Self::OpenSession => "Open a session",
             Self::Diff => "Compare with a model",
             Self::Data => "Choose evaluation data",
+            Self::SplitHead => "Export the device half (the server half goes beside it)",
         }
     }
 
@@ -40,13 +43,15 @@ impl DialogPurpose {
     }
 
     fn saves(self) -> bool {
-        matches!(self, Self::Export | Self::SaveSession)
+        matches!(self, Self::Export | Self::SaveSession | Self::SplitHead)
     }
 
     /// (filter name, extensions)
     fn filter(self) -> (&'static str, &'static [&'static str]) {
         match self {
-            Self::OpenModel | Self::Export | Self::Diff => ("ONNX model", &["onnx"]),
+            Self::OpenModel | Self::Export | Self::Diff | Self::SplitHead => {
+                ("ONNX model", &["onnx"])
+            }
             Self::SaveSession | Self::OpenSession => ("Edgefit session", &["json"]),
             Self::Data => ("Dataset", &["npz", "npy", "json"]),
         }
@@ -56,6 +61,7 @@ impl DialogPurpose {
         match self {
             Self::Export => "model.optimized.onnx",
             Self::SaveSession => "session.edgefit.json",
+            Self::SplitHead => "model.head.onnx",
             Self::OpenModel | Self::OpenSession | Self::Diff | Self::Data => "",
         }
     }
@@ -90,6 +96,7 @@ impl DialogPurpose {
             Self::OpenSession => super::Command::OpenSession(path),
             Self::Diff => super::Command::Diff(path),
             Self::Data => super::Command::ChooseData(path),
+            Self::SplitHead => super::Command::ExportSplit(path),
         }
     }
 }

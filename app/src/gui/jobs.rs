@@ -47,6 +47,8 @@ pub enum JobOutput {
         model: PathBuf,
         view: Box<super::diff_panel::DiffView>,
     },
+    /// The two halves of a split, written; `passed`: head then tail reproduced the model.
+    Split { message: String, passed: bool },
 }
 
 /// What a job is doing, for the progress line.
@@ -63,6 +65,32 @@ pub enum JobKind {
     Diff(PathBuf),
     /// Data chosen in the window.
     LoadData(PathBuf),
+    /// The device half of a split, written here (the server half beside it).
+    Split(PathBuf),
+}
+
+/// What a split export needs.
+pub struct SplitRequest {
+    pub open: Arc<OpenModel>,
+    pub data: Arc<Dataset>,
+    pub run: RunSettings,
+    pub onnxruntime_library: Option<PathBuf>,
+    /// The tensors sent from the device to the server.
+    pub tensors: Vec<String>,
+    pub transfer: edgefit_engine::deploy::split::Transfer,
+    /// Where the device half goes (the server half: [`tail_path`]).
+    pub head: PathBuf,
+}
+
+/// The server half's path beside the device half: `x.head.onnx` -> `x.tail.onnx`, else
+/// `x.onnx` -> `x.tail.onnx`.
+pub fn tail_path(head: &std::path::Path) -> PathBuf {
+    let stem = head
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = stem.strip_suffix(".head").unwrap_or(&stem);
+    head.with_file_name(format!("{base}.tail.onnx"))
 }
 
 /// What an evaluation or an export measures, and in what.
@@ -109,6 +137,7 @@ impl Job {
             JobKind::Search => "edgefit-search",
             JobKind::Diff(_) => "edgefit-diff",
             JobKind::LoadData(_) => "edgefit-load-data",
+            JobKind::Split(_) => "edgefit-split",
         };
         let promise = Promise::spawn_thread(name, move || {
             let repaint = ctx.clone();
@@ -223,6 +252,87 @@ impl Job {
             Ok(JobOutput::Diff {
                 model: open.loaded.path.clone(),
                 view: Box::new(super::diff_panel::DiffView::new(diff)),
+            })
+        })
+    }
+
+    /// Splits `open` where `tensors` cross, checks head then tail against the model on
+    /// `data` (tract, and onnxruntime when it loads), then writes both halves.
+    pub fn split(request: SplitRequest, ctx: &egui::Context) -> Self {
+        let SplitRequest {
+            open,
+            data,
+            run,
+            onnxruntime_library,
+            tensors,
+            transfer,
+            head,
+        } = request;
+        Self::spawn(JobKind::Split(head.clone()), ctx, move |sink, cancel| {
+            use edgefit_engine::deploy::split::{
+                VerifyOptions, split_model, verify_split, write_split,
+            };
+            let model = &open.loaded;
+            let split = split_model(model, &tensors).map_err(|e| e.to_string())?;
+            let tail = tail_path(&head);
+            let mut runtimes = vec![RuntimeKind::Tract];
+            if edgefit_engine::measure::runtime::onnxruntime::load(onnxruntime_library.as_deref())
+                .is_ok()
+            {
+                runtimes.push(RuntimeKind::OnnxRuntime);
+            }
+            let data = data.first(16);
+            let resolved = edgefit_engine::pipeline::resolve_inputs(model, Some(&data), &run.inputs)
+                .map_err(|e| e.to_string())?;
+            let verification = verify_split(
+                model,
+                &split,
+                &VerifyOptions {
+                    data: &data,
+                    input: &resolved.input,
+                    input_shape: &resolved.shape,
+                    fixed_inputs: &resolved.fixed,
+                    runtimes: &runtimes,
+                    transfer,
+                },
+                sink,
+                cancel,
+            )
+            .map_err(|e| e.to_string())?;
+            write_split(model, &split, &head, &tail).map_err(|e| e.to_string())?;
+            let checks: Vec<String> = verification
+                .runtimes
+                .iter()
+                .map(|c| {
+                    let figure = match (c.sqnr_db, transfer) {
+                        (_, edgefit_engine::deploy::split::Transfer::Fp32) | (None, _) => {
+                            format!("max abs error {:.2e}", c.max_abs_error)
+                        }
+                        (Some(db), _) => format!("output SQNR {db:.1} dB"),
+                    };
+                    format!(
+                        "{}: {} ({figure})",
+                        c.runtime,
+                        if !c.ran {
+                            "not run"
+                        } else if c.passed {
+                            "reproduces the model"
+                        } else {
+                            "FAILED"
+                        }
+                    )
+                })
+                .collect();
+            Ok(JobOutput::Split {
+                message: format!(
+                    "Wrote {} (device) and {} (server), sending {} as {}: {}",
+                    head.display(),
+                    tail.display(),
+                    split.sent.join(", "),
+                    transfer.name(),
+                    checks.join("; ")
+                ),
+                passed: verification.passed,
             })
         })
     }

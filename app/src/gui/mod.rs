@@ -110,6 +110,11 @@ pub enum Command {
     /// The Devices panel's choices: the target device, the latency target, the split's
     /// server and link.
     SetDeployChoices(deploy::DeployChoices),
+    /// Choose where to write the two halves of a split at these tensors.
+    PickSplitExport(Vec<String>),
+    /// Split where the chosen tensors cross, verify and write the device half here (the
+    /// server half beside it), in the background.
+    ExportSplit(PathBuf),
 }
 
 /// State persisted between sessions (eframe storage).
@@ -167,6 +172,8 @@ pub struct StudioApp {
     pub tour: std::collections::VecDeque<tour::TourStep>,
     /// The diff last scrolled into view (by its address).
     diff_shown: Option<usize>,
+    /// The tensors of the split whose halves the export dialog is choosing a path for.
+    pending_split: Option<Vec<String>>,
     /// The last file exported from this window (offered for a diff with the original).
     pub last_export: Option<PathBuf>,
     /// Open, export and session dialogs (the platform's, else a built-in one).
@@ -198,6 +205,7 @@ impl StudioApp {
             auto_evaluate: true,
             evaluations_started: 0,
             initial_recipe: None,
+            pending_split: None,
             pending_session: None,
             screenshot: None,
             input_form: run_panel::InputForm::default(),
@@ -384,7 +392,7 @@ impl eframe::App for StudioApp {
                             rects.push(("sensitivity", sensitivity.response.rect));
                             ui.separator();
                             let devices =
-                                ui.scope(|ui| deploy_panel::devices_ui(ui, session, commands));
+                                ui.scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
                             rects.push(("devices", devices.response.rect));
                             if let Some(view) = &session.diff {
                                 ui.separator();

@@ -38,6 +38,11 @@ impl StudioApp {
                     JobKind::Diff(path) => {
                         format!("Could not compare with {}: {message}", path.display())
                     }
+                    JobKind::Split(path) => format!(
+                        "Could not split the model into {}: {}",
+                        path.display(),
+                        for_the_window(&message)
+                    ),
                 });
             }
             Ok(Ok(JobOutput::Loaded(open))) => {
@@ -142,6 +147,13 @@ impl StudioApp {
                     s.diff = Some(*view);
                     // What changed is what the person asked to see.
                     self.graph.set_overlay(super::graph_paint::Overlay::Diff);
+                }
+            }
+            Ok(Ok(JobOutput::Split { message, passed })) => {
+                if passed {
+                    self.status = Some(message);
+                } else {
+                    self.verdict = Some(message);
                 }
             }
             Ok(Ok(JobOutput::Reanalysed(open))) => {

@@ -215,6 +215,7 @@ impl StudioApp {
                     JobKind::Search => "Searching for the smallest plan".to_owned(),
                     JobKind::Diff(p) => format!("Comparing with {}", p.display()),
                     JobKind::LoadData(p) => format!("Reading the data {}", p.display()),
+                    JobKind::Split(p) => format!("Splitting into {}", p.display()),
                 };
                 let (stage, fraction) =
                     progress.map_or((String::new(), None), |p| (p.stage.clone(), p.fraction()));

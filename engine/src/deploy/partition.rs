@@ -88,7 +88,7 @@ pub fn partition(graph: &DeviceGraph, profile: &DeviceProfile) -> Partition {
                 .and_then(|&t| graph.tensors[t].producer)
                 .and_then(|p| placement.get(p).copied())
                 .unwrap_or(Placement::Cpu)
-        } else if !acc.ops.iter().any(|o| *o == node.op) {
+        } else if !acc.ops.contains(&node.op) {
             *unsupported
                 .entry((node.op.clone(), "not in the provider's op list".to_owned()))
                 .or_default() += 1;

@@ -49,6 +49,9 @@ pub enum Transfer {
 }
 
 impl Transfer {
+    /// Every format, for menus.
+    pub const ALL: [Transfer; 3] = [Transfer::Fp32, Transfer::Fp16, Transfer::Int8];
+
     /// `fp32`, `fp16` or `int8`.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,45 +12,8 @@ use serde::Serialize;
 
 use super::device::DeviceProfile;
 use super::estimate::LatencyEstimate;
-use super::graph::DeviceGraph;
-
-/// The precision the crossing tensors are sent in.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transfer {
-    #[default]
-    Fp32,
-    Fp16,
-    Int8,
-}
-
-impl Transfer {
-    /// Every choice, for menus.
-    pub const ALL: [Transfer; 3] = [Self::Fp32, Self::Fp16, Self::Int8];
-
-    /// The CLI/JSON name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Fp32 => "fp32",
-            Self::Fp16 => "fp16",
-            Self::Int8 => "int8",
-        }
-    }
-
-    /// Parses a CLI name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.name() == name)
-    }
-
-    /// Bytes to send a float tensor of `fp32_bytes` (int8 adds a scale and zero point).
-    pub fn bytes(self, fp32_bytes: u64) -> u64 {
-        match self {
-            Self::Fp32 => fp32_bytes,
-            Self::Fp16 => fp32_bytes / 2,
-            Self::Int8 => fp32_bytes / 4 + 8,
-        }
-    }
-}
+use super::split::Cut;
+pub use super::split::Transfer;
 
 /// The link between the device and the server.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -76,104 +39,59 @@ pub struct CutCost {
     pub device_energy_mj: f64,
 }
 
-/// The tensors crossing each cut `k` in `0..=n`: read (or output) at a position `>= k`
-/// and produced before `k` (graph inputs count as produced before 0). Graph outputs made
-/// on the device stay there.
-pub fn crossing_tensors(graph: &DeviceGraph) -> Vec<Vec<usize>> {
-    let n = graph.nodes.len();
-    // Each tensor crosses the cuts `first+1 ..= last_read` (`first` = its producer, or -1).
-    let mut last_read = vec![None::<usize>; graph.tensors.len()];
-    for (position, node) in graph.nodes.iter().enumerate() {
-        for &t in &node.reads {
-            last_read[t] = Some(last_read[t].map_or(position, |p: usize| p.max(position)));
-        }
-    }
-    let mut starts: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
-    let mut ends: Vec<Vec<usize>> = vec![Vec::new(); n + 2];
-    for (t, tensor) in graph.tensors.iter().enumerate() {
-        let Some(last) = last_read[t] else { continue };
-        let from = tensor.producer.map_or(0, |p| p + 1);
-        if from <= last {
-            starts[from].push(t);
-            ends[last + 1].push(t);
-        }
-    }
-    let mut live: std::collections::BTreeSet<usize> = Default::default();
-    let mut cuts = Vec::with_capacity(n + 1);
-    for k in 0..=n {
-        for t in &ends[k] {
-            live.remove(t);
-        }
-        live.extend(starts[k].iter().copied());
-        cuts.push(live.iter().copied().collect());
-    }
-    cuts
-}
-
-/// Every cut's cost, from the per-node estimates of the same graph on the device and on the
-/// server (`crossing` from [`crossing_tensors`]).
+/// Every cut's cost, from the cuts of [`super::split::prefix_cuts`] and the per-node
+/// estimates of the model on the device and on the server (the same execution order: one
+/// estimate per main-graph node). Tensors of unknown size count as zero bytes.
 pub fn cut_costs(
-    graph: &DeviceGraph,
-    crossing: &[Vec<usize>],
+    cuts: &[Cut],
     device: &DeviceProfile,
     on_device: &LatencyEstimate,
     on_server: &LatencyEstimate,
     link: Link,
 ) -> Vec<CutCost> {
-    let n = graph.nodes.len();
-    let prefix = |e: &LatencyEstimate| {
-        let mut sums = Vec::with_capacity(n + 1);
-        let mut acc = 0.0;
-        sums.push(0.0);
-        for node in &e.nodes {
-            acc += node.latency_ms;
-            sums.push(acc);
-        }
-        sums
-    };
-    let device_sum = prefix(on_device);
-    let device_energy = {
+    let prefix = |values: &mut dyn Iterator<Item = f64>| {
         let mut sums = vec![0.0];
         let mut acc = 0.0;
-        for node in &on_device.nodes {
-            acc += node.energy_mj;
+        for v in values {
+            acc += v;
             sums.push(acc);
         }
         sums
     };
-    let server_sum = prefix(on_server);
+    let device_sum = prefix(&mut on_device.nodes.iter().map(|n| n.latency_ms));
+    let device_energy = prefix(&mut on_device.nodes.iter().map(|n| n.energy_mj));
+    let server_sum = prefix(&mut on_server.nodes.iter().map(|n| n.latency_ms));
     let server_total = server_sum.last().copied().unwrap_or(0.0);
+    let at = |sums: &[f64], k: usize| sums.get(k).or(sums.last()).copied().unwrap_or(0.0);
+    let n = cuts.len().saturating_sub(1);
     let idle_w = device.power_w.idle.unwrap_or(0.0);
     let nj_per_byte = device.radio.map_or(0.0, |r| r.uplink_nj_per_byte);
-    (0..=n)
-        .map(|k| {
-            let tensors = crossing.get(k).map_or(&[][..], Vec::as_slice);
-            let sent_bytes = if k == n {
+    cuts.iter()
+        .map(|cut| {
+            let k = cut.after_nodes;
+            let device_only = k >= n;
+            let sent_bytes = if device_only {
                 0
             } else {
-                tensors
+                cut.tensors
                     .iter()
-                    .filter_map(|&t| graph.tensors[t].bytes)
-                    .map(|b| link.transfer.bytes(b))
+                    .filter_map(|t| t.bytes(link.transfer))
                     .fold(0, u64::saturating_add)
             };
-            let transfer_ms = if k == n {
+            let transfer_ms = if device_only {
                 0.0
             } else {
                 link.rtt_ms + sent_bytes as f64 * 8.0 / (link.uplink_mbps.max(1e-6) * 1e3)
             };
-            let server_ms = server_total - server_sum[k];
-            let device_ms = device_sum[k];
-            let device_energy_mj = device_energy[k]
+            let server_ms = (server_total - at(&server_sum, k)).max(0.0);
+            let device_ms = at(&device_sum, k);
+            let device_energy_mj = at(&device_energy, k)
                 + sent_bytes as f64 * nj_per_byte * 1e-6
                 + idle_w * (transfer_ms + server_ms);
             CutCost {
                 after_nodes: k,
-                last_device_node: k.checked_sub(1).map(|p| graph.nodes[p].name.clone()),
-                tensors: tensors
-                    .iter()
-                    .map(|&t| graph.tensors[t].name.clone())
-                    .collect(),
+                last_device_node: cut.last_node.clone(),
+                tensors: cut.names(),
                 sent_bytes,
                 device_ms,
                 transfer_ms,
