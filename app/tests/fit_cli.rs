@@ -45,7 +45,10 @@ fn every_built_in_device_gets_verdicts_and_estimates() {
     assert_eq!(v["schema"], "edgefit.fit/1");
     assert_eq!(v["format"], "original");
     let devices = v["devices"].as_array().unwrap();
-    let ids: Vec<&str> = devices.iter().map(|d| d["device"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = devices
+        .iter()
+        .map(|d| d["device"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, BUILT_IN);
     for d in devices {
         let peak = d["peak_activation_bytes"].as_u64().unwrap();
@@ -87,9 +90,15 @@ fn activation_memory_matches_an_independent_computation() {
             d["activation_lower_bound_bytes"], reference["lower_bound_bytes"],
             "{model}"
         );
-        assert_eq!(d["naive_activation_bytes"], reference["naive_bytes"], "{model}");
+        assert_eq!(
+            d["naive_activation_bytes"], reference["naive_bytes"],
+            "{model}"
+        );
         // The greedy arena reaches the lower bound on these chains with skips.
-        assert_eq!(d["peak_activation_bytes"], reference["lower_bound_bytes"], "{model}");
+        assert_eq!(
+            d["peak_activation_bytes"], reference["lower_bound_bytes"],
+            "{model}"
+        );
     }
 }
 
@@ -97,19 +106,31 @@ fn activation_memory_matches_an_independent_computation() {
 fn an_int8_plan_is_smaller_and_faster_than_the_original_on_a_microcontroller() {
     for model in [MNIST, MLP] {
         let v = json(&edgefit(&[
-            "fit", model, "--device", "cortex-m7", "--format", "qdq-int8", "--json",
+            "fit",
+            model,
+            "--device",
+            "cortex-m7",
+            "--format",
+            "qdq-int8",
+            "--json",
         ]));
         assert_eq!(v["format"], "qdq-int8");
         let plan = &v["devices"][0];
         let original = &v["original"][0];
         let get = |d: &Value, k: &str| d[k].as_f64().unwrap();
         // int8 codes of the layers; biases and batch-norm parameters stay float32.
-        assert!(get(plan, "weight_bytes") < 0.4 * get(original, "weight_bytes"), "{model}");
+        assert!(
+            get(plan, "weight_bytes") < 0.4 * get(original, "weight_bytes"),
+            "{model}"
+        );
         assert!(
             get(plan, "peak_activation_bytes") < get(original, "peak_activation_bytes"),
             "{model}"
         );
-        assert!(get(plan, "latency_ms") < get(original, "latency_ms"), "{model}");
+        assert!(
+            get(plan, "latency_ms") < get(original, "latency_ms"),
+            "{model}"
+        );
     }
 }
 
@@ -130,7 +151,10 @@ fn weight_only_int8_is_folded_back_to_float_in_a_phones_ram() {
     // Stored small, loaded as float32: the RAM it needs is the original's.
     assert_eq!(plan["ram_needed_bytes"], original["ram_needed_bytes"]);
     let notes = plan["notes"].to_string();
-    assert!(notes.contains("folds the weights back to float32"), "{notes}");
+    assert!(
+        notes.contains("folds the weights back to float32"),
+        "{notes}"
+    );
 }
 
 #[test]
@@ -189,26 +213,71 @@ fn a_users_profile_is_listed_checked_and_can_fail_the_fit() {
         .iter()
         .map(|d| d["id"].as_str().unwrap())
         .collect();
-    assert!(ids.contains(&"tiny-board") && ids.contains(&"cortex-m4f"), "{ids:?}");
+    assert!(
+        ids.contains(&"tiny-board") && ids.contains(&"cortex-m4f"),
+        "{ids:?}"
+    );
 
     // 100 KiB of activations and 80 KiB of weights do not fit 16 KiB / 64 KiB.
-    let v = json(&edgefit(&["fit", MNIST, "--device-file", file, "--device", "tiny-board", "--json"]));
+    let v = json(&edgefit(&[
+        "fit",
+        MNIST,
+        "--device-file",
+        file,
+        "--device",
+        "tiny-board",
+        "--json",
+    ]));
     let d = &v["devices"][0];
     assert_eq!(d["fits_ram"], false);
     assert_eq!(d["fits_flash"], false);
     assert!(d["ram_margin_bytes"].as_i64().unwrap() < 0);
-    let text = edgefit(&["fit", MNIST, "--device-file", file, "--device", "tiny-board"]);
+    let text = edgefit(&[
+        "fit",
+        MNIST,
+        "--device-file",
+        file,
+        "--device",
+        "tiny-board",
+    ]);
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("NO "), "{stdout}");
 
     // --require-fit turns a red verdict into exit status 5; a latency target too.
-    let o = edgefit(&["fit", MNIST, "--device-file", file, "--device", "tiny-board", "--require-fit"]);
-    assert_eq!(o.status.code(), Some(5), "{}", String::from_utf8_lossy(&o.stderr));
     let o = edgefit(&[
-        "fit", MNIST, "--device", "raspberry-pi-4", "--max-latency-ms", "0.000001", "--require-fit",
+        "fit",
+        MNIST,
+        "--device-file",
+        file,
+        "--device",
+        "tiny-board",
+        "--require-fit",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = edgefit(&[
+        "fit",
+        MNIST,
+        "--device",
+        "raspberry-pi-4",
+        "--max-latency-ms",
+        "0.000001",
+        "--require-fit",
     ]);
     assert_eq!(o.status.code(), Some(5));
-    let o = edgefit(&["fit", MNIST, "--device", "raspberry-pi-4", "--max-latency-ms", "1000", "--require-fit"]);
+    let o = edgefit(&[
+        "fit",
+        MNIST,
+        "--device",
+        "raspberry-pi-4",
+        "--max-latency-ms",
+        "1000",
+        "--require-fit",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -217,14 +286,21 @@ fn bad_profiles_and_unknown_devices_are_clear_errors() {
     let o = edgefit(&["fit", MNIST, "--device", "nokia-3310"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nokia-3310") && err.contains("raspberry-pi-4"), "{err}");
+    assert!(
+        err.contains("nokia-3310") && err.contains("raspberry-pi-4"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in [
         ("broken.json", "{ not json".to_owned()),
         ("zero-ram.json", tiny_profile("zero-ram", 0, 1)),
         ("bad-id.json", tiny_profile("Bad Id!", 1, 1)),
-        ("extra.json", tiny_profile("extra", 1, 1).replace("\"schema\": 1,", "\"schema\": 1, \"colour\": \"red\",")),
+        (
+            "extra.json",
+            tiny_profile("extra", 1, 1)
+                .replace("\"schema\": 1,", "\"schema\": 1, \"colour\": \"red\","),
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();

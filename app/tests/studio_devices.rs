@@ -26,9 +26,7 @@ fn deploy<'a>(harness: &'a Harness<'static, StudioApp>) -> &'a edgefit::gui::dep
 fn pick(harness: &mut Harness<'static, StudioApp>, combo: &str, option: &str) {
     harness.get_by_label(combo).scroll_to_me();
     harness.run();
-    harness
-        .get_by_role_and_label(Role::ComboBox, combo)
-        .click();
+    harness.get_by_role_and_label(Role::ComboBox, combo).click();
     harness.run();
     harness.get_by_label(option).click();
     harness.run();
@@ -51,7 +49,9 @@ fn choosing_a_device_shows_its_verdicts_placement_memory_and_split() {
     // An int8 plan in the QDQ format: every device gets a second, smaller row.
     let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
     recipe.defaults.precision = Precision::Int { bits: 8 };
-    harness.state_mut().send(Command::SetFormat(ExportFormat::QdqInt8));
+    harness
+        .state_mut()
+        .send(Command::SetFormat(ExportFormat::QdqInt8));
     harness.state_mut().send(Command::SetRecipe {
         recipe,
         record: true,
@@ -69,7 +69,11 @@ fn choosing_a_device_shows_its_verdicts_placement_memory_and_split() {
     }
 
     // The iPhone: its Neural Engine takes every node but the Flatten.
-    pick(&mut harness, "Target device", "Apple iPhone 15 (A16 Bionic)");
+    pick(
+        &mut harness,
+        "Target device",
+        "Apple iPhone 15 (A16 Bionic)",
+    );
     {
         let s = harness.state().session.as_ref().unwrap();
         assert_eq!(s.deploy.choices.device.as_deref(), Some("iphone-15"));
@@ -91,17 +95,40 @@ fn choosing_a_device_shows_its_verdicts_placement_memory_and_split() {
     }
     harness.get_by_label_contains("Flatten x1: not in the provider's op list");
     // The graph coloured by placement shows its legend.
-    pick(&mut harness, "Colour by", "Device placement (accelerator / CPU)");
+    pick(
+        &mut harness,
+        "Colour by",
+        "Device placement (accelerator / CPU)",
+    );
     harness.get_by_label("CPU (accelerator refuses it)");
 
     // The split: a slow microcontroller, a server a fast link away sends everything to the
     // server; a crawling uplink keeps everything on the device.
-    pick(&mut harness, "Target device", "STMicroelectronics NUCLEO-L4R5ZI (STM32L4R5ZI, Arm Cortex-M4F)");
-    let nodes = harness.state().session.as_ref().unwrap().open.loaded.graph.main_nodes().count();
+    pick(
+        &mut harness,
+        "Target device",
+        "STMicroelectronics NUCLEO-L4R5ZI (STM32L4R5ZI, Arm Cortex-M4F)",
+    );
+    let nodes = harness
+        .state()
+        .session
+        .as_ref()
+        .unwrap()
+        .open
+        .loaded
+        .graph
+        .main_nodes()
+        .count();
     let best = |harness: &Harness<'static, StudioApp>| {
         let cuts = &deploy(harness).cuts;
-        assert_eq!(cuts.len(), nodes + 1, "every prefix cut, both ends included");
-        edgefit_engine::deploy::split_cost::best_cut(cuts).unwrap().after_nodes
+        assert_eq!(
+            cuts.len(),
+            nodes + 1,
+            "every prefix cut, both ends included"
+        );
+        edgefit_engine::deploy::split_cost::best_cut(cuts)
+            .unwrap()
+            .after_nodes
     };
     // The sliders send the panel's choices with a new link (what a drag does).
     let set_link = |harness: &mut Harness<'static, StudioApp>, mbps: f64, rtt_ms: f64| {
@@ -158,7 +185,11 @@ fn the_two_halves_of_a_cut_are_exported_and_verified() {
     wait_idle(&mut harness);
     let head = dir.path().join("mnist.head.onnx");
     let tail = dir.path().join("mnist.tail.onnx");
-    assert!(head.is_file() && tail.is_file(), "{:?}", harness.state().error);
+    assert!(
+        head.is_file() && tail.is_file(),
+        "{:?}",
+        harness.state().error
+    );
     let status = harness.state().status.clone().unwrap_or_default();
     assert!(status.contains("tract: reproduces the model"), "{status}");
     for name in &cut.tensors {
@@ -166,11 +197,15 @@ fn the_two_halves_of_a_cut_are_exported_and_verified() {
     }
     // The halves load, and together they hold every node of the model.
     let nodes = |p: &std::path::Path| {
-        edgefit_engine::load_model(p, &edgefit_engine::NoProgress, &edgefit_engine::CancelToken::new())
-            .unwrap()
-            .graph
-            .main_nodes()
-            .count()
+        edgefit_engine::load_model(
+            p,
+            &edgefit_engine::NoProgress,
+            &edgefit_engine::CancelToken::new(),
+        )
+        .unwrap()
+        .graph
+        .main_nodes()
+        .count()
     };
     assert_eq!(nodes(&head) + nodes(&tail), nodes(&sample("mnist-cnn")));
 }

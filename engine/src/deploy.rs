@@ -8,10 +8,10 @@
 
 mod built_in;
 pub mod device;
+pub mod estimate;
+pub mod fit;
 pub mod graph;
 pub mod memory;
-pub mod estimate;
 pub mod partition;
-pub mod fit;
 pub mod split;
 pub mod split_cost;

@@ -14,6 +14,9 @@ struct Row {
     file_size_bytes: u64,
     load_ms: f64,
     analysis_ms: f64,
+    /// `edgefit fit --device all` on the loaded model (every built-in device, the original)
+    /// plus the split's cut listing: what the Devices panel computes when the model opens.
+    deploy_ms: f64,
 }
 
 impl Row {
@@ -79,6 +82,7 @@ pub fn bench_scaling(sizes: &[usize], runs: usize, json: bool) -> Result<()> {
                     "analysis_ms": r.analysis_ms,
                     "total_ms": r.total_ms(),
                     "per_node_us": r.per_node_us(),
+                    "deploy_ms": r.deploy_ms,
                 })
             })
             .collect();
@@ -99,18 +103,19 @@ pub fn bench_scaling(sizes: &[usize], runs: usize, json: bool) -> Result<()> {
         rayon::current_num_threads()
     );
     println!(
-        "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12}",
-        "nodes", "file", "load ms", "analysis ms", "total ms", "µs per node"
+        "{:>8} {:>10} {:>10} {:>12} {:>10} {:>12} {:>10}",
+        "nodes", "file", "load ms", "analysis ms", "total ms", "µs per node", "fit ms"
     );
     for r in &rows {
         println!(
-            "{:>8} {:>10} {:>10.0} {:>12.0} {:>10.0} {:>12.1}",
+            "{:>8} {:>10} {:>10.0} {:>12.0} {:>10.0} {:>12.1} {:>10.0}",
             thousands(r.nodes as u64),
             crate::format::bytes(r.file_size_bytes),
             r.load_ms,
             r.analysis_ms,
             r.total_ms(),
-            r.per_node_us()
+            r.per_node_us(),
+            r.deploy_ms
         );
     }
     println!(
@@ -132,7 +137,9 @@ fn measure_all(dir: &std::path::Path, sizes: &[usize], runs: usize) -> Result<Ve
         edgefit_engine::model::write::write_bytes_atomic(&path, &encoded)?;
         let mut load_times = Vec::with_capacity(runs);
         let mut analysis_times = Vec::with_capacity(runs);
+        let mut deploy_times = Vec::with_capacity(runs);
         let mut nodes = 0;
+        let catalog = edgefit_engine::deploy::device::DeviceCatalog::built_in();
         for _ in 0..runs {
             let cancel = CancelToken::new();
             let start = Instant::now();
@@ -141,6 +148,15 @@ fn measure_all(dir: &std::path::Path, sizes: &[usize], runs: usize) -> Result<Ve
             let analysis = analyse(&loaded, &AnalysisOptions::default(), &NoProgress, &cancel)?;
             analysis_times.push(loaded_at.elapsed());
             load_times.push(loaded_at - start);
+            let deploy_start = Instant::now();
+            let graph = edgefit_engine::deploy::graph::DeviceGraph::original(&loaded);
+            let _ = edgefit_engine::deploy::fit::fit_devices(
+                &graph,
+                &catalog.profiles,
+                edgefit_engine::deploy::fit::FitTargets::default(),
+            );
+            let _ = edgefit_engine::deploy::split::prefix_cuts(&loaded);
+            deploy_times.push(deploy_start.elapsed());
             nodes = analysis.nodes;
         }
         let _ = std::fs::remove_file(&path);
@@ -149,6 +165,7 @@ fn measure_all(dir: &std::path::Path, sizes: &[usize], runs: usize) -> Result<Ve
             file_size_bytes: encoded.len() as u64,
             load_ms: median_ms(&mut load_times),
             analysis_ms: median_ms(&mut analysis_times),
+            deploy_ms: median_ms(&mut deploy_times),
         });
     }
     Ok(rows)

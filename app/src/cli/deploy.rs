@@ -142,10 +142,7 @@ pub fn fit_cmd(args: &FitArgs) -> Result<()> {
     let ids: Vec<&str> = if args.devices.is_empty() {
         vec!["all"]
     } else {
-        args.devices
-            .iter()
-            .flat_map(|d| d.split(','))
-            .collect()
+        args.devices.iter().flat_map(|d| d.split(',')).collect()
     };
     for id in ids {
         if id == "all" {
@@ -184,9 +181,7 @@ pub fn fit_cmd(args: &FitArgs) -> Result<()> {
     let plan_fits = if planned {
         let analysis = analyse(
             &model,
-            &AnalysisOptions {
-                histogram_bins: 16,
-            },
+            &AnalysisOptions { histogram_bins: 16 },
             &sink(&bar),
             &cancel,
         )?;

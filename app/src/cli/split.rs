@@ -67,7 +67,12 @@ pub struct SplitArgs {
     #[arg(long, value_name = "ID")]
     pub device: Option<String>,
     /// The server of the split (a device profile id).
-    #[arg(long, value_name = "ID", default_value = "x86-server-no-vnni", requires = "device")]
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = "x86-server-no-vnni",
+        requires = "device"
+    )]
     pub server: String,
     /// Uplink bandwidth from the device to the server, Mbit/s.
     #[arg(long, value_name = "MBPS", default_value_t = 20.0, requires = "device")]
@@ -281,9 +286,11 @@ fn estimate_cuts(
     use edgefit_engine::deploy::graph::DeviceGraph;
     use edgefit_engine::deploy::partition::partition;
     use edgefit_engine::deploy::split_cost::{Link, cut_costs};
-    if !(args.bandwidth_mbps.is_finite() && args.bandwidth_mbps > 0.0)
-        || !(args.rtt_ms.is_finite() && args.rtt_ms >= 0.0)
-    {
+    let link_ok = args.bandwidth_mbps.is_finite()
+        && args.bandwidth_mbps > 0.0
+        && args.rtt_ms.is_finite()
+        && args.rtt_ms >= 0.0;
+    if !link_ok {
         return Err(Failure::Usage(
             "--bandwidth-mbps must be positive and --rtt-ms at least 0".to_owned(),
         )

@@ -169,11 +169,13 @@ impl DeployState {
         let refused: std::collections::HashSet<&str> =
             placed.unsupported.iter().map(|u| u.op.as_str()).collect();
         for (position, node) in graph.nodes.iter().enumerate() {
-            if let (Some(slot), Some(p)) =
-                (self.placement.get_mut(node.node), placed.placement.get(position))
-            {
-                let was_refused =
-                    *p == Placement::Cpu && device.accelerator.is_some() && refused.contains(node.op.as_str());
+            if let (Some(slot), Some(p)) = (
+                self.placement.get_mut(node.node),
+                placed.placement.get(position),
+            ) {
+                let was_refused = *p == Placement::Cpu
+                    && device.accelerator.is_some()
+                    && refused.contains(node.op.as_str());
                 *slot = Some((*p, was_refused));
             }
         }

@@ -99,8 +99,9 @@ fn devices_table_ui(ui: &mut egui::Ui, state: &DeployState) {
             }
             ui.end_row();
             for row in &state.rows {
-                let forms: Vec<&DeviceFit> =
-                    std::iter::once(&row.original).chain(row.plan.as_ref()).collect();
+                let forms: Vec<&DeviceFit> = std::iter::once(&row.original)
+                    .chain(row.plan.as_ref())
+                    .collect();
                 for (i, f) in forms.into_iter().enumerate() {
                     if i == 0 {
                         ui.label(&f.device).on_hover_text(&f.name);
@@ -237,8 +238,7 @@ fn split_ui(
             plot.line(Line::new("server", line(|c| c.server_ms)));
             plot.vline(VLine::new("best", best.after_nodes as f64));
             plot.points(
-                Points::new("best cut", vec![[best.after_nodes as f64, best.total_ms]])
-                    .radius(4.0),
+                Points::new("best cut", vec![[best.after_nodes as f64, best.total_ms]]).radius(4.0),
             );
         });
     let place = match best.after_nodes {
@@ -266,10 +266,7 @@ fn split_ui(
     if last < 2 {
         return;
     }
-    let mut at = choices
-        .cut
-        .unwrap_or(best.after_nodes)
-        .clamp(1, last - 1);
+    let mut at = choices.cut.unwrap_or(best.after_nodes).clamp(1, last - 1);
     ui.horizontal(|ui| {
         let label = ui.label("Export the cut after node");
         ui.add(egui::DragValue::new(&mut at).range(1..=last - 1))

@@ -48,7 +48,10 @@ pub enum JobOutput {
         view: Box<super::diff_panel::DiffView>,
     },
     /// The two halves of a split, written; `passed`: head then tail reproduced the model.
-    Split { message: String, passed: bool },
+    Split {
+        message: String,
+        passed: bool,
+    },
 }
 
 /// What a job is doing, for the progress line.
@@ -282,8 +285,9 @@ impl Job {
                 runtimes.push(RuntimeKind::OnnxRuntime);
             }
             let data = data.first(16);
-            let resolved = edgefit_engine::pipeline::resolve_inputs(model, Some(&data), &run.inputs)
-                .map_err(|e| e.to_string())?;
+            let resolved =
+                edgefit_engine::pipeline::resolve_inputs(model, Some(&data), &run.inputs)
+                    .map_err(|e| e.to_string())?;
             let verification = verify_split(
                 model,
                 &split,

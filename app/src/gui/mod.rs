@@ -391,8 +391,8 @@ impl eframe::App for StudioApp {
                             });
                             rects.push(("sensitivity", sensitivity.response.rect));
                             ui.separator();
-                            let devices =
-                                ui.scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
+                            let devices = ui
+                                .scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
                             rects.push(("devices", devices.response.rect));
                             if let Some(view) = &session.diff {
                                 ui.separator();

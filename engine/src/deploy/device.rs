@@ -176,11 +176,10 @@ pub struct DeviceProfile {
 impl DeviceProfile {
     /// Parses and checks one profile; `origin` names it in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Self> {
-        let mut profile: DeviceProfile =
-            serde_json::from_str(text).map_err(|e| Error::Device {
-                what: format!("device profile {origin}"),
-                reason: e.to_string(),
-            })?;
+        let mut profile: DeviceProfile = serde_json::from_str(text).map_err(|e| Error::Device {
+            what: format!("device profile {origin}"),
+            reason: e.to_string(),
+        })?;
         profile.origin = origin.to_owned();
         profile.check()?;
         Ok(profile)

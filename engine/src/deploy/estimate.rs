@@ -131,7 +131,11 @@ fn peak_gops(t: &Throughput, precision: ComputePrecision) -> Option<(f64, Comput
 }
 
 /// Estimates one inference of `graph` on `profile`, with nodes placed by `partition`.
-pub fn estimate(graph: &DeviceGraph, profile: &DeviceProfile, partition: &Partition) -> LatencyEstimate {
+pub fn estimate(
+    graph: &DeviceGraph,
+    profile: &DeviceProfile,
+    partition: &Partition,
+) -> LatencyEstimate {
     let cpu = Efficiency::cpu(profile);
     let acc_eff = Efficiency::accelerator();
     let bandwidth = profile.memory.bandwidth_gb_per_s * 1e9;
@@ -223,19 +227,22 @@ pub fn estimate(graph: &DeviceGraph, profile: &DeviceProfile, partition: &Partit
         cpu.depthwise * 100.0,
         cpu.other * 100.0,
         cpu.per_node_us,
-        partition.accelerator.as_ref().map_or(String::new(), |a| format!(
-            "; {} nodes on {a} in {} partitions{}",
-            partition.accelerator_nodes,
-            partition.accelerator_partitions,
-            profile.accelerator.as_ref().map_or("", |acc| {
-                let t = &acc.throughput_gops;
-                if t.fp32.or(t.fp16).or(t.int8).is_none() {
-                    " (its throughput is not published: the CPU's peak stands in)"
-                } else {
-                    ""
-                }
-            })
-        )),
+        partition
+            .accelerator
+            .as_ref()
+            .map_or(String::new(), |a| format!(
+                "; {} nodes on {a} in {} partitions{}",
+                partition.accelerator_nodes,
+                partition.accelerator_partitions,
+                profile.accelerator.as_ref().map_or("", |acc| {
+                    let t = &acc.throughput_gops;
+                    if t.fp32.or(t.fp16).or(t.int8).is_none() {
+                        " (its throughput is not published: the CPU's peak stands in)"
+                    } else {
+                        ""
+                    }
+                })
+            )),
     );
     LatencyEstimate {
         latency_ms,

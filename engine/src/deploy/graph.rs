@@ -54,7 +54,11 @@ impl OpKind {
                     .find(|a| a.name == "group")
                     .and_then(|a| a.value.trim().parse().ok())
                     .unwrap_or(1);
-                if group > 1 { Self::Depthwise } else { Self::Dense }
+                if group > 1 {
+                    Self::Depthwise
+                } else {
+                    Self::Dense
+                }
             }
             "ConvTranspose" | "Gemm" | "MatMul" | "MatMulInteger" | "QLinearMatMul" | "LSTM"
             | "GRU" | "RNN" | "Einsum" | "Attention" => Self::Dense,
@@ -462,13 +466,11 @@ fn build(
             .shapes
             .get(&tensor.name)
             .or_else(|| graph.declared.get(&tensor.name));
-        let elements: Option<u64> = fact
-            .and_then(|f| f.shape.as_ref())
-            .and_then(|dims| {
-                dims.iter()
-                    .map(|d| d.known().and_then(|v| u64::try_from(v).ok()))
-                    .try_fold(1u64, |acc, d| d.map(|d| acc.saturating_mul(d)))
-            });
+        let elements: Option<u64> = fact.and_then(|f| f.shape.as_ref()).and_then(|dims| {
+            dims.iter()
+                .map(|d| d.known().and_then(|v| u64::try_from(v).ok()))
+                .try_fold(1u64, |acc, d| d.map(|d| acc.saturating_mul(d)))
+        });
         let dtype = fact.and_then(|f| f.dtype);
         let is_float = dtype.is_none_or(|d| d.is_float());
         tensor.bytes = elements.map(|e| {

@@ -131,16 +131,13 @@ pub fn partition(graph: &DeviceGraph, profile: &DeviceProfile) -> Partition {
             continue;
         }
         // A CPU node (or a folded one) passes on a dependency on the current partition.
-        let depends = node
-            .reads
-            .iter()
-            .any(|&t| {
-                let from_current = graph.tensors[t]
-                    .producer
-                    .and_then(|p| partition_of[p])
-                    .is_some_and(|c| c == current);
-                tainted[t] == Some(current) || (!node.fused && from_current)
-            });
+        let depends = node.reads.iter().any(|&t| {
+            let from_current = graph.tensors[t]
+                .producer
+                .and_then(|p| partition_of[p])
+                .is_some_and(|c| c == current);
+            tainted[t] == Some(current) || (!node.fused && from_current)
+        });
         if depends {
             for &t in &node.writes {
                 tainted[t] = Some(current);
@@ -149,7 +146,11 @@ pub fn partition(graph: &DeviceGraph, profile: &DeviceProfile) -> Partition {
     }
     let partitions = if used { current + 1 } else { 0 };
     // Graph inputs start on the CPU; graph outputs end there.
-    let side = |t: usize| graph.tensors[t].producer.map_or(Placement::Cpu, |p| placement[p]);
+    let side = |t: usize| {
+        graph.tensors[t]
+            .producer
+            .map_or(Placement::Cpu, |p| placement[p])
+    };
     let mut crosses: Vec<bool> = graph
         .tensors
         .iter()

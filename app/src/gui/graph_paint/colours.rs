@@ -202,7 +202,10 @@ impl DiffMark {
 const DEVICE_LEGEND: [(&str, Color32); 4] = [
     ("accelerator", Color32::from_rgb(40, 150, 80)),
     ("CPU", Color32::from_rgb(70, 100, 150)),
-    ("CPU (accelerator refuses it)", Color32::from_rgb(200, 60, 50)),
+    (
+        "CPU (accelerator refuses it)",
+        Color32::from_rgb(200, 60, 50),
+    ),
     ("no device chosen", NO_WEIGHT),
 ];
 

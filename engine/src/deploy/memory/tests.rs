@@ -48,8 +48,8 @@ fn assert_valid(plan: &MemoryPlan) {
                 continue;
             }
             let in_time = a.first <= b.last && b.first <= a.last;
-            let in_space =
-                a.offset_bytes < b.offset_bytes + b.bytes && b.offset_bytes < a.offset_bytes + a.bytes;
+            let in_space = a.offset_bytes < b.offset_bytes + b.bytes
+                && b.offset_bytes < a.offset_bytes + a.bytes;
             assert!(!(in_time && in_space), "{a:?} collides with {b:?}");
         }
     }
