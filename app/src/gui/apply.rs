@@ -419,6 +419,17 @@ impl StudioApp {
                 None => self.error = Some(format!("tour: the model has no layer `{name}`")),
             }
         }
+        if let Some(id) = &step.device {
+            if s.deploy.catalog.get(id).is_some() {
+                let mut choices = s.deploy.choices.clone();
+                choices.device = Some(id.clone());
+                self.commands.push(Command::SetDeployChoices(choices));
+                self.graph.set_overlay(super::graph_paint::Overlay::Device);
+                self.show_devices = true;
+            } else {
+                self.error = Some(format!("tour: no device profile `{id}`"));
+            }
+        }
         // One job at a time: a sweep, data, export or diff step is not also evaluated.
         if let Some(source) = step.data {
             self.commands.push(Command::LoadData(source));

@@ -169,6 +169,10 @@ impl DeployState {
         let refused: std::collections::HashSet<&str> =
             placed.unsupported.iter().map(|u| u.op.as_str()).collect();
         for (position, node) in graph.nodes.iter().enumerate() {
+            // A Constant is a weight: it runs nowhere.
+            if node.fused && node.reads.is_empty() {
+                continue;
+            }
             if let (Some(slot), Some(p)) = (
                 self.placement.get_mut(node.node),
                 placed.placement.get(position),

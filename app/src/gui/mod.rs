@@ -172,6 +172,8 @@ pub struct StudioApp {
     pub tour: std::collections::VecDeque<tour::TourStep>,
     /// The diff last scrolled into view (by its address).
     diff_shown: Option<usize>,
+    /// Scroll the Devices panel into view on the next frame (a tour chose a device).
+    pub show_devices: bool,
     /// The tensors of the split whose halves the export dialog is choosing a path for.
     pending_split: Option<Vec<String>>,
     /// The last file exported from this window (offered for a diff with the original).
@@ -205,6 +207,7 @@ impl StudioApp {
             auto_evaluate: true,
             evaluations_started: 0,
             initial_recipe: None,
+            show_devices: false,
             pending_split: None,
             pending_session: None,
             screenshot: None,
@@ -394,6 +397,9 @@ impl eframe::App for StudioApp {
                             let devices = ui
                                 .scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
                             rects.push(("devices", devices.response.rect));
+                            if std::mem::take(&mut self.show_devices) {
+                                ui.scroll_to_rect(devices.response.rect, Some(egui::Align::TOP));
+                            }
                             if let Some(view) = &session.diff {
                                 ui.separator();
                                 let diff = ui.scope(|ui| diff_panel::diff_ui(ui, view, commands));

@@ -34,6 +34,8 @@ pub struct TourStep {
     pub export: Option<std::path::PathBuf>,
     /// Compare the open model with this file.
     pub diff: Option<std::path::PathBuf>,
+    /// Choose this target device in the Devices panel and colour the graph by its placement.
+    pub device: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +57,8 @@ struct StepFile {
     export: Option<std::path::PathBuf>,
     #[serde(default)]
     diff: Option<std::path::PathBuf>,
+    #[serde(default)]
+    device: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +109,7 @@ pub fn parse_tour(text: &str) -> Result<Vec<TourStep>> {
                 }),
                 export: s.export,
                 diff: s.diff,
+                device: s.device,
             })
         })
         .collect()
