@@ -209,3 +209,55 @@ fn the_two_halves_of_a_cut_are_exported_and_verified() {
     };
     assert_eq!(nodes(&head) + nodes(&tail), nodes(&sample("mnist-cnn")));
 }
+
+#[test]
+fn the_summary_and_every_evaluated_point_say_whether_it_fits_the_device() {
+    let mut harness = studio_sized(&sample("mnist-cnn"), false, [1400.0, 1600.0]);
+    harness.state_mut().send(Command::Evaluate);
+    wait_idle(&mut harness);
+    let mut recipe = harness.state().session.as_ref().unwrap().recipe.clone();
+    recipe.defaults.precision = Precision::Int { bits: 8 };
+    harness
+        .state_mut()
+        .send(Command::SetFormat(ExportFormat::QdqInt8));
+    harness.state_mut().send(Command::SetRecipe {
+        recipe,
+        record: true,
+    });
+    harness.state_mut().send(Command::Evaluate);
+    wait_idle(&mut harness);
+    let points = harness.state().session.as_ref().unwrap().points.len();
+    assert!(points >= 1);
+    // No device: the Summary asks for one, the points list has no device column.
+    harness.get_by_label_contains("Choose a target device under Devices");
+    assert!(deploy(&harness).point_fits.is_empty());
+
+    // A profile whose RAM holds the int8 plan's arena but not the float original's.
+    let mut choices = deploy(&harness).choices.clone();
+    choices.device = Some("cortex-m7".to_owned());
+    choices.max_latency_ms = Some(5.0);
+    harness.state_mut().send(Command::SetDeployChoices(choices));
+    harness.run();
+    harness.run();
+    let state = deploy(&harness);
+    assert_eq!(state.point_fits.len(), points);
+    let fits: Vec<bool> = state
+        .point_fits
+        .iter()
+        .map(|f| f.as_ref().expect("a verdict per point").fits())
+        .collect();
+    // The Cortex-M7 runs the float plan in ~10 ms and the int8 QDQ one in ~3 ms
+    // (estimates): against a 5 ms target only the int8 point fits.
+    let int8 = harness
+        .state()
+        .session
+        .as_ref()
+        .unwrap()
+        .points
+        .iter()
+        .map(|p| p.recipe.defaults.precision == Precision::Int { bits: 8 })
+        .collect::<Vec<_>>();
+    assert_eq!(fits, int8, "{:?}", state.point_fits);
+    harness.get_by_label("on cortex-m7");
+    harness.get_by_label_contains("On STMicroelectronics NUCLEO-H7A3ZI-Q");
+}

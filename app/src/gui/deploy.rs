@@ -74,6 +74,11 @@ pub struct DeployState {
     pub cuts: Vec<CutCost>,
     /// Why the split cannot be explored (no device chosen, unknown server).
     pub split_note: Option<String>,
+    /// Per evaluated point (parallel to `Session::points`): the chosen device's verdicts for
+    /// its plan; empty without a device.
+    pub point_fits: Vec<Option<DeviceFit>>,
+    /// The points and choices `point_fits` are for.
+    points_key: Option<(Vec<(Recipe, ExportFormat)>, DeployChoices)>,
 }
 
 impl Default for DeployState {
@@ -89,6 +94,8 @@ impl Default for DeployState {
             live_bytes: Vec::new(),
             cuts: Vec::new(),
             split_note: None,
+            point_fits: Vec::new(),
+            points_key: None,
         }
     }
 }
@@ -195,6 +202,57 @@ impl DeployState {
             .get_or_insert_with(|| Arc::new(prefix_cuts(model)))
             .clone();
         self.cuts = cut_costs(&cuts, device, &on_device, &on_server, self.choices.link);
+    }
+}
+
+impl DeployState {
+    /// The chosen device's verdicts for each evaluated point's plan, recomputed when the
+    /// points or the choices change. Each plan is applied again (from the compressor's
+    /// cache where layers match); `large` models skip it (seconds on the UI thread).
+    pub fn update_points(
+        &mut self,
+        model: &LoadedModel,
+        compressor: &Compressor,
+        points: &[super::points::EvalPoint],
+        large: bool,
+    ) {
+        let key = (
+            points
+                .iter()
+                .map(|p| (p.recipe.clone(), p.format))
+                .collect::<Vec<_>>(),
+            self.choices.clone(),
+        );
+        if self.points_key.as_ref() == Some(&key) {
+            return;
+        }
+        self.points_key = Some(key);
+        self.point_fits.clear();
+        let Some(device) = self
+            .choices
+            .device
+            .as_deref()
+            .and_then(|id| self.catalog.get(id))
+        else {
+            return;
+        };
+        if large {
+            return;
+        }
+        let targets = FitTargets {
+            max_latency_ms: self.choices.max_latency_ms,
+        };
+        let mut scratch = compressor.sharing_weights();
+        let cancel = edgefit_engine::CancelToken::new();
+        self.point_fits = points
+            .iter()
+            .map(|p| {
+                let compression = scratch.apply(&p.recipe, &cancel).ok()?;
+                let graph = DeviceGraph::planned(model, &scratch, &compression, p.format);
+                let (_, details) = fit_devices(&graph, [device], targets);
+                details.into_iter().next().map(|d| d.fit)
+            })
+            .collect();
     }
 }
 

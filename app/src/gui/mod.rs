@@ -393,13 +393,6 @@ impl eframe::App for StudioApp {
                                 );
                             });
                             rects.push(("sensitivity", sensitivity.response.rect));
-                            ui.separator();
-                            let devices = ui
-                                .scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
-                            rects.push(("devices", devices.response.rect));
-                            if std::mem::take(&mut self.show_devices) {
-                                ui.scroll_to_rect(devices.response.rect, Some(egui::Align::TOP));
-                            }
                             if let Some(view) = &session.diff {
                                 ui.separator();
                                 let diff = ui.scope(|ui| diff_panel::diff_ui(ui, view, commands));
@@ -410,6 +403,13 @@ impl eframe::App for StudioApp {
                                     self.diff_shown = identity;
                                     ui.scroll_to_rect(diff.response.rect, Some(egui::Align::TOP));
                                 }
+                            }
+                            ui.separator();
+                            let devices = ui
+                                .scope(|ui| deploy_panel::devices_ui(ui, session, busy, commands));
+                            rects.push(("devices", devices.response.rect));
+                            if std::mem::take(&mut self.show_devices) {
+                                ui.scroll_to_rect(devices.response.rect, Some(egui::Align::TOP));
                             }
                         });
                     });

@@ -5,7 +5,7 @@ use edgefit_engine::compress::plan::{Clipping, Precision, PruneMethod, Recipe};
 use edgefit_engine::export::build::ExportFormat;
 use edgefit_engine::model::graph::format_shape;
 
-use egui::Color32;
+use egui::{Color32, RichText};
 use egui_plot::{Bar, BarChart, Legend, Plot, VLine};
 
 use super::Command;
@@ -314,6 +314,7 @@ pub fn summary_ui(ui: &mut egui::Ui, session: &Session) {
             row("Nodes", thousands(a.nodes as u64), String::new());
             row("Layers", a.layers.len().to_string(), String::new());
         });
+    device_badges_ui(ui, session);
     // What the format does not realise of the plan, and which format would.
     if let Some((_, _, planned)) = session
         .planned_file
@@ -353,6 +354,73 @@ pub fn summary_ui(ui: &mut egui::Ui, session: &Session) {
             ));
         }
     }
+}
+
+/// The target device's verdicts for the original and the plan (chosen in the Devices panel):
+/// fits RAM, fits flash, meets the latency target — green or red, with the margins.
+fn device_badges_ui(ui: &mut egui::Ui, session: &Session) {
+    let deploy = &session.deploy;
+    let Some(row) = deploy
+        .choices
+        .device
+        .as_deref()
+        .and_then(|id| deploy.rows.iter().find(|r| r.original.device == id))
+    else {
+        ui.label(
+            RichText::new("Choose a target device under Devices to see whether it fits.")
+                .small()
+                .weak(),
+        );
+        return;
+    };
+    ui.strong(format!("On {}", row.original.name));
+    let badge = |ui: &mut egui::Ui, ok: Option<bool>, text: String| {
+        let (mark, colour) = match ok {
+            Some(true) => ("OK", Color32::from_rgb(60, 170, 90)),
+            Some(false) => ("NO", Color32::from_rgb(220, 70, 60)),
+            None => ("--", ui.visuals().weak_text_color()),
+        };
+        ui.label(RichText::new(format!("{mark} {text}")).color(colour));
+    };
+    let signed = |m: i64| {
+        if m < 0 {
+            format!("-{}", bytes(m.unsigned_abs()))
+        } else {
+            format!("+{}", bytes(m.unsigned_abs()))
+        }
+    };
+    egui::Grid::new("device_badges")
+        .num_columns(4)
+        .show(ui, |ui| {
+            for (label, f) in std::iter::once(("original", &row.original))
+                .chain(row.plan.as_ref().map(|p| ("plan", p)))
+            {
+                ui.label(label);
+                badge(
+                    ui,
+                    Some(f.fits_ram),
+                    format!(
+                        "RAM {} ({})",
+                        bytes(f.ram_needed_bytes),
+                        signed(f.ram_margin_bytes)
+                    ),
+                );
+                badge(
+                    ui,
+                    f.fits_flash,
+                    match f.flash_margin_bytes {
+                        Some(m) => format!("flash {} ({})", bytes(f.weight_bytes), signed(m)),
+                        None => format!("weights {}", bytes(f.weight_bytes)),
+                    },
+                );
+                badge(
+                    ui,
+                    f.meets_latency,
+                    format!("~{:.2} ms (estimate)", f.latency_ms),
+                );
+                ui.end_row();
+            }
+        });
 }
 
 /// Histogram of the selected layer's weight before and after, with the quantization levels.

@@ -436,6 +436,9 @@ impl Session {
             &self.recipe,
             self.format,
         );
+        let large = self.estimator.is_some();
+        self.deploy
+            .update_points(&self.open.loaded, &self.compressor, &self.points, large);
     }
 
     /// Selects layer `i` (an index into `compressor.layers`).

@@ -38,9 +38,19 @@ pub(super) fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec
                 if agreement {
                     ui.strong("agreement");
                 }
-                for h in ["size", "latency", "settings"] {
+                let device = session
+                    .deploy
+                    .choices
+                    .device
+                    .as_deref()
+                    .filter(|_| !session.deploy.point_fits.is_empty());
+                for h in ["size", "latency"] {
                     ui.strong(h);
                 }
+                if let Some(id) = device {
+                    ui.strong(format!("on {id}"));
+                }
+                ui.strong("settings");
                 ui.end_row();
                 for (i, p) in session.points.iter().enumerate().rev() {
                     let number = format!("{}", i + 1);
@@ -126,6 +136,12 @@ pub(super) fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec
                         p.latency_ms
                             .map_or("-".to_owned(), |l| format!("{l:.3} ms {}", p.runtime)),
                     );
+                    if device.is_some() {
+                        fit_badge_ui(
+                            ui,
+                            session.deploy.point_fits.get(i).and_then(Option::as_ref),
+                        );
+                    }
                     let settings = format!(
                         "{}{}{}",
                         p.settings_short(),
@@ -147,6 +163,34 @@ pub(super) fn points_ui(ui: &mut egui::Ui, session: &Session, commands: &mut Vec
                 }
             });
         });
+}
+
+/// OK (green) when the point's plan fits the chosen device's RAM and flash and meets the
+/// latency target, else NO (red); the figures on hover.
+fn fit_badge_ui(ui: &mut egui::Ui, fit: Option<&edgefit_engine::deploy::fit::DeviceFit>) {
+    let Some(f) = fit else {
+        ui.label("-");
+        return;
+    };
+    let (text, colour) = if f.fits() {
+        ("OK", egui::Color32::from_rgb(60, 170, 90))
+    } else {
+        ("NO", egui::Color32::from_rgb(220, 70, 60))
+    };
+    ui.colored_label(colour, text).on_hover_text(format!(
+        "RAM {} of {}, weights {}{}, ~{:.2} ms (estimate){}",
+        bytes(f.ram_needed_bytes),
+        bytes(f.ram_bytes),
+        bytes(f.weight_bytes),
+        f.weight_budget_bytes
+            .map_or(String::new(), |b| format!(" of {}", bytes(b))),
+        f.latency_ms,
+        f.meets_latency.map_or(String::new(), |m| if m {
+            ", meets the target".to_owned()
+        } else {
+            ", misses the target".to_owned()
+        })
+    ));
 }
 
 pub(super) fn percent(fraction: f64) -> String {
