@@ -110,12 +110,16 @@ impl DeployState {
         recipe: &Recipe,
         format: ExportFormat,
     ) {
-        let key = (recipe.clone(), format, self.choices.clone());
-        if self.key.as_ref() == Some(&key) && compression.is_some_and(|c| &c.recipe == recipe) {
+        // Called every frame: compared in place, cloned only when something changed.
+        let same = self
+            .key
+            .as_ref()
+            .is_some_and(|(r, f, c)| r == recipe && *f == format && *c == self.choices);
+        if same && compression.is_some_and(|c| &c.recipe == recipe) {
             return;
         }
         let compression = compression.filter(|c| &c.recipe == recipe);
-        self.key = compression.map(|_| key);
+        self.key = compression.map(|_| (recipe.clone(), format, self.choices.clone()));
         let (original, original_memory) = self
             .original
             .get_or_insert_with(|| {
@@ -216,17 +220,25 @@ impl DeployState {
         points: &[super::points::EvalPoint],
         large: bool,
     ) {
-        let key = (
+        // Called every frame: compared in place, cloned only when something changed.
+        let same = self.points_key.as_ref().is_some_and(|(plans, choices)| {
+            *choices == self.choices
+                && plans.len() == points.len()
+                && plans
+                    .iter()
+                    .zip(points)
+                    .all(|((r, f), p)| *r == p.recipe && *f == p.format)
+        });
+        if same {
+            return;
+        }
+        self.points_key = Some((
             points
                 .iter()
                 .map(|p| (p.recipe.clone(), p.format))
-                .collect::<Vec<_>>(),
+                .collect(),
             self.choices.clone(),
-        );
-        if self.points_key.as_ref() == Some(&key) {
-            return;
-        }
-        self.points_key = Some(key);
+        ));
         self.point_fits.clear();
         let Some(device) = self
             .choices

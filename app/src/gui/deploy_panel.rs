@@ -24,6 +24,8 @@ pub fn devices_ui(ui: &mut egui::Ui, session: &Session, busy: bool, commands: &m
     ui.horizontal(|ui| {
         let label = ui.label("Target device");
         egui::ComboBox::from_id_salt("deploy_device")
+            .width(220.0)
+            .truncate()
             .selected_text(
                 choices
                     .device
@@ -90,6 +92,13 @@ fn verdict_text(ok: Option<bool>, text: String) -> RichText {
 }
 
 fn devices_table_ui(ui: &mut egui::Ui, state: &DeployState) {
+    // Scrolls sideways instead of widening the column (the graph keeps its room).
+    egui::ScrollArea::horizontal()
+        .id_salt("devices_table_scroll")
+        .show(ui, |ui| devices_grid_ui(ui, state));
+}
+
+fn devices_grid_ui(ui: &mut egui::Ui, state: &DeployState) {
     egui::Grid::new("devices_table")
         .striped(true)
         .num_columns(5)
@@ -177,6 +186,8 @@ fn split_ui(
     ui.horizontal(|ui| {
         let label = ui.label("Server");
         egui::ComboBox::from_id_salt("deploy_server")
+            .width(220.0)
+            .truncate()
             .selected_text(
                 state
                     .catalog
