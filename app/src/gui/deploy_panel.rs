@@ -103,7 +103,7 @@ fn devices_grid_ui(ui: &mut egui::Ui, state: &DeployState) {
         .striped(true)
         .num_columns(5)
         .show(ui, |ui| {
-            for h in ["Device", "Form", "RAM", "Flash / storage", "Latency (est.)"] {
+            for h in ["Device", "", "Latency (est.)", "RAM", "Flash / storage"] {
                 ui.label(RichText::new(h).strong());
             }
             ui.end_row();
@@ -118,6 +118,11 @@ fn devices_grid_ui(ui: &mut egui::Ui, state: &DeployState) {
                         ui.label("");
                     }
                     ui.label(if i == 0 { "original" } else { "plan" });
+                    ui.label(verdict_text(
+                        f.meets_latency,
+                        format!("{:.2} ms", f.latency_ms),
+                    ))
+                    .on_hover_text(format!("{}\nenergy {:.3} mJ", f.latency_basis, f.energy_mj));
                     ui.label(verdict_text(Some(f.fits_ram), bytes(f.ram_needed_bytes)))
                         .on_hover_text(format!(
                             "needs {} of {} (peak activations {}, lower bound {}, no reuse {})",
@@ -132,11 +137,6 @@ fn devices_grid_ui(ui: &mut egui::Ui, state: &DeployState) {
                         .map_or_else(|| "no budget".to_owned(), bytes);
                     ui.label(verdict_text(f.fits_flash, bytes(f.weight_bytes)))
                         .on_hover_text(format!("weights {} of {budget}", bytes(f.weight_bytes)));
-                    ui.label(verdict_text(
-                        f.meets_latency,
-                        format!("{:.2} ms", f.latency_ms),
-                    ))
-                    .on_hover_text(format!("{}\nenergy {:.3} mJ", f.latency_basis, f.energy_mj));
                     ui.end_row();
                 }
             }

@@ -389,38 +389,36 @@ fn device_badges_ui(ui: &mut egui::Ui, session: &Session) {
             format!("+{}", bytes(m.unsigned_abs()))
         }
     };
-    egui::Grid::new("device_badges")
-        .num_columns(4)
-        .show(ui, |ui| {
-            for (label, f) in std::iter::once(("original", &row.original))
-                .chain(row.plan.as_ref().map(|p| ("plan", p)))
-            {
-                ui.label(label);
-                badge(
-                    ui,
-                    Some(f.fits_ram),
-                    format!(
-                        "RAM {} ({})",
-                        bytes(f.ram_needed_bytes),
-                        signed(f.ram_margin_bytes)
-                    ),
-                );
-                badge(
-                    ui,
-                    f.fits_flash,
-                    match f.flash_margin_bytes {
-                        Some(m) => format!("flash {} ({})", bytes(f.weight_bytes), signed(m)),
-                        None => format!("weights {}", bytes(f.weight_bytes)),
-                    },
-                );
-                badge(
-                    ui,
-                    f.meets_latency,
-                    format!("~{:.2} ms (estimate)", f.latency_ms),
-                );
-                ui.end_row();
-            }
+    // Wrapped, not a grid: the controls column keeps its width.
+    for (label, f) in
+        std::iter::once(("original", &row.original)).chain(row.plan.as_ref().map(|p| ("plan", p)))
+    {
+        ui.horizontal_wrapped(|ui| {
+            ui.label(format!("{label}:"));
+            badge(
+                ui,
+                Some(f.fits_ram),
+                format!(
+                    "RAM {} ({})",
+                    bytes(f.ram_needed_bytes),
+                    signed(f.ram_margin_bytes)
+                ),
+            );
+            badge(
+                ui,
+                f.fits_flash,
+                match f.flash_margin_bytes {
+                    Some(m) => format!("flash {} ({})", bytes(f.weight_bytes), signed(m)),
+                    None => format!("weights {}", bytes(f.weight_bytes)),
+                },
+            );
+            badge(
+                ui,
+                f.meets_latency,
+                format!("~{:.2} ms (estimate)", f.latency_ms),
+            );
         });
+    }
 }
 
 /// Histogram of the selected layer's weight before and after, with the quantization levels.
