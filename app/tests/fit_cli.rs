@@ -393,3 +393,36 @@ fn split_list_with_a_device_costs_every_cut_and_names_the_best() {
     assert_eq!(costs("1000", "0"), 0);
     assert_eq!(costs("0.1", "300"), 35);
 }
+
+#[test]
+fn each_format_is_estimated_as_its_file_computes() {
+    let fit = |format: &str| {
+        let v = json(&edgefit(&[
+            "fit",
+            MLP,
+            "--device",
+            "cortex-m7",
+            "--format",
+            format,
+            "--json",
+        ]));
+        let d = v["devices"][0].clone();
+        (
+            d["latency_ms"].as_f64().unwrap(),
+            d["weight_bytes"].as_u64().unwrap(),
+        )
+    };
+    let (fp32_ms, fp32_bytes) = fit("fp32");
+    // Stored small, computed in float32: the same time.
+    for format in ["fp16", "weights-int8"] {
+        let (ms, bytes) = fit(format);
+        assert!(bytes < fp32_bytes, "{format}");
+        assert!((ms - fp32_ms).abs() < 1e-9, "{format}: {ms} vs {fp32_ms}");
+    }
+    // Integer kernels: digits-mlp is Gemms only, all of them int8 in both integer formats.
+    for format in ["qdq-int8", "dynamic-int8"] {
+        let (ms, bytes) = fit(format);
+        assert!(bytes < fp32_bytes / 2, "{format}");
+        assert!(ms < fp32_ms, "{format}: {ms} vs {fp32_ms}");
+    }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""qdq-int8 exports compute the same on a CPU without VNNI as on this one.
+"""qdq-int8 and dynamic-int8 exports compute the same on a CPU without VNNI as on this one.
 
     python3 tests/python/check_cpu_kinds.py [--samples 200] [--models mnist-cnn,digits-mlp]
 
@@ -19,6 +19,8 @@ that saturate). For each sample model:
             with optimizations off (QDQ computed in float, as tract computes it): max |Δ logit|
             <= 0.5, SQNR >= 40 dB, identical top-1 on every sample — the bounds of
             check_exports.py.
+  dynamic   `--format dynamic-int8` (default target, 7-bit weight codes): onnxruntime emulated
+            must match onnxruntime natively within the same bounds.
   control   `--target x86-64-vnni` (full-range weights) on mnist-cnn must FAIL those bounds
             when emulated: it proves the emulated CPU really runs the saturating kernels (else
             the check above would prove nothing). Natively it is printed only (it passes on a
@@ -127,10 +129,14 @@ def main() -> int:
             x = np.load(model_dir / meta.get("inputs", "test_inputs.npy")).astype(np.float32)[: args.samples]
             inputs = Path(tmp) / f"{model}.inputs.npy"
             np.save(inputs, x)
-            for variant, flags in [("portable", []), ("full range (control)", ["--target", "x86-64-vnni"])]:
+            for variant, fmt_name, flags in [
+                ("portable", "qdq-int8", []),
+                ("full range (control)", "qdq-int8", ["--target", "x86-64-vnni"]),
+                ("dynamic-int8 portable", "dynamic-int8", []),
+            ]:
                 out = Path(tmp) / f"{model}.{len(cases)}.onnx"
                 cmd = [str(binary), "optimize", str(model_dir / "model.onnx"), "--out", str(out),
-                       "--format", "qdq-int8", "--runs", "0", "--json", *flags]
+                       "--format", fmt_name, "--runs", "0", "--json", *flags]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
                 if proc.returncode != 0:
                     print(f"`{' '.join(cmd)}` failed: {proc.stderr[-600:]}", file=sys.stderr)
@@ -154,10 +160,19 @@ def main() -> int:
         failures = []
         for i, (model, variant, bits, path, inputs) in enumerate(cases):
             x = np.load(inputs)
-            exact = logits(str(path), x, optimize=False)
+            if variant.startswith("dynamic"):
+                # onnxruntime runs DynamicQuantizeLinear + MatMulInteger as integer kernels
+                # even unoptimized: the native run is the reference (on a VNNI CPU it is exact;
+                # check_exports.py compares it with tract's preview wherever CI runs).
+                exact = logits(str(path), x, optimize=True)
+            else:
+                exact = logits(str(path), x, optimize=False)
             native = compare(exact, logits(str(path), x, optimize=True))
             emu = compare(exact, emulated[f"r{i}"])
-            if variant == "portable":
+            if variant.startswith("dynamic"):
+                ok = within(emu) and bits == 7
+                why = "" if ok else "the emulated CPU without VNNI computes another result than this one"
+            elif variant == "portable":
                 ok = within(native) and within(emu) and bits == 7
                 why = "" if ok else "integer kernels differ from the exact QDQ result beyond the bounds"
             else:

@@ -220,7 +220,7 @@ fn run_optimize(
         Recipe::from_json(&std::fs::read_to_string(recipe_path).unwrap()).unwrap(),
         recipe
             .clone()
-            .with_int8_activations(format == ExportFormat::QdqInt8)
+            .with_int8_activations(format.has_integer_kernels())
     );
     assert_eq!(
         report.compressed.size_bytes,
@@ -235,7 +235,9 @@ fn every_export_format_verifies_on_both_sample_models() {
     for name in ["mnist-cnn", "digits-mlp"] {
         for format in ExportFormat::ALL {
             let mut recipe = match format {
-                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 => int8(),
+                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
+                    int8()
+                }
                 ExportFormat::Fp16 => {
                     let mut r = Recipe::default();
                     r.defaults.precision = Precision::Float16;
@@ -260,7 +262,10 @@ fn every_export_format_verifies_on_both_sample_models() {
                 "{name} {format:?}: {compressed} vs {original}"
             );
             match format {
-                ExportFormat::Fp16 | ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 => {
+                ExportFormat::Fp16
+                | ExportFormat::WeightsInt8
+                | ExportFormat::QdqInt8
+                | ExportFormat::DynamicInt8 => {
                     assert!(
                         report.compressed.size_bytes < report.original.size_bytes * 7 / 10,
                         "{name} {format:?} smaller"

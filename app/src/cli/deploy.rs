@@ -36,7 +36,7 @@ pub struct FitArgs {
     #[arg(long, value_parser = super::optimize::prune_ratio)]
     pub prune: Option<f32>,
     /// Export format of the plan (`fp32` with no recipe, bits or prune checks only the original).
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8", "dynamic-int8"])]
     pub format: String,
     /// The latency an inference must stay under on the device, ms (an estimate is compared).
     #[arg(long, value_name = "MS")]
@@ -282,12 +282,14 @@ fn plan_recipe(
             d.precision = match format {
                 ExportFormat::Fp32 => Precision::Float32,
                 ExportFormat::Fp16 => Precision::Float16,
-                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 => Precision::Int { bits: 8 },
+                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
+                    Precision::Int { bits: 8 }
+                }
             }
         }
         None => {}
     }
-    if format == ExportFormat::QdqInt8 {
+    if format.has_integer_kernels() {
         recipe.activations.int8 = true;
     }
     Ok(recipe)

@@ -65,7 +65,7 @@ pub struct OptimizeArgs {
     #[arg(long, value_parser = ["obs", "magnitude", "activation"], requires = "reconstruct")]
     pub reconstruct_mask: Option<String>,
     /// Export format.
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8"])]
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "fp16", "weights-int8", "qdq-int8", "dynamic-int8"])]
     pub format: String,
     /// The lowest output SQNR (dB) accepted against the original, over every float output
     /// (default 20; the recipe's `quality.min_output_sqnr_db`). Below it the file is still
@@ -76,7 +76,7 @@ pub struct OptimizeArgs {
     /// an output below the SQNR floor (default 0.97).
     #[arg(long, value_name = "FRACTION", value_parser = fraction)]
     pub min_agreement: Option<f64>,
-    /// The CPU a qdq-int8 file is meant for: `portable` (default; exact on every CPU),
+    /// The CPU a qdq-int8 or dynamic-int8 file is meant for: `portable` (default; exact on every CPU),
     /// `x86-64` (no VNNI), `x86-64-vnni`, `arm64`, or `host` (this machine's kind). It decides
     /// the weight range of the integer layers.
     #[arg(long, value_parser = ["portable", "x86-64", "x86-64-vnni", "arm64", "host"], conflicts_with = "device")]
@@ -88,7 +88,7 @@ pub struct OptimizeArgs {
     /// A device profile file of your own, for --device (repeatable).
     #[arg(long = "device-file", value_name = "PATH")]
     pub device_files: Vec<std::path::PathBuf>,
-    /// Weight codes of qdq-int8 integer layers: `auto` (default: the widest range the target
+    /// Weight codes of qdq-int8 and dynamic-int8 integer layers: `auto` (default: the widest range the target
     /// computes exactly), `reduced` (7-bit, exact everywhere) or `full` (8-bit; only for
     /// x86-64-vnni and arm64, where onnxruntime's u8×s8 kernels do not saturate).
     #[arg(long, value_parser = ["auto", "reduced", "full"])]
@@ -201,7 +201,9 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
             d.precision = match format {
                 ExportFormat::Fp32 => Precision::Float32,
                 ExportFormat::Fp16 => Precision::Float16,
-                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 => Precision::Int { bits: 8 },
+                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
+                    Precision::Int { bits: 8 }
+                }
             }
         }
         None => {}
@@ -218,7 +220,7 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if args.gptq {
         d.error_compensation = true;
     }
-    if format == ExportFormat::QdqInt8 {
+    if format.has_integer_kernels() {
         recipe.activations.int8 = true;
     }
     if let Some(db) = args.min_sqnr {
@@ -237,7 +239,7 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if let Some(range) = args.weight_range.as_deref().and_then(WeightRange::parse) {
         recipe.activations.weight_range = range;
         if range == WeightRange::Full
-            && format == ExportFormat::QdqInt8
+            && format.has_integer_kernels()
             && !recipe.target.full_range_exact()
         {
             return Err(crate::exit::Failure::Usage(format!(

@@ -139,7 +139,8 @@ pub enum ActivationCalibration {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ActivationSettings {
-    /// Quantize activations to int8 (QDQ) when true.
+    /// Activations int8 when true: calibrated (qdq-int8) or quantized at run time
+    /// (dynamic-int8); the export format sets it.
     pub int8: bool,
     pub calibration: ActivationCalibration,
     /// The range of the int8 weight codes of layers that run as integer kernels.
@@ -448,8 +449,9 @@ impl Recipe {
         }
     }
 
-    /// The recipe with int8 activations on or off: the export format decides it (a QDQ
-    /// export quantizes activations, the other formats do not), whatever the file said.
+    /// The recipe with int8 activations on or off: the export format decides it (QDQ and
+    /// dynamic int8 exports quantize activations, the other formats do not), whatever the
+    /// file said.
     pub fn with_int8_activations(mut self, int8: bool) -> Self {
         self.activations.int8 = int8;
         self

@@ -3,10 +3,11 @@
 //! Basis (every figure the CLI and the studio show carries this): each node takes the longer
 //! of its compute time and its memory time on the device's roofline,
 //! `max(2 x MACs / (peak ops/s x efficiency), bytes moved / bandwidth)`, plus a fixed
-//! dispatch cost per node. MACs at the node's precision (int8 only for integer layers of a
-//! QDQ plan, fp16 for an fp16 plan) use that precision's peak, or float32's when the device has
-//! no fast path for it; nodes without MACs (element-wise, pooling) count one op per output
-//! value. Bytes moved are the node's activation inputs and outputs and the weights it reads.
+//! dispatch cost per node. MACs at the node's precision (int8 for the integer layers of a
+//! qdq-int8 or dynamic-int8 plan, else float32 — an fp16 file casts its weights to float32;
+//! an accelerator without float32 runs float nodes in float16) use that precision's peak, or
+//! the next wider one's when the device has no fast path for it; nodes without MACs
+//! (element-wise, pooling) count one op per output value. Bytes moved are the node's activation inputs and outputs and the weights it reads.
 //! The efficiency factors say how much of the peak a runtime's kernels reach, per kind of
 //! kernel ([`Efficiency`]); they are stated assumptions from published kernel studies, checked
 //! against published measurements by `bench/device_estimates.py`. Energy is the device's

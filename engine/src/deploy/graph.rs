@@ -130,17 +130,22 @@ struct NodeChange {
     weight_bytes_before: u64,
     weight_bytes_after: u64,
     int8_activations: bool,
+    /// Stored small, computed in float: the runtime makes float32 weights of it at load time.
+    folds_to_float: bool,
 }
 
 impl DeviceGraph {
     /// The original model: float32 (or whatever its tensors are) as stored.
     pub fn original(model: &LoadedModel) -> Self {
-        build(model, "original", &HashMap::new(), 4, false)
+        build(model, "original", &HashMap::new())
     }
 
     /// `compression` exported as `format`: the compressed layers' weight bytes and MACs, and
-    /// the precision they compute in (integer kernels only in the QDQ format; fp16 weights
-    /// and activations in the fp16 format; weight-only int8 computes in float32).
+    /// the precision they compute in, as the written file computes: integer kernels for the
+    /// integer layers of a QDQ export (int8 activations between them) and for the integer
+    /// MatMul/Gemm layers of a dynamic-int8 export (activations quantized at run time, float
+    /// between layers); everything else in float32 — the fp16 and weights-int8 formats store
+    /// small weights that a runtime turns into float32 when it loads the file.
     pub fn planned(
         model: &LoadedModel,
         compressor: &Compressor,
@@ -154,9 +159,10 @@ impl DeviceGraph {
                 continue;
             }
             let integer = matches!(report.settings.precision, Precision::Int { .. });
+            let matmul = matches!(layer.op.as_str(), "MatMul" | "Gemm");
             let compute = match format {
                 ExportFormat::QdqInt8 if integer => ComputePrecision::Int8,
-                ExportFormat::Fp16 => ComputePrecision::Fp16,
+                ExportFormat::DynamicInt8 if integer && matmul => ComputePrecision::Int8,
                 _ => ComputePrecision::Fp32,
             };
             changes.insert(
@@ -166,13 +172,15 @@ impl DeviceGraph {
                     macs: report.macs_after,
                     weight_bytes_before: report.bytes_before,
                     weight_bytes_after: report.bytes_after,
-                    int8_activations: compute == ComputePrecision::Int8,
+                    int8_activations: format == ExportFormat::QdqInt8
+                        && compute == ComputePrecision::Int8,
+                    folds_to_float: compute == ComputePrecision::Fp32
+                        && report.bytes_after < report.bytes_before
+                        && report.settings.precision != Precision::Float32,
                 },
             );
         }
-        let float_bytes = if format == ExportFormat::Fp16 { 2 } else { 4 };
-        let folds_to_float = format == ExportFormat::WeightsInt8;
-        build(model, format.name(), &changes, float_bytes, folds_to_float)
+        build(model, format.name(), &changes)
     }
 
     /// `recipe` applied to `model` (its weights compressed: sizes, sparsity and structured
@@ -347,13 +355,9 @@ fn fuse(nodes: &mut [DeviceNode], tensors: &mut [ActivationTensor]) {
     }
 }
 
-fn build(
-    model: &LoadedModel,
-    form: &str,
-    changes: &HashMap<usize, NodeChange>,
-    float_bytes: u64,
-    folds_to_float: bool,
-) -> DeviceGraph {
+fn build(model: &LoadedModel, form: &str, changes: &HashMap<usize, NodeChange>) -> DeviceGraph {
+    // Float activations are float32 in every form the exports write.
+    let float_bytes = 4;
     let graph = &model.graph;
     let order = execution_order(model);
     let reads = subgraph_reads(model);
@@ -429,8 +433,6 @@ fn build(
             weight_bytes = weight_bytes
                 .saturating_sub(change.weight_bytes_before)
                 .saturating_add(change.weight_bytes_after);
-        } else if float_bytes == 2 {
-            compute = ComputePrecision::Fp16;
         }
         nodes.push(DeviceNode {
             node: index,
@@ -500,9 +502,15 @@ fn build(
         .iter()
         .fold(0u64, |a, w| a.saturating_add(w.bytes));
     let weight_bytes = stored.saturating_sub(before).saturating_add(after);
-    // Weight-only integer formats: the runtime folds the codes' DequantizeLinear/Mul into
+    // Layers stored small but computed in float: the runtime folds the codes' Cast/Mul into
     // float32 weights when it loads the file.
-    let weight_ram_bytes = if folds_to_float { stored } else { weight_bytes };
+    let unfolded = changes
+        .values()
+        .filter(|c| c.folds_to_float)
+        .fold(0u64, |a, c| {
+            a.saturating_add(c.weight_bytes_before.saturating_sub(c.weight_bytes_after))
+        });
+    let weight_ram_bytes = weight_bytes.saturating_add(unfolded);
     DeviceGraph {
         form: form.to_owned(),
         nodes,

@@ -1,6 +1,8 @@
 //! Building the exported ONNX model from a compression: the exact protobuf that is evaluated
 //! for the preview and written to disk, so what is previewed is what ships.
 
+mod bias;
+mod dynamic;
 mod planned;
 mod weights;
 
@@ -13,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::compress::compressor::{Compression, Compressor};
 use crate::compress::plan::Precision;
 use crate::error::{Error, Result};
-use crate::model::graph_edit::node as node_proto;
 use crate::model::graph_edit::{
     constant_node, float_tensor, half_tensor, int_attr, node, top_level_names, uint8_tensor, unique,
 };
@@ -36,19 +37,31 @@ pub enum ExportFormat {
     /// As `WeightsInt8`, plus int8 activations: `QuantizeLinear`/`DequantizeLinear` pairs on the
     /// inputs and outputs of integer layers, with ranges calibrated on data.
     QdqInt8,
+    /// Integer MatMul/Gemm layers as int8 codes run by `MatMulInteger` on their input
+    /// quantized to uint8 at run time (`DynamicQuantizeLinear`), as onnxruntime's
+    /// `quantize_dynamic` writes them: integer kernels without calibration data. Other
+    /// integer layers are stored as in `WeightsInt8` and compute in float.
+    DynamicInt8,
 }
 
 impl ExportFormat {
     /// All formats, in CLI order.
-    pub const ALL: [ExportFormat; 4] = [Self::Fp32, Self::Fp16, Self::WeightsInt8, Self::QdqInt8];
+    pub const ALL: [ExportFormat; 5] = [
+        Self::Fp32,
+        Self::Fp16,
+        Self::WeightsInt8,
+        Self::QdqInt8,
+        Self::DynamicInt8,
+    ];
 
-    /// The CLI/JSON name (`fp32`, `fp16`, `weights-int8`, `qdq-int8`).
+    /// The CLI/JSON name (`fp32`, `fp16`, `weights-int8`, `qdq-int8`, `dynamic-int8`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Fp32 => "fp32",
             Self::Fp16 => "fp16",
             Self::WeightsInt8 => "weights-int8",
             Self::QdqInt8 => "qdq-int8",
+            Self::DynamicInt8 => "dynamic-int8",
         }
     }
 
@@ -57,10 +70,17 @@ impl ExportFormat {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Whether only the weights change (no activation ranges to calibrate): such a file can
-    /// be written without running the model.
+    /// Whether no activation ranges need calibrating (dynamic int8 measures them at run
+    /// time): such a file can be written without running the model.
     pub fn is_weight_only(self) -> bool {
         !matches!(self, Self::QdqInt8)
+    }
+
+    /// Whether integer layers run as integer kernels on int8 activations (QDQ and dynamic
+    /// int8): their weight codes obey the target's range
+    /// ([`crate::compress::plan::Recipe::integer_kernel_bits_cap`]).
+    pub fn has_integer_kernels(self) -> bool {
+        matches!(self, Self::QdqInt8 | Self::DynamicInt8)
     }
 }
 
@@ -77,7 +97,8 @@ pub struct BuiltModel {
     pub format: ExportFormat,
     /// Layers whose stored weights changed.
     pub layers_changed: usize,
-    /// Activations given int8 QuantizeLinear/DequantizeLinear pairs.
+    /// Activations given int8 QuantizeLinear/DequantizeLinear pairs (qdq-int8), or quantized
+    /// at run time by `DynamicQuantizeLinear` (dynamic-int8).
     pub quantized_activations: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -156,145 +177,6 @@ pub fn activation_tensors(
     out
 }
 
-/// What [`quantize_biases`] did.
-struct BiasQuantization {
-    quantized: usize,
-    notes: Vec<String>,
-}
-
-/// Replaces the float bias of every integer Conv/Gemm by int32 codes at the scale
-/// `input scale × weight scale` (per channel) and a `DequantizeLinear`: the form onnxruntime's
-/// quantizer writes and the one its integer kernels compute (they add the bias to the int32
-/// accumulator). A float bias would be rounded to that grid inside the runtime (onnxruntime's
-/// weight/bias quantization pass) but not in a runtime that simulates QDQ in float, so the
-/// two would round some outputs differently; quantized here, both compute the same sums.
-#[allow(clippy::too_many_arguments)]
-fn quantize_biases(
-    model: &LoadedModel,
-    graph: &mut GraphProto,
-    compressor: &Compressor,
-    compression: &Compression,
-    targets: &[ActivationTarget],
-    ranges: &ActivationRanges,
-    names: &mut HashSet<String>,
-    prelude: &mut Vec<NodeProto>,
-) -> Result<BiasQuantization> {
-    let mut done = BiasQuantization {
-        quantized: 0,
-        notes: Vec::new(),
-    };
-    let by_node: HashMap<usize, &ActivationTarget> = targets.iter().map(|t| (t.node, t)).collect();
-    for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
-        let (Some(target), Some(q)) = (by_node.get(&layer.node), &result.quantized) else {
-            continue;
-        };
-        let node = &model.graph.nodes[layer.node];
-        let attr = |name: &str| {
-            node.attributes
-                .iter()
-                .find(|a| a.name == name)
-                .map(|a| a.value.as_str())
-        };
-        let plain = match node.op_type.as_str() {
-            "Conv" => true,
-            // alpha·A·B + beta·C: the integer kernel adds C unscaled.
-            "Gemm" => {
-                attr("alpha").is_none_or(|v| v.parse() == Ok(1.0f32))
-                    && attr("beta").is_none_or(|v| v.parse() == Ok(1.0f32))
-            }
-            _ => false,
-        };
-        let Some(bias_name) = node.inputs.get(2).filter(|b| plain && !b.is_empty()) else {
-            continue;
-        };
-        let Some(bias) = model.weight(bias_name) else {
-            continue;
-        };
-        let channels = layer
-            .channel_axis
-            .map_or(0, |a| layer.dims[a].max(0) as usize);
-        let readers = model.graph.consumers.get(bias_name).map_or(0, Vec::len);
-        let Some(values) = bias.values.as_ref().filter(|v| {
-            bias.dtype == crate::model::dtype::DType::FLOAT32
-                && bias.dims.len() == 1
-                && v.len() == channels
-                && readers == 1
-                && bias.graph.is_empty()
-        }) else {
-            continue;
-        };
-        let per_channel = q.params.len() == channels && q.axis == layer.channel_axis;
-        if !(per_channel || q.params.len() == 1) {
-            continue;
-        }
-        let Some(&(lo, hi)) = ranges.get(&target.input) else {
-            continue;
-        };
-        let (input_scale, _) = activation_params(lo, hi);
-        let scales: Vec<f32> = (0..channels)
-            .map(|c| input_scale * q.params[if per_channel { c } else { 0 }].scale)
-            .collect();
-        let codes: Option<Vec<i32>> = values
-            .iter()
-            .zip(&scales)
-            .map(|(&b, &scale)| {
-                let code = (f64::from(b) / f64::from(scale)).round();
-                (code.is_finite() && code.abs() <= f64::from(i32::MAX)).then_some(code as i32)
-            })
-            .collect();
-        let Some(codes) = codes else {
-            done.notes.push(format!(
-                "the bias of `{}` does not fit int32 at its scale; it stays float",
-                layer.name
-            ));
-            continue;
-        };
-        take_weight(graph, bias_name)?;
-        let codes_name = unique(names, &format!("{bias_name}_quantized"));
-        let scale_name = unique(names, &format!("{bias_name}_scale"));
-        let group_dims: Vec<i64> = if per_channel {
-            vec![channels as i64]
-        } else {
-            vec![]
-        };
-        let stored_scales = if per_channel {
-            &scales[..]
-        } else {
-            &scales[..1]
-        };
-        graph
-            .initializer
-            .push(int32_tensor(&codes_name, &[channels as i64], &codes));
-        graph
-            .initializer
-            .push(float_tensor(&scale_name, &group_dims, stored_scales));
-        let attrs = if per_channel {
-            vec![int_attr("axis", 0)]
-        } else {
-            vec![]
-        };
-        prelude.push(node_proto(
-            "DequantizeLinear",
-            &unique(names, &format!("{bias_name}_dequantize")),
-            // No zero point: an int32 bias has zero point 0, the input's default.
-            &[&codes_name, &scale_name],
-            bias_name,
-            &attrs,
-        ));
-        done.quantized += 1;
-    }
-    Ok(done)
-}
-
-fn int32_tensor(name: &str, dims: &[i64], values: &[i32]) -> crate::model::proto::TensorProto {
-    crate::model::graph_edit::tensor(
-        name,
-        crate::model::dtype::DType::INT32,
-        dims,
-        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    )
-}
-
 /// Scale and zero point of a uint8 activation with the calibrated range `[lo, hi]` (widened
 /// to include 0, so that 0.0 — padding, Relu's floor — is exact).
 pub fn activation_params(lo: f32, hi: f32) -> (f32, u8) {
@@ -337,6 +219,8 @@ pub fn build_export(
     let mut prelude: Vec<NodeProto> = Vec::new();
     let mut layers_changed = 0;
     let mut any_f16_from_int = false;
+    let mut dynamic_layers = Vec::new();
+    let mut float_integer_layers = Vec::new();
 
     for (layer, result) in compressor.layers.iter().zip(&compression.layers) {
         let s = result.report.settings;
@@ -376,6 +260,15 @@ pub fn build_export(
             Storage::Int8(q) if format == ExportFormat::QdqInt8 => {
                 weights::dequantize_linear(graph, &mut names, &mut prelude, w, &layer.dims, q)
             }
+            Storage::Int8(q) if format == ExportFormat::DynamicInt8 => {
+                match dynamic::plan_layer(model, layer, q, graph, &mut names) {
+                    Ok(plan) => dynamic_layers.push(plan),
+                    Err(reason) => {
+                        float_integer_layers.push((layer.name.clone(), reason));
+                        weights::cast_and_scale(graph, &mut names, &mut prelude, w, &layer.dims, q)
+                    }
+                }
+            }
             Storage::Int8(q) => {
                 weights::cast_and_scale(graph, &mut names, &mut prelude, w, &layer.dims, q)
             }
@@ -396,7 +289,7 @@ pub fn build_export(
             reason: "qdq-int8 needs calibration data for activation ranges (--data)".to_owned(),
         })?;
         let targets = activation_tensors(model, compressor, compression);
-        let biases = quantize_biases(
+        let biases = bias::quantize_biases(
             model,
             graph,
             compressor,
@@ -421,6 +314,16 @@ pub fn build_export(
             &mut names,
             &mut quantized_activations,
         )?
+    } else if format == ExportFormat::DynamicInt8 {
+        dynamic::notes(&mut notes, dynamic_layers.len(), &float_integer_layers);
+        let (body, inputs) = dynamic::rewrite(
+            std::mem::take(&mut graph.node),
+            dynamic_layers,
+            graph,
+            &mut names,
+        );
+        quantized_activations = inputs;
+        body
     } else {
         std::mem::take(&mut graph.node)
     };

@@ -22,9 +22,11 @@ use crate::model::proto::Message;
 use crate::model::write::OutputSet;
 
 /// The model moved to the opset `format` needs, when it imports an older one: QDQ needs
-/// `QuantizeLinear` (opset 10) and per-axis `DequantizeLinear` (13); the weight-only int8
-/// form needs numpy broadcasting (7); fp16's `Cast` takes an integer `to` from opset 6. Moved
-/// only when no op's meaning changes (see [`crate::model::opset`]); for QDQ, 10–12 stays with
+/// `QuantizeLinear` (opset 10) and per-axis `DequantizeLinear` (13); dynamic int8 needs
+/// `DynamicQuantizeLinear` (11) and is moved to 13 where it can be, as the integer layers'
+/// per-channel scales are planned there; the weight-only int8 form needs numpy broadcasting
+/// (7); fp16's `Cast` takes an integer `to` from opset 6. Moved only when no op's meaning
+/// changes (see [`crate::model::opset`]); for QDQ and dynamic int8, the minimum stays with
 /// per-tensor weights when 13 is out of reach. Below the minimum: a clear error.
 fn opset_stage(
     model: &LoadedModel,
@@ -34,6 +36,8 @@ fn opset_stage(
     let current = crate::model::opset::default_opset(&model.proto);
     let (wanted, minimum) = match format {
         ExportFormat::QdqInt8 => (13, 10),
+        // DynamicQuantizeLinear is opset 11 (MatMulInteger 10).
+        ExportFormat::DynamicInt8 => (13, 11),
         ExportFormat::WeightsInt8 => (7, 7),
         ExportFormat::Fp16 => (6, 6),
         ExportFormat::Fp32 => return Ok(None),
@@ -115,7 +119,7 @@ pub fn optimize(
     let normalized = options
         .recipe
         .clone()
-        .with_int8_activations(options.format == ExportFormat::QdqInt8);
+        .with_int8_activations(options.format.has_integer_kernels());
     let options = &OptimizeOptions {
         recipe: &normalized,
         ..*options
@@ -288,7 +292,7 @@ pub fn optimize(
             input_shape: &preview.input_shape,
             build: &verify_build,
             original_schema: &original_schema,
-            integer_kernels: options.format == ExportFormat::QdqInt8,
+            integer_kernels: options.format.has_integer_kernels(),
             original: Some(verify::OriginalRef {
                 proto: &original_proto,
                 dir: model.path.parent(),

@@ -101,7 +101,12 @@ pub fn planned_file(
         ),
         _ => {}
     }
-    if !below_8.is_empty() && matches!(format, ExportFormat::WeightsInt8 | ExportFormat::QdqInt8) {
+    if !below_8.is_empty()
+        && matches!(
+            format,
+            ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8
+        )
+    {
         let bits: Vec<String> = below_8.iter().map(|b| format!("int{b}")).collect();
         notes.push(format!(
             "{} codes are stored in int8 containers (1 byte per weight, as int8): fewer bits \
@@ -132,8 +137,10 @@ pub fn planned_file(
         );
     }
     // Integer formats move models below opset 13 to it (per-channel scales): a few bytes.
-    let upgraded = matches!(format, ExportFormat::WeightsInt8 | ExportFormat::QdqInt8)
-        && crate::model::opset::default_opset(&model.proto) < 13;
+    let upgraded = matches!(
+        format,
+        ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8
+    ) && crate::model::opset::default_opset(&model.proto) < 13;
     Ok(PlannedFile {
         size_bytes,
         exact: !structured && !folds && !upgraded,
