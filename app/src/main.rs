@@ -124,6 +124,9 @@ enum Command {
     Fit(Box<cli::deploy::FitArgs>),
     /// The device profiles there are (built-in and your own).
     Devices(cli::deploy::DevicesArgs),
+    /// The model in onnxruntime's ORT format (ORT Mobile), converted by onnxruntime, with the
+    /// operator config of a reduced build that runs it.
+    OrtFormat(cli::deploy::OrtFormatArgs),
     /// The edge–cloud split: every cut with the tensors that cross it (--list), or the device
     /// and server halves at a cut, written and verified (head → tail against the model).
     Split(Box<cli::split::SplitArgs>),
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
         Some(Command::Split(a)) => cli::split::split_cmd(&a),
         Some(Command::Fit(a)) => cli::deploy::fit_cmd(&a),
         Some(Command::Devices(a)) => cli::deploy::devices_cmd(&a),
+        Some(Command::OrtFormat(a)) => cli::deploy::ort_format_cmd(&a),
         None => gui::run(gui::StartOptions {
             model: args.model,
             screenshot: args.screenshot,

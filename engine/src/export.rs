@@ -2,4 +2,5 @@
 //! weights-int8, qdq-int8) and verifying a written file in every runtime against the preview.
 
 pub mod build;
+pub mod ort_format;
 pub mod verify;

@@ -402,3 +402,70 @@ pub(crate) fn fit_table(
     }
     out
 }
+
+/// `edgefit ort-format`.
+#[derive(Debug, clap::Args)]
+pub struct OrtFormatArgs {
+    /// The ONNX model (an export of `optimize`, or any model onnxruntime runs).
+    pub model: PathBuf,
+    /// Where to write the `.ort` file (`OUT.required_operators.config` goes beside it).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// The ONNX Runtime shared library to convert with (a file, or a folder holding
+    /// libonnxruntime.so*). Default: $EDGEFIT_ONNXRUNTIME_LIB, $ORT_DYLIB_PATH, a
+    /// pip-installed onnxruntime wheel, system library folders.
+    #[arg(long, value_name = "PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edgefit ort-format`: the model in onnxruntime's ORT format for ORT Mobile, and the
+/// operators a reduced onnxruntime build needs for it.
+pub fn ort_format_cmd(args: &OrtFormatArgs) -> Result<()> {
+    let library =
+        edgefit_engine::measure::runtime::onnxruntime::load(args.onnxruntime_lib.as_deref())?;
+    let bar = progress_bar();
+    let cancel = interruptible();
+    let model = load_model(&args.model, &sink(&bar), &cancel)?;
+    bar.finish_and_clear();
+    let written = edgefit_engine::export::ort_format::write_ort_format(&model, &args.out)
+        .context("converting to the ORT format")?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            model: String,
+            onnxruntime_library: String,
+            #[serde(flatten)]
+            written: &'a edgefit_engine::export::ort_format::OrtFormatExport,
+        }
+        return super::print_json(
+            "ort-format",
+            &Json {
+                model: args.model.display().to_string(),
+                onnxruntime_library: library.display().to_string(),
+                written: &written,
+            },
+        );
+    }
+    println!(
+        "wrote {} ({}, ORT format, basic optimizations, loaded back in onnxruntime {})",
+        written.path.display(),
+        bytes(written.size_bytes),
+        library.display()
+    );
+    println!(
+        "operators for a reduced build (--include_ops_by_config): {}",
+        written.config_path.display()
+    );
+    for set in &written.operators {
+        println!(
+            "  {};{}: {}",
+            terminal_safe(&set.domain),
+            set.opset,
+            terminal_safe(&set.ops.join(", "))
+        );
+    }
+    Ok(())
+}

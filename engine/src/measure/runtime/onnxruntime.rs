@@ -52,6 +52,9 @@ fn ort_error(context: &str, error: impl std::fmt::Display) -> Error {
 }
 
 mod library;
+mod ort_format;
+
+pub use ort_format::ort_format_bytes;
 
 use library::ENVIRONMENT;
 pub use library::{load, loaded_library};
