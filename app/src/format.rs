@@ -29,6 +29,12 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A signed margin in bytes: `+520.0 KiB`, `-84.5 KiB`.
+pub fn signed_bytes(margin: i64) -> String {
+    let sign = if margin < 0 { '-' } else { '+' };
+    format!("{sign}{}", bytes(margin.unsigned_abs()))
+}
+
 /// Large counts with a decimal suffix: `2.31 M`, `1.05 G`.
 pub fn si(n: u64) -> String {
     let value = n as f64;
@@ -51,6 +57,8 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(2048), "2.0 KiB");
         assert_eq!(si(2_310_000), "2.31 M");
+        assert_eq!(signed_bytes(-2048), "-2.0 KiB");
+        assert_eq!(signed_bytes(0), "+0 B");
     }
 }
 

@@ -13,7 +13,7 @@ use edgefit_engine::export::build::ExportFormat;
 use edgefit_engine::{AnalysisOptions, LoadedModel, load_model};
 
 use super::{interruptible, progress_bar, sink};
-use crate::format::{bytes, fit, terminal_safe};
+use crate::format::{bytes, fit, signed_bytes, terminal_safe};
 
 /// `edgefit fit`.
 #[derive(Debug, clap::Args)]
@@ -297,14 +297,6 @@ fn plan_recipe(
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "ok " } else { "NO " }
-}
-
-fn signed_bytes(margin: i64) -> String {
-    if margin < 0 {
-        format!("-{}", bytes(margin.unsigned_abs()))
-    } else {
-        format!("+{}", bytes(margin.unsigned_abs()))
-    }
 }
 
 /// The compact table: one row per device (two with a plan: original, then plan).

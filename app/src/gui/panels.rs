@@ -13,7 +13,7 @@ use super::session::Session;
 
 mod layers_table;
 
-use crate::format::{bytes, si, thousands};
+use crate::format::{bytes, si, signed_bytes, thousands};
 pub use layers_table::{LayersView, layers_ui};
 
 /// Sends `recipe` if it differs. A press-and-drag is one undo step: its first change records
@@ -382,13 +382,6 @@ fn device_badges_ui(ui: &mut egui::Ui, session: &Session) {
         };
         ui.label(RichText::new(format!("{mark} {text}")).color(colour));
     };
-    let signed = |m: i64| {
-        if m < 0 {
-            format!("-{}", bytes(m.unsigned_abs()))
-        } else {
-            format!("+{}", bytes(m.unsigned_abs()))
-        }
-    };
     // Wrapped, not a grid: the controls column keeps its width.
     for (label, f) in
         std::iter::once(("original", &row.original)).chain(row.plan.as_ref().map(|p| ("plan", p)))
@@ -401,14 +394,14 @@ fn device_badges_ui(ui: &mut egui::Ui, session: &Session) {
                 format!(
                     "RAM {} ({})",
                     bytes(f.ram_needed_bytes),
-                    signed(f.ram_margin_bytes)
+                    signed_bytes(f.ram_margin_bytes)
                 ),
             );
             badge(
                 ui,
                 f.fits_flash,
                 match f.flash_margin_bytes {
-                    Some(m) => format!("flash {} ({})", bytes(f.weight_bytes), signed(m)),
+                    Some(m) => format!("flash {} ({})", bytes(f.weight_bytes), signed_bytes(m)),
                     None => format!("weights {}", bytes(f.weight_bytes)),
                 },
             );

@@ -90,9 +90,17 @@ impl OutputSet {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(".partial");
+        // The mode any new file gets (0666 less the umask), not the temporary file's private
+        // 0600: an export is meant to be read by others (a deploy script, another account).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let mut temp = builder
             .tempfile_in(&dir)
             .map_err(|e| Error::io("cannot create a temporary file", &dir, e))?;
         let path = temp.path().to_path_buf();
@@ -225,6 +233,19 @@ mod tests {
         assert!(OutputSet::new(&[dir.path().to_path_buf()], &[]).is_err());
         assert!(OutputSet::new(&[dir.path().join("missing/x.onnx")], &[]).is_err());
         assert_eq!(std::fs::read(&model).unwrap(), b"model");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_output_gets_the_mode_any_new_file_gets_not_a_private_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.bin");
+        std::fs::write(&plain, b"x").unwrap();
+        let out = dir.path().join("out.onnx");
+        write_bytes_atomic(&out, b"model").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), mode(&plain));
     }
 
     #[cfg(unix)]
