@@ -264,30 +264,15 @@ fn plan_recipe(
     args: &FitArgs,
     format: ExportFormat,
 ) -> Result<edgefit_engine::compress::plan::Recipe> {
-    use edgefit_engine::compress::plan::Precision;
     let mut recipe = super::optimize::read_recipe(args.recipe.as_deref())?;
     let d = &mut recipe.defaults;
     if let Some(p) = args.prune {
         d.prune_ratio = p;
     }
-    match args.bits.as_deref() {
-        Some("fp32") => d.precision = Precision::Float32,
-        Some("fp16") => d.precision = Precision::Float16,
-        Some(bits) => {
-            d.precision = Precision::Int {
-                bits: bits.parse().context("--bits")?,
-            }
-        }
-        None if args.recipe.is_none() => {
-            d.precision = match format {
-                ExportFormat::Fp32 => Precision::Float32,
-                ExportFormat::Fp16 => Precision::Float16,
-                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
-                    Precision::Int { bits: 8 }
-                }
-            }
-        }
-        None => {}
+    if let Some(p) =
+        super::optimize::precision_of(args.bits.as_deref(), args.recipe.is_some(), format)?
+    {
+        d.precision = p;
     }
     if format.has_integer_kernels() {
         recipe.activations.int8 = true;

@@ -166,6 +166,33 @@ pub(crate) fn clipping(c: &str) -> Result<Clipping> {
     })
 }
 
+/// The weight precision `--bits` asks for; without it and without a recipe, the one `format`
+/// implies (int8 for the integer formats, fp16 for fp16); `None`: the recipe's stays.
+pub(crate) fn precision_of(
+    bits: Option<&str>,
+    has_recipe: bool,
+    format: ExportFormat,
+) -> Result<Option<Precision>> {
+    Ok(match bits {
+        Some("fp32") => Some(Precision::Float32),
+        Some("fp16") => Some(Precision::Float16),
+        Some(bits) => {
+            let bits: u8 = bits
+                .parse()
+                .with_context(|| format!("--bits takes 2–8, fp16 or fp32, not `{bits}`"))?;
+            Some(Precision::Int { bits })
+        }
+        None if !has_recipe => Some(match format {
+            ExportFormat::Fp32 => Precision::Float32,
+            ExportFormat::Fp16 => Precision::Float16,
+            ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
+                Precision::Int { bits: 8 }
+            }
+        }),
+        None => None,
+    })
+}
+
 /// The recipe of `--recipe PATH`, or the defaults without one.
 pub(crate) fn read_recipe(path: Option<&std::path::Path>) -> Result<Recipe> {
     Ok(match path {
@@ -188,25 +215,8 @@ fn recipe_from(args: &OptimizeArgs, format: ExportFormat) -> Result<Recipe> {
     if let Some(m) = &args.prune_method {
         d.prune_method = prune_method(m);
     }
-    match args.bits.as_deref() {
-        Some("fp32") => d.precision = Precision::Float32,
-        Some("fp16") => d.precision = Precision::Float16,
-        Some(bits) => {
-            let bits: u8 = bits
-                .parse()
-                .with_context(|| format!("--bits takes 2–8, fp16 or fp32, not `{bits}`"))?;
-            d.precision = Precision::Int { bits };
-        }
-        None if args.recipe.is_none() => {
-            d.precision = match format {
-                ExportFormat::Fp32 => Precision::Float32,
-                ExportFormat::Fp16 => Precision::Float16,
-                ExportFormat::WeightsInt8 | ExportFormat::QdqInt8 | ExportFormat::DynamicInt8 => {
-                    Precision::Int { bits: 8 }
-                }
-            }
-        }
-        None => {}
+    if let Some(p) = precision_of(args.bits.as_deref(), args.recipe.is_some(), format)? {
+        d.precision = p;
     }
     if args.asymmetric {
         d.symmetric = false;
